@@ -1,0 +1,98 @@
+// The differentiable ops: every op a model is built from, each recording its backward in the graph
+// (autograd/node.h). Forward work is done by the raw ops in tensor/ops.h on either device.
+#pragma once
+#include <utility>
+#include <vector>
+#include "autograd/node.h"
+#include "tensor/ops.h"
+
+namespace stf {
+
+// ---- leaves ------------------------------------------------------------------------------------------
+// Creation ops (ops::zeros, ops::randn, ...) give leaves; mark parameters with set_requires_grad().
+
+// ---- movement and views ------------------------------------------------------------------------------
+Tensor to(const Tensor& x, Device device);
+Tensor to(const Tensor& x, DType dtype);
+Tensor contiguous(const Tensor& x);
+Tensor reshape(const Tensor& x, Shape shape);
+Tensor flatten(const Tensor& x, int start_dim = 0);  // dims from start_dim on merged into one
+Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length);
+Tensor permute(const Tensor& x, const std::vector<int>& dims);
+Tensor transpose(const Tensor& x, int d0, int d1);
+Tensor expand(const Tensor& x, const Shape& shape);
+Tensor unsqueeze(const Tensor& x, int dim);
+Tensor squeeze(const Tensor& x, int dim);
+Tensor cat(const std::vector<Tensor>& xs, int dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int dim);
+Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, double value = 0);
+
+// ---- elementwise (binary ops broadcast) --------------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double s);
+Tensor mul(const Tensor& a, double s);
+Tensor rsub(const Tensor& a, double s);  // s - a
+Tensor rdiv(const Tensor& a, double s);  // s / a
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor rsqrt(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor pow(const Tensor& x, double p);
+Tensor silu(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor sin(const Tensor& x);
+Tensor cos(const Tensor& x);
+Tensor clamp(const Tensor& x, double lo, double hi);
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);  // cond is not differentiated
+Tensor nan_to_num(const Tensor& x, double inf_value = 1e5);         // not differentiated
+
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& x);
+Tensor operator+(const Tensor& a, double s);
+Tensor operator-(const Tensor& a, double s);
+Tensor operator*(const Tensor& a, double s);
+Tensor operator/(const Tensor& a, double s);
+Tensor operator+(double s, const Tensor& a);
+Tensor operator-(double s, const Tensor& a);
+Tensor operator*(double s, const Tensor& a);
+Tensor operator/(double s, const Tensor& a);
+
+// ---- reductions --------------------------------------------------------------------------------------
+Tensor sum(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);
+Tensor max(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);  // ties share the gradient
+
+// ---- linear algebra ----------------------------------------------------------------------------------
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);  // 2-D or batched 3-D
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);  // x [n, in], weight [out, in]
+
+// ---- convolution -------------------------------------------------------------------------------------
+// x [n, c, h, w], weight [k, c / groups, r, s], bias [k] or undefined.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride = 1, int padding = 0,
+              int groups = 1);
+// The adjoint of conv2d: weight [c_in, c_out / groups, r, s]; output size (h - 1) * stride - 2 * padding + r.
+Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride = 1, int padding = 0,
+                        int groups = 1);
+
+// ---- normalisation, softmax, dropout, losses ---------------------------------------------------------
+Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
+Tensor softmax(const Tensor& x, int dim);
+Tensor log_softmax(const Tensor& x, int dim);
+// Zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when !train or p == 0.
+Tensor dropout(const Tensor& x, double p, bool train, Generator& gen);
+// Squared error summed over all elements but the first dim, per sample: [n].
+Tensor squared_error_per_sample(const Tensor& prediction, const Tensor& target);
+Tensor mse_loss(const Tensor& prediction, const Tensor& target);  // mean over all elements
+
+}  // namespace stf

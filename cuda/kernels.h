@@ -1,0 +1,61 @@
+// Every CUDA kernel launcher in stf, on raw device pointers and sizes, float32 unless noted.
+// Each has a CPU twin of the same name and meaning in tensor/cpu/kernels.h; the GPU suite checks
+// one against the other. All launches go to stf::cuda::stream() and are checked with file and line.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include "cuda/layout.h"
+
+namespace stf::cuda {
+
+// --- elementwise.cu -------------------------------------------------------------------------------
+void fill(int64_t n, float* out, float value);
+// out (contiguous, n elements in x's layout order) = op(x)
+void unary(UnaryOp op, int64_t n, float* out, const float* x, const StridedLayout& lx, float alpha, float beta);
+// out (contiguous) = op(a, b); la and lb share out's sizes (broadcast dims have stride 0)
+void binary(BinaryOp op, int64_t n, float* out, const float* a, const StridedLayout& la, const float* b,
+            const StridedLayout& lb, float alpha, float beta);
+// out = cond != 0 ? a : b
+void where(int64_t n, float* out, const float* cond, const StridedLayout& lc, const float* a, const StridedLayout& la,
+           const float* b, const StridedLayout& lb);
+// dst[ldst.offset(i)] = src[lsrc.offset(i)] for elements of elem_size bytes (2, 4 or 8)
+void copy_strided(int64_t n, size_t elem_size, void* dst, const StridedLayout& ldst, const void* src,
+                  const StridedLayout& lsrc);
+void f32_to_bf16(int64_t n, uint16_t* out, const float* x);  // round to nearest even
+void bf16_to_f32(int64_t n, float* out, const uint16_t* x);
+
+// --- reduce.cu ------------------------------------------------------------------------------------
+// x viewed as contiguous [outer, r, inner] -> out [outer, inner]
+void reduce(ReduceOp op, int64_t outer, int64_t r, int64_t inner, float* out, const float* x);
+
+// --- softmax.cu -----------------------------------------------------------------------------------
+// Row-wise over contiguous [rows, cols]; log selects log_softmax.
+void softmax_rows(int64_t rows, int64_t cols, float* y, const float* x, bool log);
+// dx from dy and the forward output y
+void softmax_rows_backward(int64_t rows, int64_t cols, float* dx, const float* dy, const float* y, bool log);
+
+// --- group_norm.cu --------------------------------------------------------------------------------
+// x [n, c, hw] contiguous, groups g dividing c; mean and rstd are [n, g]; gamma/beta [c] (may be null)
+void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const float* x, const float* gamma,
+                        const float* beta, float* y, float* mean, float* rstd);
+// dgamma and dbeta may be null when gamma is null
+void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x, const float* gamma,
+                         const float* mean, const float* rstd, const float* dy, float* dx, float* dgamma, float* dbeta);
+
+// --- random.cu (Philox stream convention in cuda/philox.h) ----------------------------------------
+void uniform(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset);
+void normal(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset);
+void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset);  // 1 with probability p, else 0
+
+// --- blas.cu (cuBLAS) -----------------------------------------------------------------------------
+// Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, `batch` times with element strides.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc, int64_t batch = 1, int64_t stride_a = 0,
+          int64_t stride_b = 0, int64_t stride_c = 0);
+
+// --- conv.cu (cuDNN; algorithm chosen once per shape, one shared workspace) -----------------------
+void conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y);
+void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx);
+void conv2d_backward_weight(const ConvShape& s, const float* x, const float* dy, float* dw);
+
+} // namespace stf::cuda

@@ -1,0 +1,34 @@
+// The CUDA runtime as the rest of stf sees it: device memory through the caching allocator, copies,
+// synchronisation, and the library handles. Plain C++ declarations (no CUDA headers), so tensor/ can
+// include it in any build. In a build without CUDA, runtime_stub.cpp answers "no device".
+#pragma once
+#include <cstddef>
+#include <string>
+#include "cuda/caching_allocator.h"
+
+namespace stf::cuda {
+
+bool built_with_cuda();
+// True when built with CUDA and at least one device is present and usable.
+bool available();
+int device_count();
+std::string device_name();
+
+void* malloc(size_t bytes);  // from the caching allocator; never returns null (throws on failure)
+void free(void* ptr);        // back to the allocator's free list
+AllocatorStats allocator_stats();
+void reset_peak();
+void empty_cache();          // returns cached blocks to the driver
+
+void copy_host_to_device(void* dst, const void* src, size_t bytes);
+void copy_device_to_host(void* dst, const void* src, size_t bytes);  // waits for the copy
+void copy_device_to_device(void* dst, const void* src, size_t bytes);
+void memset_zero(void* dst, size_t bytes);
+void synchronize();
+
+// Opaque handles (cudaStream_t, cublasHandle_t, cudnnHandle_t) for the .cu files.
+void* stream();
+void* cublas_handle();
+void* cudnn_handle();
+
+} // namespace stf::cuda

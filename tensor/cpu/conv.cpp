@@ -1,0 +1,144 @@
+// 2-D convolution by im2col + GEMM.
+//
+// im2col unrolls one image into a matrix col [c*r*s, p*q]: row (ci, kr, ks) holds, for every output
+// position (oh, ow), the input pixel that kernel tap (kr, ks) of channel ci sees there (0 in the
+// padding). The weight [k, c/groups, r, s] is already a row-major matrix [k, (c/groups)*r*s], so for
+// each group
+//   forward:          y_g [k/G, pq]    = W_g [k/G, K]      @ col_g [K, pq]          (K = (c/G)*r*s)
+//   backward data:    dcol_g [K, pq]   = W_g^T [K, k/G]    @ dy_g [k/G, pq], then col2im
+//   backward weight:  dW_g [k/G, K]   += dy_g [k/G, pq]    @ col_g^T [pq, K]   summed over images
+// col2im is the adjoint of im2col: it adds every column entry back onto the pixel it was read from.
+//
+// Images are unrolled a chunk at a time (OpenMP over images and channels), then the GEMMs run
+// serially, each one threaded by OpenBLAS; BLAS is never called from inside an OpenMP region.
+#include <algorithm>
+#include <vector>
+#include "tensor/cpu/kernels.h"
+
+namespace stf::cpu {
+namespace {
+
+// At most this many elements in the unrolled-columns buffer (16 MiB in float): big enough to batch
+// many small images into one pass, small enough to stay modest for large ones.
+constexpr int64_t kColBudget = int64_t(1) << 22;
+
+struct Geometry {
+    int64_t p, q, pq;  // output height, width, and their product
+    int64_t image;     // c*h*w, elements of one input image
+    int64_t rows;      // c*r*s, rows of one image's col matrix
+    int64_t cpg, kpg;  // input and output channels per group
+    int64_t k_gemm;    // (c/groups)*r*s, the GEMM's inner dimension
+    int64_t chunk;     // images unrolled per pass
+
+    explicit Geometry(const ConvShape& s)
+        : p(s.out_h()), q(s.out_w()), pq(p * q), image(s.c * s.h * s.w), rows(s.c * s.r * s.s), cpg(s.c / s.groups),
+          kpg(s.k / s.groups), k_gemm(cpg * s.r * s.s),
+          chunk(std::clamp<int64_t>(kColBudget / std::max<int64_t>(rows * pq, 1), 1, std::max<int64_t>(s.n, 1))) {}
+};
+
+// Unrolls channel ci of one image (x_c is its h*w plane) into its r*s rows of col (col_c).
+template <class T> void im2col_channel(const ConvShape& s, const Geometry& g, const T* x_c, T* col_c) {
+    for (int64_t kr = 0; kr < s.r; ++kr)
+        for (int64_t ks = 0; ks < s.s; ++ks) {
+            T* row = col_c + (kr * s.s + ks) * g.pq;
+            for (int64_t oh = 0; oh < g.p; ++oh) {
+                const int64_t ih = oh * s.stride_h - s.pad_h + kr;
+                for (int64_t ow = 0; ow < g.q; ++ow) {
+                    const int64_t iw = ow * s.stride_w - s.pad_w + ks;
+                    const bool inside = ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
+                    row[oh * g.q + ow] = inside ? x_c[ih * s.w + iw] : T(0);
+                }
+            }
+        }
+}
+
+// The adjoint of im2col_channel: overwrites the plane dx_c with the sum of every col entry read from
+// each pixel. Pixels are only touched by this channel's rows, so channels can run in parallel.
+template <class T> void col2im_channel(const ConvShape& s, const Geometry& g, const T* col_c, T* dx_c) {
+    std::fill(dx_c, dx_c + s.h * s.w, T(0));
+    for (int64_t kr = 0; kr < s.r; ++kr)
+        for (int64_t ks = 0; ks < s.s; ++ks) {
+            const T* row = col_c + (kr * s.s + ks) * g.pq;
+            for (int64_t oh = 0; oh < g.p; ++oh) {
+                const int64_t ih = oh * s.stride_h - s.pad_h + kr;
+                if (ih < 0 || ih >= s.h) continue;
+                for (int64_t ow = 0; ow < g.q; ++ow) {
+                    const int64_t iw = ow * s.stride_w - s.pad_w + ks;
+                    if (iw >= 0 && iw < s.w) dx_c[ih * s.w + iw] += row[oh * g.q + ow];
+                }
+            }
+        }
+}
+
+// col holds `count` images back to back, each [rows, pq].
+template <class T> void im2col_batch(const ConvShape& s, const Geometry& g, int64_t count, const T* x, T* col) {
+    const int64_t plane = s.h * s.w, taps = s.r * s.s;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t img = 0; img < count; ++img)
+        for (int64_t ci = 0; ci < s.c; ++ci)
+            im2col_channel(s, g, x + img * g.image + ci * plane, col + (img * g.rows + ci * taps) * g.pq);
+}
+
+template <class T> void col2im_batch(const ConvShape& s, const Geometry& g, int64_t count, const T* col, T* dx) {
+    const int64_t plane = s.h * s.w, taps = s.r * s.s;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t img = 0; img < count; ++img)
+        for (int64_t ci = 0; ci < s.c; ++ci)
+            col2im_channel(s, g, col + (img * g.rows + ci * taps) * g.pq, dx + img * g.image + ci * plane);
+}
+
+} // namespace
+
+template <class T> void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
+    const Geometry g(s);
+    std::vector<T> col(static_cast<size_t>(g.chunk * g.rows * g.pq));
+    for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
+        const int64_t count = std::min(g.chunk, s.n - n0);
+        im2col_batch(s, g, count, x + n0 * g.image, col.data());
+        // One batched GEMM per group; the weight is shared by every image (stride 0).
+        for (int64_t gi = 0; gi < s.groups; ++gi)
+            gemm<T>(false, false, g.kpg, g.pq, g.k_gemm, T(1), w + gi * g.kpg * g.k_gemm, g.k_gemm,
+                    col.data() + gi * g.k_gemm * g.pq, g.pq, T(0), y + (n0 * s.k + gi * g.kpg) * g.pq, g.pq, count,
+                    0, g.rows * g.pq, s.k * g.pq);
+    }
+}
+
+template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, const T* w, T* dx) {
+    const Geometry g(s);
+    std::vector<T> dcol(static_cast<size_t>(g.chunk * g.rows * g.pq));
+    for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
+        const int64_t count = std::min(g.chunk, s.n - n0);
+        for (int64_t gi = 0; gi < s.groups; ++gi)
+            gemm<T>(true, false, g.k_gemm, g.pq, g.kpg, T(1), w + gi * g.kpg * g.k_gemm, g.k_gemm,
+                    dy + (n0 * s.k + gi * g.kpg) * g.pq, g.pq, T(0), dcol.data() + gi * g.k_gemm * g.pq, g.pq, count,
+                    0, s.k * g.pq, g.rows * g.pq);
+        col2im_batch(s, g, count, dcol.data(), dx + n0 * g.image);
+    }
+}
+
+// dw starts at zero and every image's GEMM adds onto it (beta = 1) serially in image order, so dw is
+// the same whatever the thread count.
+template <class T> void conv2d_backward_weight(const ConvShape& s, const T* x, const T* dy, T* dw) {
+    const Geometry g(s);
+    std::fill(dw, dw + s.k * g.k_gemm, T(0));
+    std::vector<T> col(static_cast<size_t>(g.chunk * g.rows * g.pq));
+    for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
+        const int64_t count = std::min(g.chunk, s.n - n0);
+        im2col_batch(s, g, count, x + n0 * g.image, col.data());
+        for (int64_t img = 0; img < count; ++img)
+            for (int64_t gi = 0; gi < s.groups; ++gi)
+                gemm<T>(false, true, g.kpg, g.k_gemm, g.pq, T(1), dy + ((n0 + img) * s.k + gi * g.kpg) * g.pq, g.pq,
+                        col.data() + (img * g.rows + gi * g.k_gemm) * g.pq, g.pq, T(1), dw + gi * g.kpg * g.k_gemm,
+                        g.k_gemm);
+    }
+}
+
+#define STF_INSTANTIATE(T)                                                              \
+    template void conv2d_forward<T>(const ConvShape&, const T*, const T*, T*);         \
+    template void conv2d_backward_data<T>(const ConvShape&, const T*, const T*, T*);   \
+    template void conv2d_backward_weight<T>(const ConvShape&, const T*, const T*, T*);
+STF_INSTANTIATE(float)
+STF_INSTANTIATE(double)
+#undef STF_INSTANTIATE
+
+} // namespace stf::cpu

@@ -1,0 +1,204 @@
+// Elementwise CPU kernels: every output element depends on one element of each input, so the loops
+// are embarrassingly parallel and the results do not depend on the number of threads.
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include "tensor/cpu/kernels.h"
+
+namespace stf::cpu {
+namespace {
+
+// Below this many elements waking the OpenMP team costs more than the loop itself.
+constexpr int64_t kParallelMin = 1 << 15;
+
+template <class F> void parallel_for(int64_t n, F&& body) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) body(i);
+}
+
+// Maps the i-th logical element to its memory position. Contiguous layouts skip the div/mod walk
+// of StridedLayout::offset, which dominates the cost of a cheap op like Add.
+struct Index {
+    const StridedLayout& layout;
+    bool flat;
+    explicit Index(const StridedLayout& l) : layout(l), flat(l.is_contiguous()) {}
+    int64_t operator()(int64_t i) const { return flat ? i : layout.offset(i); }
+};
+
+// Written as the CUDA kernel writes it (1 / (1 + exp(-x))), so float results agree to the ulp.
+template <class T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+
+template <class T> T unary_op(UnaryOp op, T x, T alpha, T beta) {
+    switch (op) {
+    case UnaryOp::Identity: return x;
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Exp: return std::exp(x);
+    case UnaryOp::Log: return std::log(x);
+    case UnaryOp::Sqrt: return std::sqrt(x);
+    case UnaryOp::Rsqrt: return T(1) / std::sqrt(x);
+    case UnaryOp::Square: return x * x;
+    case UnaryOp::Abs: return std::abs(x);
+    case UnaryOp::Pow: return std::pow(x, alpha);
+    case UnaryOp::Silu: return x * sigmoid(x);
+    case UnaryOp::Sigmoid: return sigmoid(x);
+    case UnaryOp::Clamp: return std::min(std::max(x, alpha), beta);
+    case UnaryOp::AddScalar: return x + alpha;
+    case UnaryOp::MulScalar: return x * alpha;
+    case UnaryOp::RSubScalar: return alpha - x;
+    case UnaryOp::RDivScalar: return alpha / x;
+    case UnaryOp::Sin: return std::sin(x);
+    case UnaryOp::Cos: return std::cos(x);
+    case UnaryOp::NanToNum:
+        if (std::isnan(x)) return T(0);
+        if (std::isinf(x)) return x > 0 ? alpha : -alpha;
+        return x;
+    }
+    throw std::invalid_argument("cpu::unary: unknown op");
+}
+
+// NaN wins, as in PyTorch's maximum/minimum: a NaN must not be hidden by the other operand.
+template <class T> T nan_max(T a, T b) { return (a > b || std::isnan(a)) ? a : b; }
+template <class T> T nan_min(T a, T b) { return (a < b || std::isnan(a)) ? a : b; }
+
+template <class T> T binary_op(BinaryOp op, T a, T b, T alpha, T beta) {
+    switch (op) {
+    case BinaryOp::Add: return a + b;
+    case BinaryOp::Sub: return a - b;
+    case BinaryOp::Mul: return a * b;
+    case BinaryOp::Div: return a / b;
+    case BinaryOp::Maximum: return nan_max(a, b);
+    case BinaryOp::Minimum: return nan_min(a, b);
+    case BinaryOp::Eq: return a == b ? T(1) : T(0);
+    case BinaryOp::Gt: return a > b ? T(1) : T(0);
+    case BinaryOp::Lt: return a < b ? T(1) : T(0);
+    case BinaryOp::SiluBackward: {
+        // d/dx [x s(x)] = s + x s (1 - s) = s (1 + x (1 - s))
+        T s = sigmoid(b);
+        return a * s * (T(1) + b * (T(1) - s));
+    }
+    case BinaryOp::SigmoidBackward: return a * b * (T(1) - b);
+    case BinaryOp::ClampBackward: return (alpha <= b && b <= beta) ? a : T(0);
+    case BinaryOp::AddScaled: return a + alpha * b;
+    }
+    throw std::invalid_argument("cpu::binary: unknown op");
+}
+
+// bfloat16 is the top half of a float32. Rounding to nearest even: add 0x7FFF plus the lowest kept
+// bit, so an exact tie rounds up only when that makes the kept mantissa even. Overflow correctly
+// carries into the exponent (and up to inf).
+uint16_t float_to_bf16(float f) {
+    uint32_t bits = std::bit_cast<uint32_t>(f);
+    // Rounding could carry a NaN's payload into inf; keep the sign and force a quiet-NaN bit instead.
+    if (std::isnan(f)) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+    uint32_t lsb = (bits >> 16) & 1u;
+    return static_cast<uint16_t>((bits + 0x7FFFu + lsb) >> 16);
+}
+
+float bf16_to_float(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+
+size_t dtype_bytes(int dtype) {
+    switch (dtype) {
+    case 0: return 4;
+    case 1: return 8;
+    case 2: return 2;
+    }
+    throw std::invalid_argument("cpu::convert: unknown dtype code");
+}
+
+// Every storage dtype widens to double exactly, so double is a lossless meeting point.
+double load(const void* p, int dtype, int64_t i) {
+    switch (dtype) {
+    case 0: return static_cast<const float*>(p)[i];
+    case 1: return static_cast<const double*>(p)[i];
+    default: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+    }
+}
+
+// float64 -> bf16 goes through float32; the double rounding can differ from a direct rounding only
+// for values within 2^-24 relative of a bf16 tie.
+void store(void* p, int dtype, int64_t i, double v) {
+    switch (dtype) {
+    case 0: static_cast<float*>(p)[i] = static_cast<float>(v); break;
+    case 1: static_cast<double*>(p)[i] = v; break;
+    default: static_cast<uint16_t*>(p)[i] = float_to_bf16(static_cast<float>(v)); break;
+    }
+}
+
+template <class W>
+void copy_words(int64_t n, W* dst, const StridedLayout& ldst, const W* src, const StridedLayout& lsrc) {
+    Index id(ldst), is(lsrc);
+    if (id.flat && is.flat) {
+        std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(W));
+        return;
+    }
+    parallel_for(n, [&](int64_t i) { dst[id(i)] = src[is(i)]; });
+}
+
+} // namespace
+
+template <class T> void fill(int64_t n, T* out, T value) {
+    parallel_for(n, [&](int64_t i) { out[i] = value; });
+}
+
+template <class T>
+void unary(UnaryOp op, int64_t n, T* out, const T* x, const StridedLayout& lx, double alpha, double beta) {
+    const T a = static_cast<T>(alpha), b = static_cast<T>(beta);
+    Index ix(lx);
+    parallel_for(n, [&](int64_t i) { out[i] = unary_op(op, x[ix(i)], a, b); });
+}
+
+template <class T>
+void binary(BinaryOp op, int64_t n, T* out, const T* a, const StridedLayout& la, const T* b, const StridedLayout& lb,
+            double alpha, double beta) {
+    const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
+    Index ia(la), ib(lb);
+    parallel_for(n, [&](int64_t i) { out[i] = binary_op(op, a[ia(i)], b[ib(i)], al, be); });
+}
+
+template <class T>
+void where(int64_t n, T* out, const T* cond, const StridedLayout& lc, const T* a, const StridedLayout& la, const T* b,
+           const StridedLayout& lb) {
+    Index ic(lc), ia(la), ib(lb);
+    parallel_for(n, [&](int64_t i) { out[i] = cond[ic(i)] != T(0) ? a[ia(i)] : b[ib(i)]; });
+}
+
+// The copy only moves bits, so it is written once per element width rather than per dtype.
+void copy_strided(int64_t n, size_t elem_size, void* dst, const StridedLayout& ldst, const void* src,
+                  const StridedLayout& lsrc) {
+    switch (elem_size) {
+    case 2:
+        copy_words(n, static_cast<uint16_t*>(dst), ldst, static_cast<const uint16_t*>(src), lsrc);
+        break;
+    case 4:
+        copy_words(n, static_cast<uint32_t*>(dst), ldst, static_cast<const uint32_t*>(src), lsrc);
+        break;
+    case 8:
+        copy_words(n, static_cast<uint64_t*>(dst), ldst, static_cast<const uint64_t*>(src), lsrc);
+        break;
+    default: throw std::invalid_argument("cpu::copy_strided: element size must be 2, 4 or 8");
+    }
+}
+
+void convert(int64_t n, void* dst, int dst_dtype, const void* src, int src_dtype) {
+    const size_t dst_bytes = dtype_bytes(dst_dtype);
+    dtype_bytes(src_dtype);  // validates the code
+    if (dst_dtype == src_dtype) {
+        std::memcpy(dst, src, static_cast<size_t>(n) * dst_bytes);
+        return;
+    }
+    parallel_for(n, [&](int64_t i) { store(dst, dst_dtype, i, load(src, src_dtype, i)); });
+}
+
+#define STF_INSTANTIATE(T)                                                                                        \
+    template void fill<T>(int64_t, T*, T);                                                                        \
+    template void unary<T>(UnaryOp, int64_t, T*, const T*, const StridedLayout&, double, double);                \
+    template void binary<T>(BinaryOp, int64_t, T*, const T*, const StridedLayout&, const T*, const StridedLayout&, \
+                            double, double);                                                                      \
+    template void where<T>(int64_t, T*, const T*, const StridedLayout&, const T*, const StridedLayout&, const T*, \
+                           const StridedLayout&);
+STF_INSTANTIATE(float)
+STF_INSTANTIATE(double)
+#undef STF_INSTANTIATE
+
+} // namespace stf::cpu

@@ -1,0 +1,57 @@
+// Every CPU kernel in stf: the reference twins of cuda/kernels.h, same names and meanings, templated
+// on float and double (double for gradient checks). Simple loops, OpenMP over the outer dimension,
+// double accumulators for sums; BLAS (OpenBLAS) for GEMM.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include "cuda/layout.h"
+
+namespace stf::cpu {
+
+// --- elementwise.cpp ------------------------------------------------------------------------------
+template <class T> void fill(int64_t n, T* out, T value);
+template <class T>
+void unary(UnaryOp op, int64_t n, T* out, const T* x, const StridedLayout& lx, double alpha, double beta);
+template <class T>
+void binary(BinaryOp op, int64_t n, T* out, const T* a, const StridedLayout& la, const T* b, const StridedLayout& lb,
+            double alpha, double beta);
+template <class T>
+void where(int64_t n, T* out, const T* cond, const StridedLayout& lc, const T* a, const StridedLayout& la, const T* b,
+           const StridedLayout& lb);
+void copy_strided(int64_t n, size_t elem_size, void* dst, const StridedLayout& ldst, const void* src,
+                  const StridedLayout& lsrc);
+// Conversions between the storage dtypes (contiguous). bf16 rounds to nearest even.
+void convert(int64_t n, void* dst, int dst_dtype, const void* src, int src_dtype);  // dtypes as stf::DType
+
+// --- reduce.cpp -----------------------------------------------------------------------------------
+template <class T> void reduce(ReduceOp op, int64_t outer, int64_t r, int64_t inner, T* out, const T* x);
+
+// --- softmax.cpp ----------------------------------------------------------------------------------
+template <class T> void softmax_rows(int64_t rows, int64_t cols, T* y, const T* x, bool log);
+template <class T> void softmax_rows_backward(int64_t rows, int64_t cols, T* dx, const T* dy, const T* y, bool log);
+
+// --- group_norm.cpp -------------------------------------------------------------------------------
+template <class T>
+void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, double eps, const T* x, const T* gamma,
+                        const T* beta, T* y, T* mean, T* rstd);
+template <class T>
+void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x, const T* gamma, const T* mean,
+                         const T* rstd, const T* dy, T* dx, T* dgamma, T* dbeta);
+
+// --- random.cpp -----------------------------------------------------------------------------------
+template <class T> void uniform(int64_t n, T* out, double lo, double hi, uint64_t seed, uint64_t offset);
+template <class T> void normal(int64_t n, T* out, double mean, double std, uint64_t seed, uint64_t offset);
+template <class T> void bernoulli(int64_t n, T* out, double p, uint64_t seed, uint64_t offset);
+
+// --- blas.cpp -------------------------------------------------------------------------------------
+template <class T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T beta, T* c, int64_t ldc, int64_t batch = 1, int64_t stride_a = 0, int64_t stride_b = 0,
+          int64_t stride_c = 0);
+
+// --- conv.cpp (im2col + GEMM) ---------------------------------------------------------------------
+template <class T> void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y);
+template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, const T* w, T* dx);
+template <class T> void conv2d_backward_weight(const ConvShape& s, const T* x, const T* dy, T* dw);
+
+} // namespace stf::cpu

@@ -1,0 +1,105 @@
+// The raw tensor ops: no autograd, dispatched by device to the CPU kernels (tensor/cpu/) or the CUDA
+// kernels (cuda/). Differentiable versions of these live in autograd/functions.h. Listed in one place.
+//
+// Dtypes: CPU computes in float32 and float64; CUDA computes in float32 and stores bfloat16 (convert
+// with to()). Binary ops broadcast like NumPy. Errors throw stf::Error naming the op and the shapes.
+#pragma once
+#include <utility>
+#include <vector>
+#include "cuda/layout.h"
+#include "tensor/random.h"
+#include "tensor/tensor.h"
+
+namespace stf::ops {
+
+// ---- creation --------------------------------------------------------------------------------------
+Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor full(const Shape& shape, double value, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor ones(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor zeros_like(const Tensor& t);
+Tensor from_vector(const std::vector<double>& values, const Shape& shape, DType dtype = DType::F32,
+                   Device device = Device::cpu());
+Tensor arange(int64_t n, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::F32, Device device = Device::cpu());
+Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype = DType::F32,
+                 Device device = Device::cpu());
+void uniform_(Tensor& t, double lo, double hi, Generator& gen);  // t contiguous
+void normal_(Tensor& t, double mean, double std, Generator& gen);
+
+// ---- movement and conversion -----------------------------------------------------------------------
+Tensor to(const Tensor& t, Device device);  // returns t itself when already there
+Tensor to(const Tensor& t, DType dtype);
+Tensor contiguous(const Tensor& t);  // returns t itself when already contiguous
+Tensor clone(const Tensor& t);
+void copy_(Tensor& dst, const Tensor& src);  // src broadcast into dst (dst may be a strided view)
+
+// ---- views (share storage) -------------------------------------------------------------------------
+Tensor reshape(const Tensor& t, Shape shape);  // one -1 allowed; copies only when no view exists
+Tensor narrow(const Tensor& t, int dim, int64_t start, int64_t length);
+Tensor permute(const Tensor& t, const std::vector<int>& dims);
+Tensor transpose(const Tensor& t, int d0, int d1);
+Tensor expand(const Tensor& t, const Shape& shape);  // size-1 dims (and new leading dims) broadcast
+Tensor unsqueeze(const Tensor& t, int dim);
+Tensor squeeze(const Tensor& t, int dim);
+
+// ---- elementwise -----------------------------------------------------------------------------------
+Tensor unary(UnaryOp op, const Tensor& x, double alpha = 0, double beta = 0);
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, double alpha = 0, double beta = 0);
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+// In place on a contiguous tensor; b broadcasts to a's shape.
+void unary_(UnaryOp op, Tensor& x, double alpha = 0, double beta = 0);
+void binary_(BinaryOp op, Tensor& a, const Tensor& b, double alpha = 0, double beta = 0);
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+inline Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Add, a, b); }
+inline Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Sub, a, b); }
+inline Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Mul, a, b); }
+inline Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Div, a, b); }
+inline Tensor neg(const Tensor& x) { return unary(UnaryOp::Neg, x); }
+inline Tensor mul_scalar(const Tensor& x, double s) { return unary(UnaryOp::MulScalar, x, s); }
+inline Tensor add_scalar(const Tensor& x, double s) { return unary(UnaryOp::AddScalar, x, s); }
+
+// ---- reductions ------------------------------------------------------------------------------------
+// Over `dims` (empty: all dims). keepdim keeps reduced dims as size 1.
+Tensor reduce(ReduceOp op, const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);
+Tensor sum(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);
+Tensor max(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);
+// Sums a broadcast gradient back down to `shape` (the reverse of expand).
+Tensor sum_to_shape(const Tensor& x, const Shape& shape);
+
+// ---- linear algebra --------------------------------------------------------------------------------
+// a [m, k] (or [k, m] with trans_a) times b [k, n] (or [n, k] with trans_b); 3-D inputs are batched
+// with equal batch sizes.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+
+// ---- convolution (NCHW, weight [k, c / groups, r, s], no bias) -------------------------------------
+ConvShape conv_shape(const Shape& x, const Shape& w, int stride, int padding, int groups, const char* op);
+Tensor conv2d(const Tensor& x, const Tensor& w, int stride = 1, int padding = 0, int groups = 1);
+Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape, int stride, int padding,
+                            int groups);
+Tensor conv2d_backward_weight(const Tensor& x, const Tensor& dy, const Shape& w_shape, int stride, int padding,
+                              int groups);
+
+// ---- normalisation and softmax ---------------------------------------------------------------------
+struct GroupNormOut {
+    Tensor y, mean, rstd;  // mean and rstd [n, groups]
+};
+// x [n, c, ...]; gamma and beta [c] or undefined.
+GroupNormOut group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, double eps);
+struct GroupNormGrads {
+    Tensor dx, dgamma, dbeta;
+};
+GroupNormGrads group_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                   const Tensor& rstd, int groups);
+Tensor softmax(const Tensor& x, int dim, bool log = false);
+Tensor softmax_backward(const Tensor& dy, const Tensor& y, int dim, bool log = false);
+
+// ---- joining and padding ---------------------------------------------------------------------------
+Tensor cat(const std::vector<Tensor>& xs, int dim);
+// Zero padding: pads[d] = {before, after} for each dim d (missing trailing entries mean no padding).
+Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, double value = 0);
+
+}  // namespace stf::ops

@@ -1,0 +1,311 @@
+// Raw ops: matmul, convolution, group norm, softmax, concatenation and padding. See tensor/ops.h.
+#include "tensor/dispatch.h"
+#include "tensor/ops.h"
+
+namespace stf::ops {
+
+using detail::Backend;
+using detail::backend_of;
+using detail::check_same;
+
+// ---- linear algebra --------------------------------------------------------------------------------
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
+    check_same(a_in, b_in, "matmul");
+    STF_CHECK((a_in.ndim() == 2 && b_in.ndim() == 2) || (a_in.ndim() == 3 && b_in.ndim() == 3),
+              "matmul: expected two 2-D or two 3-D tensors, got " << describe(a_in) << " and " << describe(b_in));
+    Tensor a = contiguous(a_in), b = contiguous(b_in);
+    bool batched = a.ndim() == 3;
+    int64_t batch = batched ? a.size(0) : 1;
+    STF_CHECK(!batched || b.size(0) == batch,
+              "matmul: batch sizes differ: " << describe(a) << " and " << describe(b));
+    int64_t m = trans_a ? a.size(-1) : a.size(-2), k = trans_a ? a.size(-2) : a.size(-1);
+    int64_t kb = trans_b ? b.size(-1) : b.size(-2), n = trans_b ? b.size(-2) : b.size(-1);
+    STF_CHECK(k == kb, "matmul: inner sizes differ (" << k << " vs " << kb << ") for " << describe(a)
+                                                      << (trans_a ? "^T" : "") << " x " << describe(b)
+                                                      << (trans_b ? "^T" : ""));
+    Shape out_shape = batched ? Shape{batch, m, n} : Shape{m, n};
+    Tensor c = empty(out_shape, a.dtype(), a.device());
+    if (c.numel() == 0) return c;
+    if (k == 0) return zeros(out_shape, a.dtype(), a.device());
+    int64_t lda = a.size(-1), ldb = b.size(-1), ldc = n;
+    int64_t sa = m * k, sb = k * n, sc = m * n;
+    switch (backend_of(a, "matmul")) {
+        case Backend::CpuF32:
+            cpu::gemm<float>(trans_a, trans_b, m, n, k, 1.f, a.data<float>(), lda, b.data<float>(), ldb, 0.f,
+                             c.data<float>(), ldc, batch, sa, sb, sc);
+            break;
+        case Backend::CpuF64:
+            cpu::gemm<double>(trans_a, trans_b, m, n, k, 1.0, a.data<double>(), lda, b.data<double>(), ldb, 0.0,
+                              c.data<double>(), ldc, batch, sa, sb, sc);
+            break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH("matmul", cuda::gemm(trans_a, trans_b, m, n, k, 1.f, a.data<float>(), lda, b.data<float>(),
+                                                 ldb, 0.f, c.data<float>(), ldc, batch, sa, sb, sc));
+            break;
+    }
+    return c;
+}
+
+// ---- convolution -----------------------------------------------------------------------------------
+
+ConvShape conv_shape(const Shape& x, const Shape& w, int stride, int padding, int groups, const char* op) {
+    STF_CHECK(x.size() == 4 && w.size() == 4, op << ": expected input [n, c, h, w] and weight [k, c/groups, r, s], got "
+                                                 << shape_str(x) << " and " << shape_str(w));
+    STF_CHECK(stride >= 1 && padding >= 0 && groups >= 1,
+              op << ": bad stride " << stride << ", padding " << padding << " or groups " << groups);
+    ConvShape s;
+    s.n = x[0]; s.c = x[1]; s.h = x[2]; s.w = x[3];
+    s.k = w[0]; s.r = w[2]; s.s = w[3];
+    s.stride_h = s.stride_w = stride;
+    s.pad_h = s.pad_w = padding;
+    s.groups = groups;
+    STF_CHECK(s.c % groups == 0 && s.k % groups == 0 && w[1] * groups == s.c,
+              op << ": input " << shape_str(x) << " and weight " << shape_str(w) << " do not match with groups "
+                 << groups << " (need weight[1] * groups == channels, and groups dividing both channel counts)");
+    STF_CHECK(s.h + 2 * padding >= s.r && s.w + 2 * padding >= s.s,
+              op << ": kernel " << s.r << "x" << s.s << " larger than padded input " << shape_str(x));
+    return s;
+}
+
+Tensor conv2d(const Tensor& x_in, const Tensor& w_in, int stride, int padding, int groups) {
+    check_same(x_in, w_in, "conv2d");
+    ConvShape s = conv_shape(x_in.shape(), w_in.shape(), stride, padding, groups, "conv2d");
+    Tensor x = contiguous(x_in), w = contiguous(w_in);
+    Tensor y = empty({s.n, s.k, s.out_h(), s.out_w()}, x.dtype(), x.device());
+    if (y.numel() == 0) return y;
+    switch (backend_of(x, "conv2d")) {
+        case Backend::CpuF32: cpu::conv2d_forward<float>(s, x.data<float>(), w.data<float>(), y.data<float>()); break;
+        case Backend::CpuF64: cpu::conv2d_forward<double>(s, x.data<double>(), w.data<double>(), y.data<double>()); break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH("conv2d", cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), y.data<float>()));
+            break;
+    }
+    return y;
+}
+
+Tensor conv2d_backward_data(const Tensor& dy_in, const Tensor& w_in, const Shape& x_shape, int stride, int padding,
+                            int groups) {
+    check_same(dy_in, w_in, "conv2d_backward_data");
+    ConvShape s = conv_shape(x_shape, w_in.shape(), stride, padding, groups, "conv2d_backward_data");
+    STF_CHECK(dy_in.shape() == (Shape{s.n, s.k, s.out_h(), s.out_w()}),
+              "conv2d_backward_data: gradient " << describe(dy_in) << " does not match the output of input "
+                                                << shape_str(x_shape) << " and weight " << shape_str(w_in.shape()));
+    Tensor dy = contiguous(dy_in), w = contiguous(w_in);
+    Tensor dx = empty(x_shape, dy.dtype(), dy.device());
+    if (dx.numel() == 0) return dx;
+    if (dy.numel() == 0) return zeros(x_shape, dy.dtype(), dy.device());
+    switch (backend_of(dy, "conv2d_backward_data")) {
+        case Backend::CpuF32:
+            cpu::conv2d_backward_data<float>(s, dy.data<float>(), w.data<float>(), dx.data<float>());
+            break;
+        case Backend::CpuF64:
+            cpu::conv2d_backward_data<double>(s, dy.data<double>(), w.data<double>(), dx.data<double>());
+            break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH("conv2d_backward_data",
+                            cuda::conv2d_backward_data(s, dy.data<float>(), w.data<float>(), dx.data<float>()));
+            break;
+    }
+    return dx;
+}
+
+Tensor conv2d_backward_weight(const Tensor& x_in, const Tensor& dy_in, const Shape& w_shape, int stride, int padding,
+                              int groups) {
+    check_same(x_in, dy_in, "conv2d_backward_weight");
+    ConvShape s = conv_shape(x_in.shape(), w_shape, stride, padding, groups, "conv2d_backward_weight");
+    STF_CHECK(dy_in.shape() == (Shape{s.n, s.k, s.out_h(), s.out_w()}),
+              "conv2d_backward_weight: gradient " << describe(dy_in) << " does not match the output of input "
+                                                  << describe(x_in) << " and weight " << shape_str(w_shape));
+    Tensor x = contiguous(x_in), dy = contiguous(dy_in);
+    if (dy.numel() == 0) return zeros(w_shape, x.dtype(), x.device());
+    Tensor dw = empty(w_shape, x.dtype(), x.device());
+    switch (backend_of(x, "conv2d_backward_weight")) {
+        case Backend::CpuF32:
+            cpu::conv2d_backward_weight<float>(s, x.data<float>(), dy.data<float>(), dw.data<float>());
+            break;
+        case Backend::CpuF64:
+            cpu::conv2d_backward_weight<double>(s, x.data<double>(), dy.data<double>(), dw.data<double>());
+            break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH("conv2d_backward_weight",
+                            cuda::conv2d_backward_weight(s, x.data<float>(), dy.data<float>(), dw.data<float>()));
+            break;
+    }
+    return dw;
+}
+
+// ---- group norm ------------------------------------------------------------------------------------
+
+struct GroupNormDims {
+    int64_t n, c, hw, g;
+};
+
+static GroupNormDims group_norm_dims(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups) {
+    STF_CHECK(x.ndim() >= 2, "group_norm: expected input [n, c, ...], got " << describe(x));
+    int64_t c = x.size(1);
+    STF_CHECK(groups >= 1 && c % groups == 0,
+              "group_norm: " << groups << " groups do not divide the " << c << " channels of " << describe(x));
+    for (const Tensor* p : {&gamma, &beta})
+        if (p->defined()) {
+            check_same(x, *p, "group_norm");
+            STF_CHECK(p->shape() == Shape{c}, "group_norm: affine parameter " << describe(*p) << " should be [" << c << "]");
+        }
+    return {x.size(0), c, x.numel() / std::max<int64_t>(x.size(0) * c, 1), groups};
+}
+
+template <class T> static const T* opt(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+template <class T> static T* opt_mut(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+
+GroupNormOut group_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in, int groups, double eps) {
+    GroupNormDims d = group_norm_dims(x_in, gamma_in, beta_in, groups);
+    Tensor x = contiguous(x_in);
+    Tensor gamma = gamma_in.defined() ? contiguous(gamma_in) : Tensor();
+    Tensor beta = beta_in.defined() ? contiguous(beta_in) : Tensor();
+    GroupNormOut o{empty(x.shape(), x.dtype(), x.device()), empty({d.n, d.g}, x.dtype(), x.device()),
+                   empty({d.n, d.g}, x.dtype(), x.device())};
+    if (x.numel() == 0) return o;
+    switch (backend_of(x, "group_norm")) {
+        case Backend::CpuF32:
+            cpu::group_norm_forward<float>(d.n, d.c, d.hw, d.g, eps, x.data<float>(), opt<float>(gamma),
+                                           opt<float>(beta), o.y.data<float>(), o.mean.data<float>(),
+                                           o.rstd.data<float>());
+            break;
+        case Backend::CpuF64:
+            cpu::group_norm_forward<double>(d.n, d.c, d.hw, d.g, eps, x.data<double>(), opt<double>(gamma),
+                                            opt<double>(beta), o.y.data<double>(), o.mean.data<double>(),
+                                            o.rstd.data<double>());
+            break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH("group_norm",
+                            cuda::group_norm_forward(d.n, d.c, d.hw, d.g, static_cast<float>(eps), x.data<float>(),
+                                                     opt<float>(gamma), opt<float>(beta), o.y.data<float>(),
+                                                     o.mean.data<float>(), o.rstd.data<float>()));
+            break;
+    }
+    return o;
+}
+
+GroupNormGrads group_norm_backward(const Tensor& dy_in, const Tensor& x_in, const Tensor& gamma_in, const Tensor& mean,
+                                   const Tensor& rstd, int groups) {
+    GroupNormDims d = group_norm_dims(x_in, gamma_in, Tensor(), groups);
+    check_same(dy_in, x_in, "group_norm_backward");
+    STF_CHECK(dy_in.shape() == x_in.shape(), "group_norm_backward: gradient " << describe(dy_in) << " vs input "
+                                                                              << describe(x_in));
+    Tensor x = contiguous(x_in), dy = contiguous(dy_in);
+    Tensor gamma = gamma_in.defined() ? contiguous(gamma_in) : Tensor();
+    GroupNormGrads g{empty(x.shape(), x.dtype(), x.device()), Tensor(), Tensor()};
+    if (gamma.defined()) {
+        g.dgamma = empty({d.c}, x.dtype(), x.device());
+        g.dbeta = empty({d.c}, x.dtype(), x.device());
+    }
+    if (x.numel() == 0) return g;
+    switch (backend_of(x, "group_norm_backward")) {
+        case Backend::CpuF32:
+            cpu::group_norm_backward<float>(d.n, d.c, d.hw, d.g, x.data<float>(), opt<float>(gamma),
+                                            mean.data<float>(), rstd.data<float>(), dy.data<float>(),
+                                            g.dx.data<float>(), opt_mut<float>(g.dgamma), opt_mut<float>(g.dbeta));
+            break;
+        case Backend::CpuF64:
+            cpu::group_norm_backward<double>(d.n, d.c, d.hw, d.g, x.data<double>(), opt<double>(gamma),
+                                             mean.data<double>(), rstd.data<double>(), dy.data<double>(),
+                                             g.dx.data<double>(), opt_mut<double>(g.dgamma), opt_mut<double>(g.dbeta));
+            break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH("group_norm_backward",
+                            cuda::group_norm_backward(d.n, d.c, d.hw, d.g, x.data<float>(), opt<float>(gamma),
+                                                      mean.data<float>(), rstd.data<float>(), dy.data<float>(),
+                                                      g.dx.data<float>(), opt_mut<float>(g.dgamma),
+                                                      opt_mut<float>(g.dbeta)));
+            break;
+    }
+    return g;
+}
+
+// ---- softmax ---------------------------------------------------------------------------------------
+
+// Softmax runs over contiguous rows; another dim is first swapped to the end.
+Tensor softmax(const Tensor& x_in, int dim, bool log) {
+    int d = normalize_dim(dim, x_in.ndim(), "softmax");
+    bool last = d == x_in.ndim() - 1;
+    Tensor x = contiguous(last ? x_in : transpose(x_in, d, -1));
+    Tensor y = empty(x.shape(), x.dtype(), x.device());
+    int64_t cols = x.ndim() ? x.size(-1) : 1, rows = cols ? x.numel() / cols : 0;
+    if (x.numel() > 0) {
+        switch (backend_of(x, "softmax")) {
+            case Backend::CpuF32: cpu::softmax_rows<float>(rows, cols, y.data<float>(), x.data<float>(), log); break;
+            case Backend::CpuF64: cpu::softmax_rows<double>(rows, cols, y.data<double>(), x.data<double>(), log); break;
+            case Backend::CudaF32:
+                STF_CUDA_LAUNCH("softmax", cuda::softmax_rows(rows, cols, y.data<float>(), x.data<float>(), log));
+                break;
+        }
+    }
+    return last ? y : contiguous(transpose(y, d, -1));
+}
+
+Tensor softmax_backward(const Tensor& dy_in, const Tensor& y_in, int dim, bool log) {
+    check_same(dy_in, y_in, "softmax_backward");
+    int d = normalize_dim(dim, y_in.ndim(), "softmax_backward");
+    bool last = d == y_in.ndim() - 1;
+    Tensor dy = contiguous(last ? dy_in : transpose(dy_in, d, -1));
+    Tensor y = contiguous(last ? y_in : transpose(y_in, d, -1));
+    Tensor dx = empty(y.shape(), y.dtype(), y.device());
+    int64_t cols = y.ndim() ? y.size(-1) : 1, rows = cols ? y.numel() / cols : 0;
+    if (y.numel() > 0) {
+        switch (backend_of(y, "softmax_backward")) {
+            case Backend::CpuF32:
+                cpu::softmax_rows_backward<float>(rows, cols, dx.data<float>(), dy.data<float>(), y.data<float>(), log);
+                break;
+            case Backend::CpuF64:
+                cpu::softmax_rows_backward<double>(rows, cols, dx.data<double>(), dy.data<double>(), y.data<double>(),
+                                                   log);
+                break;
+            case Backend::CudaF32:
+                STF_CUDA_LAUNCH("softmax_backward", cuda::softmax_rows_backward(rows, cols, dx.data<float>(),
+                                                                                dy.data<float>(), y.data<float>(), log));
+                break;
+        }
+    }
+    return last ? dx : contiguous(transpose(dx, d, -1));
+}
+
+// ---- joining and padding ---------------------------------------------------------------------------
+
+Tensor cat(const std::vector<Tensor>& xs, int dim) {
+    STF_CHECK(!xs.empty(), "cat: no tensors given");
+    const Tensor& first = xs[0];
+    int d = normalize_dim(dim, first.ndim(), "cat");
+    Shape shape = first.shape();
+    shape[d] = 0;
+    for (const Tensor& x : xs) {
+        check_same(first, x, "cat");
+        bool match = x.ndim() == first.ndim();
+        for (int i = 0; match && i < x.ndim(); ++i) match = i == d || x.shape()[i] == first.shape()[i];
+        STF_CHECK(match, "cat: " << describe(x) << " does not match " << describe(first) << " outside dim " << d);
+        shape[d] += x.shape()[d];
+    }
+    Tensor out = empty(shape, first.dtype(), first.device());
+    int64_t at = 0;
+    for (const Tensor& x : xs) {
+        Tensor slot = narrow(out, d, at, x.shape()[d]);
+        copy_(slot, x);
+        at += x.shape()[d];
+    }
+    return out;
+}
+
+Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, double value) {
+    STF_CHECK(static_cast<int>(pads.size()) <= x.ndim(), "pad: " << pads.size() << " pads for " << describe(x));
+    Shape shape = x.shape();
+    for (size_t d = 0; d < pads.size(); ++d) {
+        STF_CHECK(pads[d].first >= 0 && pads[d].second >= 0, "pad: negative padding on dim " << d);
+        shape[d] += pads[d].first + pads[d].second;
+    }
+    Tensor out = full(shape, value, x.dtype(), x.device());
+    Tensor inner = out;
+    for (size_t d = 0; d < pads.size(); ++d) inner = narrow(inner, static_cast<int>(d), pads[d].first, x.shape()[d]);
+    copy_(inner, x);
+    return out;
+}
+
+}  // namespace stf::ops

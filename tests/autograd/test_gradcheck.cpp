@@ -1,0 +1,141 @@
+// Every differentiable op, checked against central differences in float64.
+#include <doctest/doctest.h>
+
+#include "autograd/functions.h"
+#include "autograd/gradcheck.h"
+
+using namespace stf;
+using Inputs = std::vector<Tensor>;
+
+namespace {
+Tensor randn(const Shape& shape, uint64_t seed) {
+    Generator g(seed);
+    return ops::randn(shape, g, DType::F64);
+}
+Tensor positive(const Shape& shape, uint64_t seed) {
+    Generator g(seed);
+    return ops::add_scalar(ops::rand(shape, g, DType::F64), 0.5);
+}
+void check(const char* name, const std::function<Tensor(const Inputs&)>& f, const Inputs& inputs, double atol = 1e-6,
+           double rtol = 1e-5) {
+    CAPTURE(name);
+    GradcheckResult r = gradcheck(f, inputs, 1e-6, atol, rtol);
+    INFO(r.report);
+    CHECK(r.ok);
+}
+}  // namespace
+
+TEST_CASE("gradcheck catches a wrong gradient") {
+    // A function whose recorded backward is deliberately wrong (twice the true one) must fail.
+    auto wrong = [](const Inputs& x) {
+        Tensor y = ops::mul_scalar(x[0], 3.0);
+        return record("wrong", y, {x[0]}, [](const Tensor& g) { return std::vector<Tensor>{ops::mul_scalar(g, 6.0)}; });
+    };
+    CHECK_FALSE(gradcheck(wrong, {randn({3}, 1)}).ok);
+}
+
+TEST_CASE("elementwise binary ops, with broadcasting") {
+    Tensor a = randn({2, 3, 4}, 1), b = randn({3, 1}, 2);
+    check("add", [](const Inputs& x) { return add(x[0], x[1]); }, {a, b});
+    check("sub", [](const Inputs& x) { return sub(x[0], x[1]); }, {a, b});
+    check("mul", [](const Inputs& x) { return mul(x[0], x[1]); }, {a, b});
+    check("div", [](const Inputs& x) { return div(x[0], x[1]); }, {a, positive({3, 1}, 3)});
+    check("maximum", [](const Inputs& x) { return maximum(x[0], x[1]); }, {a, b});
+    check("minimum", [](const Inputs& x) { return minimum(x[0], x[1]); }, {a, b});
+    check("where", [](const Inputs& x) { return where(ops::binary(BinaryOp::Gt, x[0], x[1]), x[0] * 2.0, x[1]); },
+          {a, b});
+}
+
+TEST_CASE("elementwise unary and scalar ops") {
+    Tensor x = randn({3, 5}, 4), p = positive({3, 5}, 5);
+    check("neg", [](const Inputs& v) { return neg(v[0]); }, {x});
+    check("exp", [](const Inputs& v) { return exp(v[0]); }, {x});
+    check("log", [](const Inputs& v) { return log(v[0]); }, {p});
+    check("sqrt", [](const Inputs& v) { return sqrt(v[0]); }, {p});
+    check("rsqrt", [](const Inputs& v) { return rsqrt(v[0]); }, {p});
+    check("square", [](const Inputs& v) { return square(v[0]); }, {x});
+    check("abs", [](const Inputs& v) { return abs(v[0]); }, {x});
+    check("pow", [](const Inputs& v) { return pow(v[0], 2.5); }, {p});
+    check("silu", [](const Inputs& v) { return silu(v[0]); }, {x});
+    check("sigmoid", [](const Inputs& v) { return sigmoid(v[0]); }, {x});
+    check("sin", [](const Inputs& v) { return sin(v[0]); }, {x});
+    check("cos", [](const Inputs& v) { return cos(v[0]); }, {x});
+    check("clamp", [](const Inputs& v) { return clamp(v[0], -0.5, 0.7); }, {x});
+    check("scalars", [](const Inputs& v) { return (2.0 - v[0]) * 3.0 + 1.5 / v[1] - v[0] / 4.0 + 1.0; }, {x, p});
+}
+
+TEST_CASE("views and joins") {
+    Tensor x = randn({2, 3, 4}, 6);
+    check("reshape", [](const Inputs& v) { return reshape(v[0], {4, -1}) * reshape(v[0], {4, 6}); }, {x});
+    check("flatten", [](const Inputs& v) { return flatten(v[0], 1); }, {x});
+    check("narrow", [](const Inputs& v) { return narrow(v[0], 2, 1, 2); }, {x});
+    check("permute", [](const Inputs& v) { return permute(v[0], {2, 0, 1}); }, {x});
+    check("transpose", [](const Inputs& v) { return contiguous(transpose(v[0], 0, 2)); }, {x});
+    check("expand", [](const Inputs& v) { return expand(narrow(v[0], 1, 0, 1), {5, 2, 3, 4}); }, {x});
+    check("unsqueeze/squeeze", [](const Inputs& v) { return squeeze(unsqueeze(v[0], 1), 1) * 2.0; }, {x});
+    check("cat", [](const Inputs& v) { return cat({v[0], v[1] * 2.0}, 1); }, {x, randn({2, 2, 4}, 7)});
+    check("split", [](const Inputs& v) {
+        std::vector<Tensor> parts = split(v[0], {1, 3}, 2);
+        return parts[0] * parts[1];
+    }, {x});
+    check("pad", [](const Inputs& v) { return pad(v[0], {{0, 0}, {1, 0}, {2, 1}}, 0.5); }, {x});
+}
+
+TEST_CASE("reductions") {
+    Tensor x = randn({3, 4, 5}, 8);
+    check("sum all", [](const Inputs& v) { return sum(v[0]); }, {x});
+    check("sum dims", [](const Inputs& v) { return sum(v[0], {0, 2}); }, {x});
+    check("sum keepdim", [](const Inputs& v) { return sum(v[0], {1}, true) * v[0]; }, {x});
+    check("mean", [](const Inputs& v) { return mean(v[0], {2}); }, {x});
+    check("mean all", [](const Inputs& v) { return mean(v[0]); }, {x});
+    check("max", [](const Inputs& v) { return max(v[0], {1}); }, {x});
+}
+
+TEST_CASE("matmul and linear, all transposes, batched") {
+    Tensor a = randn({4, 3}, 9), b = randn({3, 5}, 10), at = randn({3, 4}, 11), bt = randn({5, 3}, 12);
+    check("matmul", [](const Inputs& v) { return matmul(v[0], v[1]); }, {a, b});
+    check("matmul ta", [](const Inputs& v) { return matmul(v[0], v[1], true, false); }, {at, b});
+    check("matmul tb", [](const Inputs& v) { return matmul(v[0], v[1], false, true); }, {a, bt});
+    check("matmul ta tb", [](const Inputs& v) { return matmul(v[0], v[1], true, true); }, {at, bt});
+    check("bmm", [](const Inputs& v) { return matmul(v[0], v[1], false, true); }, {randn({2, 4, 3}, 13), randn({2, 5, 3}, 14)});
+    check("linear", [](const Inputs& v) { return linear(v[0], v[1], v[2]); }, {randn({2, 3}, 15), bt, randn({5}, 16)});
+}
+
+TEST_CASE("convolutions: stride, padding, groups, bias, transposed") {
+    Tensor x = randn({2, 4, 5, 6}, 17);
+    check("conv2d 3x3 pad 1", [](const Inputs& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
+          {x, randn({3, 4, 3, 3}, 18), randn({3}, 19)});
+    check("conv2d stride 2 groups 2", [](const Inputs& v) { return conv2d(v[0], v[1], Tensor(), 2, 1, 2); },
+          {x, randn({6, 2, 3, 3}, 20)});
+    check("conv2d depthwise 2x2 stride 2", [](const Inputs& v) { return conv2d(v[0], v[1], Tensor(), 2, 0, 4); },
+          {randn({1, 4, 4, 6}, 21), randn({4, 1, 2, 2}, 22)});
+    check("conv_transpose2d", [](const Inputs& v) { return conv_transpose2d(v[0], v[1], v[2], 2, 1, 1); },
+          {randn({2, 3, 3, 4}, 23), randn({3, 5, 4, 4}, 24), randn({5}, 25)});
+    check("conv_transpose2d depthwise", [](const Inputs& v) { return conv_transpose2d(v[0], v[1], Tensor(), 2, 0, 3); },
+          {randn({1, 3, 3, 3}, 26), randn({3, 1, 2, 2}, 27)});
+}
+
+TEST_CASE("conv_transpose2d is the adjoint of conv2d") {
+    Tensor x = randn({2, 3, 8, 8}, 28), w = randn({5, 3, 4, 4}, 29), y = randn({2, 5, 4, 4}, 30);
+    double lhs = ops::sum(ops::mul(ops::conv2d(x, w, 2, 1, 1), y)).item();
+    double rhs = ops::sum(ops::mul(x, conv_transpose2d(y, w, Tensor(), 2, 1, 1))).item();
+    CHECK(lhs == doctest::Approx(rhs).epsilon(1e-12));
+}
+
+TEST_CASE("group norm, softmax, log-softmax, losses") {
+    check("group_norm", [](const Inputs& v) { return group_norm(v[0], 2, v[1], v[2], 1e-5); },
+          {randn({2, 4, 3, 3}, 31), randn({4}, 32), randn({4}, 33)});
+    check("group_norm no affine", [](const Inputs& v) { return group_norm(v[0], 4, Tensor(), Tensor(), 1e-6); },
+          {randn({2, 4, 2, 3}, 34)});
+    check("softmax", [](const Inputs& v) { return softmax(v[0], 1); }, {randn({3, 4, 2}, 35)});
+    check("log_softmax", [](const Inputs& v) { return log_softmax(v[0], -1); }, {randn({3, 6}, 36)});
+    check("squared_error_per_sample", [](const Inputs& v) { return squared_error_per_sample(v[0], v[1]); },
+          {randn({3, 2, 2}, 37), randn({3, 2, 2}, 38)});
+    check("mse_loss", [](const Inputs& v) { return mse_loss(v[0], v[1]); }, {randn({4, 3}, 39), randn({4, 3}, 40)});
+    Generator gen(41);
+    Tensor mask_src = randn({5, 4}, 42);
+    check("dropout (fixed mask)", [&](const Inputs& v) {
+        Generator g(7);  // the same mask for every evaluation
+        return dropout(v[0], 0.3, true, g);
+    }, {mask_src});
+}

@@ -1,0 +1,147 @@
+// Raw ops against float64 references: reductions, matmul, convolution layouts, softmax, cat, pad.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "tensor/ops.h"
+
+using namespace stf;
+
+namespace {
+Tensor seq(const Shape& shape, DType dt = DType::F64) { return ops::reshape(ops::arange(shape_numel(shape), dt), shape); }
+Tensor randn(const Shape& shape, uint64_t seed, DType dt = DType::F64) {
+    Generator g(seed);
+    return ops::randn(shape, g, dt);
+}
+}  // namespace
+
+TEST_CASE("sum, mean and max over all, one, adjacent and non-adjacent dims") {
+    Tensor t = seq({2, 3, 4});
+    CHECK(ops::sum(t).item() == 276);
+    CHECK(ops::mean(t).item() == doctest::Approx(11.5));
+    CHECK(ops::max(t).item() == 23);
+    Tensor s1 = ops::sum(t, {1});
+    CHECK(s1.shape() == Shape{2, 4});
+    CHECK(s1.to_vector()[0] == 0 + 4 + 8);
+    Tensor s12 = ops::sum(t, {1, 2}, true);
+    CHECK(s12.shape() == Shape{2, 1, 1});
+    CHECK(s12.to_vector()[1] == 12 * 12 + 66);
+    Tensor s02 = ops::sum(t, {0, -1});  // non-adjacent
+    CHECK(s02.shape() == Shape{3});
+    std::vector<double> v = s02.to_vector();
+    for (int j = 0; j < 3; ++j) {
+        double ref = 0;
+        for (int i = 0; i < 2; ++i)
+            for (int k = 0; k < 4; ++k) ref += 12 * i + 4 * j + k;
+        CHECK(v[j] == ref);
+    }
+    Tensor m0 = ops::max(ops::neg(t), {0});
+    CHECK(m0.to_vector()[5] == -5);
+    CHECK(ops::sum(ops::zeros({0, 3}), {0}).to_vector() == std::vector<double>{0, 0, 0});
+    CHECK_THROWS_WITH_AS(ops::sum(t, {3}), doctest::Contains("dim 3 out of range"), Error);
+}
+
+TEST_CASE("sum_to_shape undoes broadcasting") {
+    Tensor g = ops::ones({2, 3, 4}, DType::F64);
+    CHECK(ops::sum_to_shape(g, {3, 1}).to_vector() == std::vector<double>{8, 8, 8});
+    CHECK(ops::sum_to_shape(g, {}).item() == 24);
+}
+
+TEST_CASE("matmul in all transpose combinations and batched") {
+    Tensor a = randn({5, 7}, 1), b = randn({7, 3}, 2);
+    std::vector<double> av = a.to_vector(), bv = b.to_vector();
+    std::vector<double> ref(15, 0);
+    for (int i = 0; i < 5; ++i)
+        for (int j = 0; j < 3; ++j)
+            for (int k = 0; k < 7; ++k) ref[i * 3 + j] += av[i * 7 + k] * bv[k * 3 + j];
+    auto close = [&](const Tensor& c) {
+        std::vector<double> cv = c.to_vector();
+        REQUIRE(cv.size() == ref.size());
+        for (size_t i = 0; i < cv.size(); ++i) CHECK(cv[i] == doctest::Approx(ref[i]).epsilon(1e-12));
+    };
+    close(ops::matmul(a, b));
+    close(ops::matmul(ops::contiguous(ops::transpose(a, 0, 1)), b, true, false));
+    close(ops::matmul(a, ops::contiguous(ops::transpose(b, 0, 1)), false, true));
+    close(ops::matmul(ops::contiguous(ops::transpose(a, 0, 1)), ops::contiguous(ops::transpose(b, 0, 1)), true, true));
+    close(ops::matmul(ops::transpose(a, 0, 1), b, true, false));  // strided input is made contiguous
+    Tensor ab = ops::matmul(ops::unsqueeze(a, 0), ops::unsqueeze(b, 0));
+    CHECK(ab.shape() == Shape{1, 5, 3});
+    CHECK_THROWS_WITH_AS(ops::matmul(a, a), doctest::Contains("inner sizes differ (7 vs 5)"), Error);
+}
+
+TEST_CASE("conv2d matches a direct convolution, bias-free, with stride, padding and groups") {
+    Tensor x = randn({2, 4, 7, 6}, 3), w = randn({6, 2, 3, 3}, 4);
+    Tensor y = ops::conv2d(x, w, 2, 1, 2);
+    CHECK(y.shape() == Shape{2, 6, 4, 3});
+    std::vector<double> xv = x.to_vector(), wv = w.to_vector(), yv = y.to_vector();
+    for (int n = 0; n < 2; ++n)
+        for (int k = 0; k < 6; ++k)
+            for (int p = 0; p < 4; ++p)
+                for (int q = 0; q < 3; ++q) {
+                    double ref = 0;
+                    int g = k / 3;
+                    for (int c = 0; c < 2; ++c)
+                        for (int r = 0; r < 3; ++r)
+                            for (int s = 0; s < 3; ++s) {
+                                int h = p * 2 - 1 + r, ww = q * 2 - 1 + s;
+                                if (h < 0 || h >= 7 || ww < 0 || ww >= 6) continue;
+                                ref += xv[((n * 4 + g * 2 + c) * 7 + h) * 6 + ww] * wv[((k * 2 + c) * 3 + r) * 3 + s];
+                            }
+                    CHECK(yv[((n * 6 + k) * 4 + p) * 3 + q] == doctest::Approx(ref).epsilon(1e-12));
+                }
+    CHECK_THROWS_WITH_AS(ops::conv2d(x, randn({6, 3, 3, 3}, 5), 1, 1, 2), doctest::Contains("do not match with groups 2"),
+                         Error);
+}
+
+TEST_CASE("softmax along a non-last dim equals softmax of the transpose") {
+    Tensor x = randn({3, 5, 2}, 6);
+    Tensor y = ops::softmax(x, 1);
+    std::vector<double> xv = x.to_vector(), yv = y.to_vector();
+    for (int i = 0; i < 3; ++i)
+        for (int k = 0; k < 2; ++k) {
+            double z = 0;
+            for (int j = 0; j < 5; ++j) z += std::exp(xv[(i * 5 + j) * 2 + k]);
+            for (int j = 0; j < 5; ++j)
+                CHECK(yv[(i * 5 + j) * 2 + k] == doctest::Approx(std::exp(xv[(i * 5 + j) * 2 + k]) / z).epsilon(1e-12));
+        }
+    Tensor ly = ops::softmax(x, 1, true);
+    CHECK(ly.to_vector()[3] == doctest::Approx(std::log(yv[3])).epsilon(1e-12));
+}
+
+TEST_CASE("group_norm normalises each group to zero mean and unit variance") {
+    Tensor x = ops::add_scalar(ops::mul_scalar(randn({2, 8, 3, 3}, 7), 3.0), 5.0);
+    ops::GroupNormOut o = ops::group_norm(x, Tensor(), Tensor(), 4, 1e-6);
+    CHECK(o.mean.shape() == Shape{2, 4});
+    std::vector<double> yv = o.y.to_vector();
+    for (int grp = 0; grp < 8; ++grp) {
+        double m = 0, v = 0;
+        for (int i = 0; i < 18; ++i) m += yv[grp * 18 + i];
+        m /= 18;
+        for (int i = 0; i < 18; ++i) v += (yv[grp * 18 + i] - m) * (yv[grp * 18 + i] - m);
+        CHECK(std::abs(m) < 1e-12);
+        CHECK(v / 18 == doctest::Approx(1.0).epsilon(1e-5));
+    }
+    CHECK_THROWS_WITH_AS(ops::group_norm(x, Tensor(), Tensor(), 3, 1e-6), doctest::Contains("3 groups do not divide"),
+                         Error);
+}
+
+TEST_CASE("cat, pad and where") {
+    Tensor a = seq({2, 2}), b = ops::add_scalar(seq({2, 3}), 100);
+    Tensor c = ops::cat({a, b}, 1);
+    CHECK(c.shape() == Shape{2, 5});
+    CHECK(c.to_vector() == std::vector<double>{0, 1, 100, 101, 102, 2, 3, 103, 104, 105});
+    CHECK_THROWS_WITH_AS(ops::cat({a, b}, 0), doctest::Contains("does not match"), Error);
+    Tensor p = ops::pad(seq({1, 2}), {{0, 0}, {1, 2}}, -1);
+    CHECK(p.to_vector() == std::vector<double>{-1, 0, 1, -1, -1});
+    Tensor cond = ops::from_vector({1, 0, 1}, {3}, DType::F64);
+    CHECK(ops::where(cond, seq({3}), ops::full({}, 9, DType::F64)).to_vector() == std::vector<double>{0, 9, 2});
+}
+
+TEST_CASE("in-place ops need contiguous tensors and matching broadcast") {
+    Tensor a = seq({2, 3});
+    ops::binary_(BinaryOp::AddScaled, a, ops::ones({3}, DType::F64), 2.0);
+    CHECK(a.to_vector() == std::vector<double>{2, 3, 4, 5, 6, 7});
+    Tensor t = ops::transpose(a, 0, 1);
+    CHECK_THROWS_WITH_AS(ops::unary_(UnaryOp::Neg, t), doctest::Contains("contiguous"), Error);
+    CHECK_THROWS_WITH_AS(ops::binary_(BinaryOp::Add, a, seq({2, 1, 3})), doctest::Contains("does not broadcast"), Error);
+}
