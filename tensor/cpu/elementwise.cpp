@@ -1,5 +1,6 @@
 // Elementwise CPU kernels: every output element depends on one element of each input, so the loops
 // are embarrassingly parallel and the results do not depend on the number of threads.
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -57,18 +58,15 @@ template <class T> T unary_op(UnaryOp op, T x, T alpha, T beta) {
     throw std::invalid_argument("cpu::unary: unknown op");
 }
 
-// NaN wins, as in PyTorch's maximum/minimum: a NaN must not be hidden by the other operand.
-template <class T> T nan_max(T a, T b) { return (a > b || std::isnan(a)) ? a : b; }
-template <class T> T nan_min(T a, T b) { return (a < b || std::isnan(a)) ? a : b; }
-
 template <class T> T binary_op(BinaryOp op, T a, T b, T alpha, T beta) {
     switch (op) {
     case BinaryOp::Add: return a + b;
     case BinaryOp::Sub: return a - b;
     case BinaryOp::Mul: return a * b;
     case BinaryOp::Div: return a / b;
-    case BinaryOp::Maximum: return nan_max(a, b);
-    case BinaryOp::Minimum: return nan_min(a, b);
+    // std::max/min's choice with a NaN (return a unless b is strictly better), as the CUDA kernel.
+    case BinaryOp::Maximum: return std::max(a, b);
+    case BinaryOp::Minimum: return std::min(a, b);
     case BinaryOp::Eq: return a == b ? T(1) : T(0);
     case BinaryOp::Gt: return a > b ? T(1) : T(0);
     case BinaryOp::Lt: return a < b ? T(1) : T(0);

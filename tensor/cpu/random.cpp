@@ -1,6 +1,8 @@
 // Random fills. Every element's draw is a pure function of (i, offset, seed) through Philox (see
-// cuda/philox.h), so the loops parallelise freely and the CUDA kernels produce the same numbers.
-// The draw is always made in float, exactly as on the GPU, and only then widened and scaled.
+// cuda/philox.h), so the loops parallelise freely and the CUDA kernels draw the same numbers: bit for
+// bit for uniform and bernoulli, and for normal up to the last-ulp differences between the host's and
+// the GPU's logf/cosf/sinf. The draw is always made in float, as on the GPU, then widened and scaled.
+#include <cmath>
 #include "cuda/philox.h"
 #include "tensor/cpu/kernels.h"
 
@@ -11,16 +13,18 @@ constexpr int64_t kParallelMin = 1 << 12;  // Philox is ~40 integer ops per draw
 
 } // namespace
 
+// The scaling is one fused multiply-add (a single rounding), written as the CUDA kernel writes it, so
+// float results match the GPU bit for bit whether or not the compiler would contract a * b + c.
 template <class T> void uniform(int64_t n, T* out, double lo, double hi, uint64_t seed, uint64_t offset) {
     const T l = static_cast<T>(lo), h = static_cast<T>(hi);
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) out[i] = l + (h - l) * static_cast<T>(philox::uniform(i, offset, seed));
+    for (int64_t i = 0; i < n; ++i) out[i] = std::fma(h - l, static_cast<T>(philox::uniform(i, offset, seed)), l);
 }
 
 template <class T> void normal(int64_t n, T* out, double mean, double std, uint64_t seed, uint64_t offset) {
     const T m = static_cast<T>(mean), s = static_cast<T>(std);
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) out[i] = m + s * static_cast<T>(philox::normal(i, offset, seed));
+    for (int64_t i = 0; i < n; ++i) out[i] = std::fma(s, static_cast<T>(philox::normal(i, offset, seed)), m);
 }
 
 // p is compared in T: for float that is the float p the CUDA kernel receives.

@@ -3,7 +3,7 @@
 // Any single-axis reduction of a contiguous tensor has this shape: outer = product of the sizes
 // before the axis, r = the axis, inner = product of the sizes after it.
 #include <algorithm>
-#include <cmath>
+#include <limits>
 #include "tensor/cpu/kernels.h"
 
 namespace stf::cpu {
@@ -24,14 +24,14 @@ template <class T> void sum_tile(const T* x, int64_t r, int64_t inner, int64_t l
     for (int64_t j = 0; j < len; ++j) out[j] = static_cast<T>(acc[j]);
 }
 
-// NaN propagates: once a NaN is seen it stays the maximum (a plain `v > m` would drop it).
+// Starts from -inf and keeps v only when v > max, exactly as the CUDA kernel combines values, so the
+// twins agree even on NaN inputs: a NaN never compares greater, so it is skipped.
 template <class T> void max_tile(const T* x, int64_t r, int64_t inner, int64_t len, T* out) {
     T acc[kTile];
-    for (int64_t j = 0; j < len; ++j) acc[j] = x[j];
-    for (int64_t k = 1; k < r; ++k) {
+    for (int64_t j = 0; j < len; ++j) acc[j] = -std::numeric_limits<T>::infinity();
+    for (int64_t k = 0; k < r; ++k) {
         const T* row = x + k * inner;
-        for (int64_t j = 0; j < len; ++j)
-            if (row[j] > acc[j] || std::isnan(row[j])) acc[j] = row[j];
+        for (int64_t j = 0; j < len; ++j) acc[j] = row[j] > acc[j] ? row[j] : acc[j];
     }
     for (int64_t j = 0; j < len; ++j) out[j] = acc[j];
 }

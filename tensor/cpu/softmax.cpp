@@ -1,5 +1,6 @@
 // Row-wise softmax and log-softmax over a contiguous [rows, cols] array, one row per loop iteration.
 #include <cmath>
+#include <limits>
 #include "tensor/cpu/kernels.h"
 
 namespace stf::cpu {
@@ -7,9 +8,10 @@ namespace {
 
 constexpr int64_t kParallelMin = 1 << 14;
 
+// Same combine as the CUDA kernel (from -inf, keep x only when greater), so the twins agree.
 template <class T> T row_max(const T* x, int64_t cols) {
-    T m = x[0];
-    for (int64_t j = 1; j < cols; ++j) m = x[j] > m ? x[j] : m;
+    T m = -std::numeric_limits<T>::infinity();
+    for (int64_t j = 0; j < cols; ++j) m = x[j] > m ? x[j] : m;
     return m;
 }
 
