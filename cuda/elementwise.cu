@@ -1,0 +1,304 @@
+// Elementwise kernels: fill, unary and binary maps, where, strided copies and bf16 conversion.
+//
+// Every kernel here is memory bound: each element is loaded, touched by a few arithmetic instructions
+// and stored. What matters is that consecutive threads touch consecutive addresses (coalescing), and
+// that enough threads are in flight to hide memory latency. All kernels use a grid-stride loop, so one
+// launch of a bounded grid covers any n, and 64-bit indices, so n may exceed 2^31.
+//
+// Strided inputs go through StridedLayout::offset(i), which costs a few integer divisions per element;
+// when every operand is contiguous the launchers take a flat path instead, and for unary and binary
+// maps a float4 path that moves 16 bytes per load and store.
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "cuda/check.h"
+#include "cuda/kernels.h"
+#include "cuda/runtime.h"
+
+namespace stf::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+// Beyond this many blocks the grid-stride loop takes over; it is several times what an H100 keeps
+// resident (132 SMs x 8 blocks of 256 threads), so the machine stays full.
+constexpr int64_t kMaxBlocks = 65536;
+
+int blocks_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)); }
+
+cudaStream_t current_stream() { return static_cast<cudaStream_t>(stf::cuda::stream()); }
+
+bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+__device__ __forceinline__ int64_t global_thread() { return blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; }
+__device__ __forceinline__ int64_t grid_threads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+// ---- fill -----------------------------------------------------------------------------------------
+
+__global__ void fill_kernel(int64_t n, float* out, float value) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = value;
+}
+
+// ---- the op formulas, shared by the scalar and float4 paths -----------------------------------------
+// The op is a kernel argument, the same for every thread, so the switch never makes a warp diverge.
+// Formulas match the CPU twins in tensor/cpu; precise libm functions (expf, not __expf).
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__device__ __forceinline__ float apply_unary(UnaryOp op, float x, float alpha, float beta) {
+    switch (op) {
+        case UnaryOp::Identity: return x;
+        case UnaryOp::Neg: return -x;
+        case UnaryOp::Exp: return expf(x);
+        case UnaryOp::Log: return logf(x);
+        case UnaryOp::Sqrt: return sqrtf(x);
+        case UnaryOp::Rsqrt: return 1.0f / sqrtf(x);  // rsqrtf is only accurate to 2 ulp
+        case UnaryOp::Square: return x * x;
+        case UnaryOp::Abs: return fabsf(x);
+        case UnaryOp::Pow: return powf(x, alpha);
+        case UnaryOp::Silu: return x * sigmoid(x);
+        case UnaryOp::Sigmoid: return sigmoid(x);
+        case UnaryOp::Clamp: {
+            // min(max(x, alpha), beta) as std::min/std::max choose: NaN stays NaN (fmaxf would drop
+            // it), and beta wins when alpha > beta.
+            float v = x < alpha ? alpha : x;
+            return beta < v ? beta : v;
+        }
+        case UnaryOp::AddScalar: return x + alpha;
+        case UnaryOp::MulScalar: return x * alpha;
+        case UnaryOp::RSubScalar: return alpha - x;
+        case UnaryOp::RDivScalar: return alpha / x;
+        case UnaryOp::Sin: return sinf(x);
+        case UnaryOp::Cos: return cosf(x);
+        case UnaryOp::NanToNum:
+            if (isnan(x)) return 0.0f;
+            if (isinf(x)) return x > 0.0f ? alpha : -alpha;
+            return x;
+    }
+    return x;
+}
+
+__device__ __forceinline__ float apply_binary(BinaryOp op, float a, float b, float alpha, float beta) {
+    switch (op) {
+        case BinaryOp::Add: return a + b;
+        case BinaryOp::Sub: return a - b;
+        case BinaryOp::Mul: return a * b;
+        case BinaryOp::Div: return a / b;
+        case BinaryOp::Maximum: return a < b ? b : a;  // std::max's choice, as the CPU twin
+        case BinaryOp::Minimum: return b < a ? b : a;  // std::min's choice
+        case BinaryOp::Eq: return a == b ? 1.0f : 0.0f;
+        case BinaryOp::Gt: return a > b ? 1.0f : 0.0f;
+        case BinaryOp::Lt: return a < b ? 1.0f : 0.0f;
+        case BinaryOp::SiluBackward: {
+            float s = sigmoid(b);
+            return a * s * (1.0f + b * (1.0f - s));
+        }
+        case BinaryOp::SigmoidBackward: return a * b * (1.0f - b);
+        case BinaryOp::ClampBackward: return (alpha <= b && b <= beta) ? a : 0.0f;
+        case BinaryOp::AddScaled: return a + alpha * b;
+    }
+    return a;
+}
+
+// ---- unary ----------------------------------------------------------------------------------------
+
+__global__ void unary_strided_kernel(UnaryOp op, int64_t n, float* out, const float* x, StridedLayout lx, float alpha,
+                                     float beta) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = apply_unary(op, x[lx.offset(i)], alpha, beta);
+}
+
+__global__ void unary_contiguous_kernel(UnaryOp op, int64_t n, float* out, const float* x, float alpha, float beta) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = apply_unary(op, x[i], alpha, beta);
+}
+
+// n4 groups of four floats; both pointers 16-byte aligned (the caller checks).
+__global__ void unary_vec4_kernel(UnaryOp op, int64_t n4, float4* out, const float4* x, float alpha, float beta) {
+    for (int64_t i = global_thread(); i < n4; i += grid_threads()) {
+        float4 v = x[i];
+        v.x = apply_unary(op, v.x, alpha, beta);
+        v.y = apply_unary(op, v.y, alpha, beta);
+        v.z = apply_unary(op, v.z, alpha, beta);
+        v.w = apply_unary(op, v.w, alpha, beta);
+        out[i] = v;
+    }
+}
+
+// ---- binary ---------------------------------------------------------------------------------------
+
+__global__ void binary_strided_kernel(BinaryOp op, int64_t n, float* out, const float* a, StridedLayout la,
+                                      const float* b, StridedLayout lb, float alpha, float beta) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads())
+        out[i] = apply_binary(op, a[la.offset(i)], b[lb.offset(i)], alpha, beta);
+}
+
+__global__ void binary_contiguous_kernel(BinaryOp op, int64_t n, float* out, const float* a, const float* b,
+                                         float alpha, float beta) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = apply_binary(op, a[i], b[i], alpha, beta);
+}
+
+__global__ void binary_vec4_kernel(BinaryOp op, int64_t n4, float4* out, const float4* a, const float4* b, float alpha,
+                                   float beta) {
+    for (int64_t i = global_thread(); i < n4; i += grid_threads()) {
+        float4 u = a[i], v = b[i], r;
+        r.x = apply_binary(op, u.x, v.x, alpha, beta);
+        r.y = apply_binary(op, u.y, v.y, alpha, beta);
+        r.z = apply_binary(op, u.z, v.z, alpha, beta);
+        r.w = apply_binary(op, u.w, v.w, alpha, beta);
+        out[i] = r;
+    }
+}
+
+// ---- where ----------------------------------------------------------------------------------------
+
+__global__ void where_strided_kernel(int64_t n, float* out, const float* cond, StridedLayout lc, const float* a,
+                                     StridedLayout la, const float* b, StridedLayout lb) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads())
+        out[i] = cond[lc.offset(i)] != 0.0f ? a[la.offset(i)] : b[lb.offset(i)];
+}
+
+__global__ void where_contiguous_kernel(int64_t n, float* out, const float* cond, const float* a, const float* b) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = cond[i] != 0.0f ? a[i] : b[i];
+}
+
+// ---- strided copy ---------------------------------------------------------------------------------
+// Copies raw bits: T is an unsigned integer of the element's size, so NaN payloads and bf16 values
+// pass through untouched.
+
+template <class T>
+__global__ void copy_strided_kernel(int64_t n, T* dst, StridedLayout ldst, const T* src, StridedLayout lsrc) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[ldst.offset(i)] = src[lsrc.offset(i)];
+}
+
+template <class T>
+void launch_copy_strided(int64_t n, void* dst, const StridedLayout& ldst, const void* src, const StridedLayout& lsrc) {
+    copy_strided_kernel<T><<<blocks_for(n), kThreads, 0, current_stream()>>>(n, static_cast<T*>(dst), ldst,
+                                                                             static_cast<const T*>(src), lsrc);
+    STF_CUDA_CHECK_LAUNCH();
+}
+
+// ---- bf16 -----------------------------------------------------------------------------------------
+// bfloat16 is the top half of a float32: same sign and 8-bit exponent, 7 mantissa bits.
+
+__device__ __forceinline__ uint16_t f32_to_bf16_bits(float f) {
+    uint32_t u = __float_as_uint(f);
+    // NaN: keep the sign and top mantissa bits and force the quiet bit, since rounding could carry a
+    // NaN whose payload sits in the low half into infinity.
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
+    // Round to nearest, ties to even: add just under half of the dropped range, plus one when the kept
+    // part is odd. A carry out of the mantissa bumps the exponent, which is the correct rounding
+    // (and the largest floats round to infinity, as they should).
+    uint32_t lsb = (u >> 16) & 1u;
+    u += 0x7fffu + lsb;
+    return static_cast<uint16_t>(u >> 16);
+}
+
+__global__ void f32_to_bf16_kernel(int64_t n, uint16_t* out, const float* x) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = f32_to_bf16_bits(x[i]);
+}
+
+__global__ void bf16_to_f32_kernel(int64_t n, float* out, const uint16_t* x) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = __uint_as_float(static_cast<uint32_t>(x[i]) << 16);
+}
+
+}  // namespace
+
+// ---- launchers ------------------------------------------------------------------------------------
+
+void fill(int64_t n, float* out, float value) {
+    if (n <= 0) return;
+    fill_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out, value);
+    STF_CUDA_CHECK_LAUNCH();
+}
+
+void unary(UnaryOp op, int64_t n, float* out, const float* x, const StridedLayout& lx, float alpha, float beta) {
+    if (n <= 0) return;
+    cudaStream_t s = current_stream();
+    if (!lx.is_contiguous()) {
+        unary_strided_kernel<<<blocks_for(n), kThreads, 0, s>>>(op, n, out, x, lx, alpha, beta);
+        STF_CUDA_CHECK_LAUNCH();
+        return;
+    }
+    int64_t done = 0;  // elements handled by the float4 kernel
+    if (is_aligned16(out) && is_aligned16(x) && n >= 4) {
+        int64_t n4 = n / 4;
+        unary_vec4_kernel<<<blocks_for(n4), kThreads, 0, s>>>(op, n4, reinterpret_cast<float4*>(out),
+                                                              reinterpret_cast<const float4*>(x), alpha, beta);
+        STF_CUDA_CHECK_LAUNCH();
+        done = 4 * n4;
+    }
+    if (done < n) {  // the whole array when unaligned, else the last n % 4 elements
+        unary_contiguous_kernel<<<blocks_for(n - done), kThreads, 0, s>>>(op, n - done, out + done, x + done, alpha,
+                                                                           beta);
+        STF_CUDA_CHECK_LAUNCH();
+    }
+}
+
+void binary(BinaryOp op, int64_t n, float* out, const float* a, const StridedLayout& la, const float* b,
+            const StridedLayout& lb, float alpha, float beta) {
+    if (n <= 0) return;
+    cudaStream_t s = current_stream();
+    if (!la.is_contiguous() || !lb.is_contiguous()) {
+        binary_strided_kernel<<<blocks_for(n), kThreads, 0, s>>>(op, n, out, a, la, b, lb, alpha, beta);
+        STF_CUDA_CHECK_LAUNCH();
+        return;
+    }
+    int64_t done = 0;
+    if (is_aligned16(out) && is_aligned16(a) && is_aligned16(b) && n >= 4) {
+        int64_t n4 = n / 4;
+        binary_vec4_kernel<<<blocks_for(n4), kThreads, 0, s>>>(op, n4, reinterpret_cast<float4*>(out),
+                                                               reinterpret_cast<const float4*>(a),
+                                                               reinterpret_cast<const float4*>(b), alpha, beta);
+        STF_CUDA_CHECK_LAUNCH();
+        done = 4 * n4;
+    }
+    if (done < n) {
+        binary_contiguous_kernel<<<blocks_for(n - done), kThreads, 0, s>>>(op, n - done, out + done, a + done,
+                                                                            b + done, alpha, beta);
+        STF_CUDA_CHECK_LAUNCH();
+    }
+}
+
+void where(int64_t n, float* out, const float* cond, const StridedLayout& lc, const float* a, const StridedLayout& la,
+           const float* b, const StridedLayout& lb) {
+    if (n <= 0) return;
+    cudaStream_t s = current_stream();
+    if (lc.is_contiguous() && la.is_contiguous() && lb.is_contiguous())
+        where_contiguous_kernel<<<blocks_for(n), kThreads, 0, s>>>(n, out, cond, a, b);
+    else
+        where_strided_kernel<<<blocks_for(n), kThreads, 0, s>>>(n, out, cond, lc, a, la, b, lb);
+    STF_CUDA_CHECK_LAUNCH();
+}
+
+void copy_strided(int64_t n, size_t elem_size, void* dst, const StridedLayout& ldst, const void* src,
+                  const StridedLayout& lsrc) {
+    if (elem_size != 2 && elem_size != 4 && elem_size != 8)
+        throw std::invalid_argument("stf::cuda::copy_strided: element size must be 2, 4 or 8, got " +
+                                    std::to_string(elem_size));
+    if (n <= 0) return;
+    if (ldst.is_contiguous() && lsrc.is_contiguous()) {
+        // Both flat: the copy engine does it as one block transfer.
+        STF_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * elem_size, cudaMemcpyDeviceToDevice,
+                                       current_stream()));
+        return;
+    }
+    switch (elem_size) {
+        case 2: launch_copy_strided<uint16_t>(n, dst, ldst, src, lsrc); break;
+        case 4: launch_copy_strided<uint32_t>(n, dst, ldst, src, lsrc); break;
+        default: launch_copy_strided<uint64_t>(n, dst, ldst, src, lsrc); break;  // 8, checked above
+    }
+}
+
+void f32_to_bf16(int64_t n, uint16_t* out, const float* x) {
+    if (n <= 0) return;
+    f32_to_bf16_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out, x);
+    STF_CUDA_CHECK_LAUNCH();
+}
+
+void bf16_to_f32(int64_t n, float* out, const uint16_t* x) {
+    if (n <= 0) return;
+    bf16_to_f32_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out, x);
+    STF_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace stf::cuda
