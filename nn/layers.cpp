@@ -1,0 +1,188 @@
+#include "nn/layers.h"
+
+#include <cmath>
+
+namespace stf::nn {
+
+Tensor weight_init(const Shape& shape, const std::string& mode, int64_t fan_in, int64_t fan_out, Generator& gen) {
+    double fi = static_cast<double>(fan_in), fo = static_cast<double>(fan_out);
+    auto uniform = [&](double bound) {  // bound * U(-1, 1)
+        Tensor t = ops::empty(shape);
+        ops::uniform_(t, -bound, bound, gen);
+        return t;
+    };
+    auto normal = [&](double std) {
+        Tensor t = ops::empty(shape);
+        ops::normal_(t, 0.0, std, gen);
+        return t;
+    };
+    if (mode == "xavier_uniform") return uniform(std::sqrt(6.0 / (fi + fo)));
+    if (mode == "xavier_normal") return normal(std::sqrt(2.0 / (fi + fo)));
+    if (mode == "kaiming_uniform") return uniform(std::sqrt(3.0 / fi));
+    if (mode == "kaiming_normal") return normal(std::sqrt(1.0 / fi));
+    throw Error("weight_init: unknown init mode '" + mode + "'");
+}
+
+static Tensor scaled(Tensor t, double s) {
+    ops::unary_(UnaryOp::MulScalar, t, s);
+    return t;
+}
+
+// ---- Linear ----------------------------------------------------------------------------------------
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias, const Init& init, Generator& gen)
+    : in_features(in), out_features(out) {
+    weight = register_parameter("weight", scaled(weight_init({out, in}, init.mode, in, out, gen), init.weight));
+    if (with_bias) bias = register_parameter("bias", scaled(weight_init({out}, init.mode, in, out, gen), init.bias));
+}
+
+Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
+
+// ---- Conv2d ----------------------------------------------------------------------------------------
+
+Conv2d::Conv2d(int64_t in, int64_t out, int kernel, const Options& o, Generator& gen)
+    : in_channels(in), out_channels(out), up(o.up), down(o.down), fused_resample(o.fused_resample) {
+    STF_CHECK(!(o.up && o.down), "Conv2d: up and down at once");
+    int64_t k2 = static_cast<int64_t>(kernel) * kernel;
+    if (kernel) {
+        weight = register_parameter("weight", scaled(weight_init({out, in, kernel, kernel}, o.init.mode, in * k2,
+                                                                 out * k2, gen), o.init.weight));
+        if (o.bias)
+            bias = register_parameter("bias", scaled(weight_init({out}, o.init.mode, in * k2, out * k2, gen), o.init.bias));
+    }
+    if (o.up || o.down) {
+        // The 2-D filter is the outer product of the 1-D taps, normalised to sum 1.
+        const std::vector<double>& f = o.resample_filter;
+        double total = 0;
+        for (double v : f) total += v;
+        int64_t n = static_cast<int64_t>(f.size());
+        std::vector<double> f2(n * n);
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = 0; j < n; ++j) f2[i * n + j] = f[i] * f[j] / (total * total);
+        resample_filter = register_buffer("resample_filter", ops::from_vector(f2, {1, 1, n, n}));
+    }
+}
+
+// The filter repeated for a depthwise (groups = channels) convolution.
+Tensor Conv2d::tiled_filter(int64_t channels, double gain) const {
+    int64_t f = resample_filter.size(-1);
+    Tensor t = ops::contiguous(ops::expand(resample_filter, {channels, 1, f, f}));
+    return gain == 1 ? t : ops::mul_scalar(t, gain);
+}
+
+Tensor Conv2d::forward(const Tensor& x_in) const {
+    Tensor x = x_in;
+    int w_pad = weight.defined() ? static_cast<int>(weight.size(-1) / 2) : 0;
+    int f_pad = resample_filter.defined() ? static_cast<int>((resample_filter.size(-1) - 1) / 2) : 0;
+    if (fused_resample && up && weight.defined()) {
+        x = conv_transpose2d(x, tiled_filter(in_channels, 4), Tensor(), 2, std::max(f_pad - w_pad, 0),
+                             static_cast<int>(in_channels));
+        x = conv2d(x, weight, Tensor(), 1, std::max(w_pad - f_pad, 0));
+    } else if (fused_resample && down && weight.defined()) {
+        x = conv2d(x, weight, Tensor(), 1, w_pad + f_pad);
+        x = conv2d(x, tiled_filter(out_channels, 1), Tensor(), 2, 0, static_cast<int>(out_channels));
+    } else {
+        if (up) x = conv_transpose2d(x, tiled_filter(in_channels, 4), Tensor(), 2, f_pad, static_cast<int>(in_channels));
+        if (down) x = conv2d(x, tiled_filter(in_channels, 1), Tensor(), 2, f_pad, static_cast<int>(in_channels));
+        if (weight.defined()) x = conv2d(x, weight, Tensor(), 1, w_pad);
+    }
+    if (bias.defined()) x = add(x, reshape(bias, {1, bias.size(0), 1, 1}));
+    return x;
+}
+
+// ---- GroupNorm -------------------------------------------------------------------------------------
+
+GroupNorm::GroupNorm(int64_t num_channels, double eps_, int groups, int min_channels_per_group)
+    : num_groups(static_cast<int>(std::min<int64_t>(groups, num_channels / min_channels_per_group))), eps(eps_) {
+    STF_CHECK(num_groups >= 1 && num_channels % num_groups == 0,
+              "GroupNorm: " << num_channels << " channels cannot form " << num_groups << " groups");
+    weight = register_parameter("weight", ops::ones({num_channels}));
+    bias = register_parameter("bias", ops::zeros({num_channels}));
+}
+
+Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, num_groups, weight, bias, eps); }
+
+// ---- noise embeddings ------------------------------------------------------------------------------
+
+// x [n] times f [k] -> [n, k] (torch.ger)
+static Tensor outer(const Tensor& x, const Tensor& f) {
+    return mul(reshape(x, {x.numel(), 1}), reshape(f, {1, f.numel()}));
+}
+
+PositionalEmbedding::PositionalEmbedding(int64_t c, int max_pos, bool ep)
+    : num_channels(c), max_positions(max_pos), endpoint(ep) {}
+
+Tensor PositionalEmbedding::forward(const Tensor& x) const {
+    int64_t half = num_channels / 2;
+    std::vector<double> f(half);
+    for (int64_t i = 0; i < half; ++i)
+        f[i] = std::pow(1.0 / max_positions, static_cast<double>(i) / static_cast<double>(half - (endpoint ? 1 : 0)));
+    Tensor freqs = ops::to(ops::to(ops::from_vector(f, {half}), x.dtype()), x.device());
+    Tensor xf = outer(x, freqs);
+    return cat({cos(xf), sin(xf)}, 1);
+}
+
+FourierEmbedding::FourierEmbedding(int64_t num_channels, double scale, Generator& gen) {
+    Tensor f = ops::randn({num_channels / 2}, gen);
+    freqs = register_buffer("freqs", scaled(f, scale));
+}
+
+Tensor FourierEmbedding::forward(const Tensor& x) const {
+    Tensor xf = outer(x, ops::mul_scalar(freqs, 2 * M_PI));
+    return cat({cos(xf), sin(xf)}, 1);
+}
+
+// ---- UNetBlock -------------------------------------------------------------------------------------
+
+UNetBlock::UNetBlock(int64_t in, int64_t out, const Options& o, Generator& gen)
+    : in_channels(in), out_channels(out), o_(o), num_heads_(o.attention ? o.num_heads : 0) {
+    Conv2d::Options resample{.bias = true, .up = o.up, .down = o.down, .fused_resample = false,
+                             .resample_filter = o.resample_filter, .init = o.init};
+    Conv2d::Options plain{.init = o.init}, zero{.init = o.init_zero}, attn{.init = o.init_attn};
+    norm0_ = register_module("norm0", std::make_shared<GroupNorm>(in, o.eps));
+    conv0_ = register_module("conv0", std::make_shared<Conv2d>(in, out, 3, resample, gen));
+    affine_ = register_module("affine", std::make_shared<Linear>(o.emb_channels, out * (o.adaptive_scale ? 2 : 1),
+                                                                 true, o.init, gen));
+    norm1_ = register_module("norm1", std::make_shared<GroupNorm>(out, o.eps));
+    conv1_ = register_module("conv1", std::make_shared<Conv2d>(out, out, 3, zero, gen));
+    if (out != in || o.up || o.down) {
+        int kernel = (o.resample_proj || out != in) ? 1 : 0;
+        skip_ = register_module("skip", std::make_shared<Conv2d>(in, out, kernel, resample, gen));
+    }
+    if (num_heads_) {
+        STF_CHECK(out % num_heads_ == 0, "UNetBlock: " << num_heads_ << " heads do not divide " << out << " channels");
+        norm2_ = register_module("norm2", std::make_shared<GroupNorm>(out, o.eps));
+        qkv_ = register_module("qkv", std::make_shared<Conv2d>(out, out * 3, 1, attn, gen));
+        proj_ = register_module("proj", std::make_shared<Conv2d>(out, out, 1, zero, gen));
+    }
+}
+
+Tensor UNetBlock::forward(const Tensor& x_in, const Tensor& emb, Generator& dropout_gen) const {
+    Tensor x = conv0_->forward(silu(norm0_->forward(x_in)));
+    Tensor params = unsqueeze(unsqueeze(affine_->forward(emb), 2), 3);  // [n, c, 1, 1]
+    if (o_.adaptive_scale) {
+        std::vector<Tensor> ss = split(params, {out_channels, out_channels}, 1);  // scale, shift
+        x = silu(add(ss[1], mul(norm1_->forward(x), add(ss[0], 1.0))));
+    } else {
+        x = silu(norm1_->forward(add(x, params)));
+    }
+    x = conv1_->forward(dropout(x, o_.dropout, is_training(), dropout_gen));
+    x = add(x, skip_ ? skip_->forward(x_in) : x_in);
+    x = mul(x, o_.skip_scale);
+    if (num_heads_) x = mul(add(proj_->forward(attention(x)), x), o_.skip_scale);
+    return x;
+}
+
+// Self-attention over the h*w pixels. EDM reshapes qkv's 3C channels to (n*heads, C/heads, 3, h*w), so
+// channel 3c+i holds q (i = 0), k (1) or v (2) of channel c.
+Tensor UNetBlock::attention(const Tensor& x) const {
+    int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3), ch = c / num_heads_;
+    Tensor qkv = reshape(qkv_->forward(norm2_->forward(x)), {n * num_heads_, ch, 3, hw});
+    auto part = [&](int64_t i) { return reshape(narrow(qkv, 2, i, 1), {n * num_heads_, ch, hw}); };
+    Tensor q = part(0), k = mul(part(1), 1.0 / std::sqrt(static_cast<double>(ch))), v = part(2);
+    Tensor w = softmax(matmul(q, k, true, false), 2);  // [n*heads, q pixels, k pixels]
+    Tensor a = matmul(v, w, false, true);               // a[c, q] = sum_k v[c, k] w[q, k]
+    return reshape(a, x.shape());
+}
+
+}  // namespace stf::nn

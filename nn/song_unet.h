@@ -1,0 +1,58 @@
+// EDM's SongUNet: the DDPM++ and NCSN++ U-Nets of Song et al., as EDM configures them.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "nn/layers.h"
+
+namespace stf::nn {
+
+struct SongUNetConfig {
+    int64_t img_resolution = 32, in_channels = 3, out_channels = 3;
+    int64_t label_dim = 0, augment_dim = 0;
+    int64_t model_channels = 128;
+    std::vector<int64_t> channel_mult{1, 2, 2, 2};
+    int64_t channel_mult_emb = 4, num_blocks = 4;
+    std::vector<int64_t> attn_resolutions{16};
+    double dropout = 0.10, label_dropout = 0;
+    std::string embedding_type = "positional";  // positional (DDPM++) or fourier (NCSN++)
+    int64_t channel_mult_noise = 1;
+    std::string encoder_type = "standard";  // standard, skip or residual
+    std::string decoder_type = "standard";  // standard or skip
+    std::vector<double> resample_filter{1, 1};
+
+    // EDM's CIFAR-10 presets (train.py --arch=ddpmpp / ncsnpp, channel_mult [2, 2, 2]).
+    static SongUNetConfig ddpmpp();
+    static SongUNetConfig ncsnpp();
+};
+
+// A ModuleDict: children addressed by name, kept in insertion order.
+class ModuleList : public Module {
+public:
+    template <class M> std::shared_ptr<M> add(const std::string& name, std::shared_ptr<M> m) {
+        names_.push_back(name);
+        return register_module(name, m);
+    }
+    const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& items() const { return children(); }
+
+private:
+    std::vector<std::string> names_;
+};
+
+class SongUNet : public Module {
+public:
+    SongUNet(const SongUNetConfig& config, Generator& gen);
+    // x [n, in_channels, res, res], noise_labels [n], class_labels [n, label_dim] or undefined,
+    // augment_labels [n, augment_dim] or undefined.
+    Tensor forward(const Tensor& x, const Tensor& noise_labels, const Tensor& class_labels,
+                   const Tensor& augment_labels, Generator& dropout_gen) const;
+    const SongUNetConfig& config() const { return config_; }
+
+private:
+    SongUNetConfig config_;
+    std::shared_ptr<Module> map_noise_;
+    std::shared_ptr<Linear> map_label_, map_augment_, map_layer0_, map_layer1_;
+    std::shared_ptr<ModuleList> enc_, dec_;
+};
+
+}  // namespace stf::nn
