@@ -97,17 +97,25 @@ void Module::zero_grad() {
     for (auto& [name, t] : named_parameters()) t.set_grad(Tensor());
 }
 
+// Points an existing TensorImpl at new data, so every handle to it sees the change.
+static void replace_data(Tensor& t, const Tensor& fresh) {
+    TensorImpl& impl = t.impl();
+    impl.storage = fresh.storage();
+    impl.offset = fresh.offset();
+    impl.strides = fresh.strides();
+    impl.device = fresh.device();
+    impl.dtype = fresh.dtype();
+    impl.grad.reset();
+}
+
 void Module::to(Device device) {
-    for (auto& [name, t] : state_dict()) {
-        if (t.device() == device) continue;
-        Tensor moved = ops::to(t, device);
-        TensorImpl& impl = t.impl();
-        impl.storage = moved.storage();
-        impl.offset = moved.offset();
-        impl.strides = moved.strides();
-        impl.device = device;
-        impl.grad.reset();
-    }
+    for (auto& [name, t] : state_dict())
+        if (t.device() != device) replace_data(t, ops::to(t, device));
+}
+
+void Module::to(DType dtype) {
+    for (auto& [name, t] : state_dict())
+        if (t.dtype() != dtype) replace_data(t, ops::to(t, dtype));
 }
 
 Device Module::device() const {

@@ -37,6 +37,7 @@ public:
     void zero_grad();
     // Moves every parameter and buffer in place: handles held by layers stay valid.
     void to(Device device);
+    void to(DType dtype);  // e.g. float64 for gradient checks
     Device device() const;
 
 protected:

@@ -24,6 +24,22 @@ SongUNetConfig SongUNetConfig::ncsnpp() {
     return c;
 }
 
+namespace {
+thread_local std::vector<LayerTrace>* g_trace = nullptr;
+
+int64_t count(const NamedTensors& ts) {
+    int64_t n = 0;
+    for (auto& [name, t] : ts) n += t.numel();
+    return n;
+}
+
+void trace(const std::string& name, const Module& m, const Tensor& out) {
+    if (g_trace) g_trace->push_back({name, out.shape(), count(m.named_parameters()), count(m.named_buffers())});
+}
+}  // namespace
+
+void set_layer_trace(std::vector<LayerTrace>* t) { g_trace = t; }
+
 static bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
 static void validate(const SongUNetConfig& c) {
@@ -157,6 +173,7 @@ Tensor SongUNet::forward(const Tensor& x_in, const Tensor& noise_labels, const T
     Tensor emb = c.embedding_type == "positional"
                      ? static_cast<const PositionalEmbedding&>(*map_noise_).forward(noise_labels)
                      : static_cast<const FourierEmbedding&>(*map_noise_).forward(noise_labels);
+    trace("model.map_noise", *map_noise_, emb);
     int64_t half = emb.size(1) / 2;
     emb = cat({narrow(emb, 1, half, half), narrow(emb, 1, 0, half)}, 1);
     if (map_label_) {
@@ -168,15 +185,19 @@ Tensor SongUNet::forward(const Tensor& x_in, const Tensor& noise_labels, const T
             labels = mul(labels, keep);
         }
         emb = add(emb, map_label_->forward(mul(labels, std::sqrt(static_cast<double>(c.label_dim)))));
+        trace("model.map_label", *map_label_, emb);
     }
     if (map_augment_ && augment_labels.defined()) {
         STF_CHECK(augment_labels.shape() == (Shape{n, c.augment_dim}),
                   "SongUNet: augment labels should be [" << n << ", " << c.augment_dim << "], got "
                                                          << describe(augment_labels));
         emb = add(emb, map_augment_->forward(augment_labels));
+        trace("model.map_augment", *map_augment_, emb);
     }
     emb = silu(map_layer0_->forward(emb));
+    trace("model.map_layer0", *map_layer0_, emb);
     emb = silu(map_layer1_->forward(emb));
+    trace("model.map_layer1", *map_layer1_, emb);
 
     // Encoder: every output but the aux ones is kept for the decoder's skip connections.
     std::vector<Tensor> skips;
@@ -195,6 +216,7 @@ Tensor SongUNet::forward(const Tensor& x_in, const Tensor& noise_labels, const T
             x = static_cast<const Conv2d&>(*m).forward(x);
             skips.push_back(x);
         }
+        trace("model.enc." + name, *m, contains(name, "aux_down") ? aux : x);
     }
 
     // Decoder: a block whose input width differs from x takes the next skip, concatenated after x.
@@ -215,6 +237,9 @@ Tensor SongUNet::forward(const Tensor& x_in, const Tensor& noise_labels, const T
             }
             x = block.forward(x, emb, dropout_gen);
         }
+        trace("model.dec." + name, *m, contains(name, "aux_norm") || contains(name, "aux_conv") ? tmp
+                                       : contains(name, "aux_up")                               ? out
+                                                                                                : x);
     }
     return out;
 }

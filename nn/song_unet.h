@@ -39,6 +39,16 @@ private:
     std::vector<std::string> names_;
 };
 
+// One row of a module summary: a layer, its output shape and its tensor counts.
+struct LayerTrace {
+    std::string name;
+    Shape output;
+    int64_t params = 0, buffers = 0;
+};
+// While set (non-null), SongUNet::forward appends a row for each layer it runs, as EDM's
+// print_module_summary does. For inspection tools; off by default.
+void set_layer_trace(std::vector<LayerTrace>* trace);
+
 class SongUNet : public Module {
 public:
     SongUNet(const SongUNetConfig& config, Generator& gen);

@@ -1,0 +1,36 @@
+// Command-line flags: --name value or --name=value, --flag for booleans. Every program declares the
+// flags it reads; anything else is an error naming the flag, with the usage text.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace stf::apps {
+
+class Flags {
+public:
+    // `usage` is printed for --help and after an error.
+    Flags(int argc, char** argv, std::string usage);
+    bool help() const { return help_; }
+    const std::string& usage() const { return usage_; }
+
+    std::string str(const std::string& name, const std::string& fallback);
+    int64_t integer(const std::string& name, int64_t fallback);
+    double real(const std::string& name, double fallback);
+    bool boolean(const std::string& name);  // present or not
+    std::vector<int64_t> int_list(const std::string& name, const std::vector<int64_t>& fallback);  // "1,2,2"
+    bool given(const std::string& name) const { return values_.count(name) > 0; }
+
+    // Throws stf::Error when a flag was given that no call above asked for.
+    void check_all_used() const;
+
+private:
+    std::string usage_;
+    bool help_ = false;
+    std::map<std::string, std::string> values_;
+    std::set<std::string> used_;
+};
+
+}  // namespace stf::apps
