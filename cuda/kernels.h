@@ -47,6 +47,11 @@ void uniform(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t 
 void normal(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset);
 void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset);  // 1 with probability p, else 0
 
+// --- stf.cu --------------------------------------------------------------------------------------
+// out[i, j] = sum_k (y[i, k] - x[j, k])^2 for y [b, d] and x [n, d], computed from the differences
+// (not from norms and a dot product) so that tiny distances at small sigma suffer no cancellation.
+void sq_distances(int64_t b, int64_t n, int64_t d, const float* y, const float* x, float* out);
+
 // --- blas.cu (cuBLAS) -----------------------------------------------------------------------------
 // Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, `batch` times with element strides.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -57,5 +62,17 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 void conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y);
 void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight(const ConvShape& s, const float* x, const float* dy, float* dw);
+
+// --- augment.cu (EDM's augmentation pipeline; the per-pixel formulas are in cuda/augment_math.h) --
+// x and y are [n, c, h, w] and must not overlap.
+// Pixel blitting, exact: params [n, 5] int32 per image {flip_x, flip_y, transpose, tx, ty} (transpose
+// needs h == w).
+void augment_blit(int64_t n, int64_t c, int64_t h, int64_t w, const int32_t* params, const float* x, float* y);
+// Geometric transformation: matrices [n, 3, 3] (row-major) map each output pixel's coordinates to the
+// input coordinates it samples, both measured from the image centre (EDM's G_inv); pad_* is the
+// batch's reflect padding from augment::padding(). Reflect-pad, upsample 2x (sym6), sample
+// bilinearly, downsample 2x (sym6).
+void augment_geometric(int64_t n, int64_t c, int64_t h, int64_t w, const float* matrices, int64_t pad_x0,
+                       int64_t pad_y0, int64_t pad_x1, int64_t pad_y1, const float* x, float* y);
 
 } // namespace stf::cuda

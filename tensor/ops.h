@@ -97,6 +97,10 @@ GroupNormGrads group_norm_backward(const Tensor& dy, const Tensor& x, const Tens
 Tensor softmax(const Tensor& x, int dim, bool log = false);
 Tensor softmax_backward(const Tensor& dy, const Tensor& y, int dim, bool log = false);
 
+// ---- distances -------------------------------------------------------------------------------------
+// [b, n] squared Euclidean distances between the rows of y [b, d] and x [n, d], from the differences.
+Tensor sq_distances(const Tensor& y, const Tensor& x);
+
 // ---- joining and padding ---------------------------------------------------------------------------
 Tensor cat(const std::vector<Tensor>& xs, int dim);
 // Zero padding: pads[d] = {before, after} for each dim d (missing trailing entries mean no padding).

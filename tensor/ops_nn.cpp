@@ -269,6 +269,29 @@ Tensor softmax_backward(const Tensor& dy_in, const Tensor& y_in, int dim, bool l
     return last ? dx : contiguous(transpose(dx, d, -1));
 }
 
+// ---- distances -------------------------------------------------------------------------------------
+
+Tensor sq_distances(const Tensor& y_in, const Tensor& x_in) {
+    check_same(y_in, x_in, "sq_distances");
+    STF_CHECK(y_in.ndim() == 2 && x_in.ndim() == 2 && y_in.size(1) == x_in.size(1),
+              "sq_distances: expected y [b, d] and x [n, d], got " << describe(y_in) << " and " << describe(x_in));
+    Tensor y = contiguous(y_in), x = contiguous(x_in);
+    int64_t b = y.size(0), n = x.size(0), d = y.size(1);
+    Tensor out = empty({b, n}, y.dtype(), y.device());
+    if (out.numel() == 0) return out;
+    switch (backend_of(y, "sq_distances")) {
+        case Backend::CpuF32: cpu::sq_distances<float>(b, n, d, y.data<float>(), x.data<float>(), out.data<float>()); break;
+        case Backend::CpuF64:
+            cpu::sq_distances<double>(b, n, d, y.data<double>(), x.data<double>(), out.data<double>());
+            break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH("sq_distances",
+                            cuda::sq_distances(b, n, d, y.data<float>(), x.data<float>(), out.data<float>()));
+            break;
+    }
+    return out;
+}
+
 // ---- joining and padding ---------------------------------------------------------------------------
 
 Tensor cat(const std::vector<Tensor>& xs, int dim) {

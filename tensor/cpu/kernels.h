@@ -43,6 +43,9 @@ template <class T> void uniform(int64_t n, T* out, double lo, double hi, uint64_
 template <class T> void normal(int64_t n, T* out, double mean, double std, uint64_t seed, uint64_t offset);
 template <class T> void bernoulli(int64_t n, T* out, double p, uint64_t seed, uint64_t offset);
 
+// --- stf.cpp --------------------------------------------------------------------------------------
+template <class T> void sq_distances(int64_t b, int64_t n, int64_t d, const T* y, const T* x, T* out);
+
 // --- blas.cpp -------------------------------------------------------------------------------------
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
@@ -53,5 +56,12 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 template <class T> void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y);
 template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, const T* w, T* dx);
 template <class T> void conv2d_backward_weight(const ConvShape& s, const T* x, const T* dy, T* dw);
+
+// --- augment.cpp ----------------------------------------------------------------------------------
+template <class T>
+void augment_blit(int64_t n, int64_t c, int64_t h, int64_t w, const int32_t* params, const T* x, T* y);
+template <class T>
+void augment_geometric(int64_t n, int64_t c, int64_t h, int64_t w, const T* matrices, int64_t pad_x0, int64_t pad_y0,
+                       int64_t pad_x1, int64_t pad_y1, const T* x, T* y);
 
 } // namespace stf::cpu

@@ -1,0 +1,61 @@
+#include "diffusion/loss.h"
+
+#include <cmath>
+
+#include "diffusion/stf_target.h"
+
+namespace stf::diffusion {
+
+NoiseLevels sample_noise_levels(const LossOptions& o, int64_t b, Generator& gen, Device device) {
+    std::vector<double> sigma(b), weight(b);
+    if (o.kind == "edm") {
+        std::vector<double> z = ops::randn({b}, gen, DType::F64).to_vector();
+        for (int64_t i = 0; i < b; ++i) {
+            sigma[i] = std::exp(z[i] * o.P_std + o.P_mean);
+            double s2 = sigma[i] * sigma[i], sd2 = o.sigma_data * o.sigma_data;
+            weight[i] = (s2 + sd2) / (s2 * sd2);
+        }
+    } else if (o.kind == "vp") {
+        std::vector<double> u = ops::rand({b}, gen, DType::F64).to_vector();
+        for (int64_t i = 0; i < b; ++i) {
+            double t = 1 + u[i] * (o.epsilon_t - 1);
+            sigma[i] = std::sqrt(std::exp(0.5 * o.beta_d * t * t + o.beta_min * t) - 1);
+            weight[i] = 1 / (sigma[i] * sigma[i]);
+        }
+    } else if (o.kind == "ve") {
+        std::vector<double> u = ops::rand({b}, gen, DType::F64).to_vector();
+        for (int64_t i = 0; i < b; ++i) {
+            sigma[i] = o.sigma_min * std::pow(o.sigma_max / o.sigma_min, u[i]);
+            weight[i] = 1 / (sigma[i] * sigma[i]);
+        }
+    } else {
+        throw Error("loss: unknown kind '" + o.kind + "' (expected edm, vp or ve)");
+    }
+    return {ops::from_vector(sigma, {b}, DType::F32, device), ops::from_vector(weight, {b}, DType::F32, device)};
+}
+
+LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
+                         const Tensor& reference, const LossOptions& o, Generator& gen, Generator& dropout_gen) {
+    STF_CHECK(images.ndim() == 4, "diffusion_loss: expected images [b, c, h, w], got " << describe(images));
+    int64_t b = images.size(0);
+    NoiseLevels levels = sample_noise_levels(o, b, gen, images.device());
+    Tensor per_image_sigma = ops::reshape(levels.sigma, {b, 1, 1, 1});
+    Tensor noise = ops::mul(ops::randn(images.shape(), gen, images.dtype(), images.device()), per_image_sigma);
+    Tensor noisy = ops::add(images, noise);
+    LossTerms out;
+    out.sigma = levels.sigma;
+    Tensor target = images;
+    if (reference.defined()) {
+        STF_CHECK(reference.ndim() == 4 && reference.size(0) >= b,
+                  "diffusion_loss: the reference batch " << describe(reference) << " must hold at least the " << b
+                                                         << " training images");
+        StfTarget stf = stf_target(noisy, levels.sigma, reference, o.stf_chunk);
+        target = stf.target;
+        out.ess = stf.ess;
+    }
+    Tensor denoised = net.forward(noisy, levels.sigma, Tensor(), augment_labels, dropout_gen);
+    out.loss = mul(squared_error_per_sample(denoised, target), levels.weight);
+    return out;
+}
+
+}  // namespace stf::diffusion

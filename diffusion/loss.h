@@ -1,0 +1,37 @@
+// The training losses of EDM (Karras et al. 2022, training/loss.py): EDM, VP and VE noise-level
+// distributions and weights, with the denoising score matching target (the clean image) or the Stable
+// Target Field target (the posterior mean over a reference batch, diffusion/stf_target.h).
+#pragma once
+#include <string>
+
+#include "nn/precond.h"
+
+namespace stf::diffusion {
+
+struct LossOptions {
+    std::string kind = "edm";                     // edm, vp or ve (match the network's preconditioning)
+    double P_mean = -1.2, P_std = 1.2, sigma_data = 0.5;  // EDM: ln sigma ~ N(P_mean, P_std^2)
+    double beta_d = 19.9, beta_min = 0.1, epsilon_t = 1e-5;  // VP: t ~ U(epsilon_t, 1)
+    double sigma_min = 0.02, sigma_max = 100;     // VE: ln sigma ~ U(ln sigma_min, ln sigma_max)
+    int64_t stf_chunk = 8192;                     // reference images per chunk of the STF softmax
+};
+
+struct NoiseLevels {
+    Tensor sigma;   // [b]
+    Tensor weight;  // [b] lambda(sigma)
+};
+// Draws one noise level per image and its loss weight (EDM: (s^2+sd^2)/(s sd)^2; VP and VE: 1/s^2).
+NoiseLevels sample_noise_levels(const LossOptions& o, int64_t b, Generator& gen, Device device);
+
+struct LossTerms {
+    Tensor loss;   // [b] weighted squared error summed over each image's pixels (differentiable)
+    Tensor sigma;  // [b]
+    Tensor ess;    // [b] effective sample size of the STF weights (undefined for DSM)
+};
+
+// images [b, c, h, w]: the (augmented) training batch. reference [n, c, h, w] with n >= b and
+// reference[:b] == images selects the STF target; undefined selects DSM. augment_labels [b, 9] or undefined.
+LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
+                         const Tensor& reference, const LossOptions& o, Generator& gen, Generator& dropout_gen);
+
+}  // namespace stf::diffusion
