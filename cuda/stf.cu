@@ -1,7 +1,9 @@
 // Squared distances between b noisy samples y [b, d] and n reference images x [n, d]: the one kernel
 // of the STF target that is not a GEMM or elementwise. It is tiled like a GEMM (a 64 x 64 block of
 // outputs, 16 features of y and x staged in shared memory per step, 4 x 4 outputs per thread) but
-// accumulates (y - x)^2 instead of y * x, so distances are exact even when they are tiny.
+// accumulates (y - x)^2 instead of y * x, so distances are exact even when they are tiny. Each 16-feature
+// step is summed in float and the steps in double: with d = 3072 and distances near 2000, a float running
+// sum would be off by ~1e-3, which 1 / (2 sigma^2) turns into visibly different softmax weights.
 #include "cuda/check.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
@@ -21,7 +23,7 @@ __global__ void sq_distances_kernel(int64_t b, int64_t n, int64_t d, const float
     __shared__ float xs[kDepth][kTile + 1];
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTile, col0 = static_cast<int64_t>(blockIdx.x) * kTile;
-    float acc[4][4] = {};
+    double acc[4][4] = {};
     for (int64_t k0 = 0; k0 < d; k0 += kDepth) {
         // Each thread loads 4 features of y and 4 of x; consecutive threads read consecutive features.
         for (int l = threadIdx.x; l < kTile * kDepth; l += kThreads) {
@@ -32,6 +34,7 @@ __global__ void sq_distances_kernel(int64_t b, int64_t n, int64_t d, const float
             xs[kk][r] = (xj < n && k < d) ? x[xj * d + k] : 0.f;
         }
         __syncthreads();
+        float part[4][4] = {};
 #pragma unroll
         for (int kk = 0; kk < kDepth; ++kk) {
             float a[4], c[4];
@@ -44,9 +47,13 @@ __global__ void sq_distances_kernel(int64_t b, int64_t n, int64_t d, const float
 #pragma unroll
                 for (int j = 0; j < 4; ++j) {
                     float diff = a[i] - c[j];
-                    acc[i][j] = fmaf(diff, diff, acc[i][j]);
+                    part[i][j] = fmaf(diff, diff, part[i][j]);
                 }
         }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] += part[i][j];
         __syncthreads();
     }
 #pragma unroll
@@ -54,7 +61,7 @@ __global__ void sq_distances_kernel(int64_t b, int64_t n, int64_t d, const float
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             int64_t r = row0 + ty * 4 + i, c = col0 + tx * 4 + j;
-            if (r < b && c < n) out[r * n + c] = acc[i][j];
+            if (r < b && c < n) out[r * n + c] = static_cast<float>(acc[i][j]);
         }
 }
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the GPU suite and the CUDA demo on a GPU machine from binaries built elsewhere: copy
-# build/test_gpu, build/stf_demo and the non-CUDA shared libraries they need (OpenBLAS, gfortran,
-# quadmath, gomp) into devrun/, carry devrun/ there and run this script from the repository root.
+# Runs the GPU suite, the CUDA demo and a short paper-config training run plus sampling on a GPU
+# machine, from binaries built elsewhere: copy build/{test_gpu,stf_demo,train_cifar,sample} and the
+# non-CUDA shared libraries they need (OpenBLAS, gfortran, quadmath, gomp) into devrun/, carry devrun/
+# there and run this script from the repository root. CIFAR-10 cannot be downloaded there, so the
+# training run uses random images in CIFAR-10's binary format: it measures speed, not quality.
 set -uo pipefail
 out="${OUT:-/tmp}"
 cudnn=$(find /usr/local/cuda* /opt /usr/lib -name 'libcudnn.so.9' 2>/dev/null | head -1)
@@ -9,7 +11,28 @@ export LD_LIBRARY_PATH="$PWD/devrun:${cudnn:+$(dirname "$cudnn"):}/usr/local/cud
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 missing=$(ldd devrun/test_gpu | grep "not found")
 [ -n "$missing" ] && { echo "missing libraries: $missing"; exit 1; }
-./devrun/test_gpu 2>&1 | tee "$out/test_gpu.log" | tail -40
+./devrun/test_gpu 2>&1 | tee "$out/test_gpu.log" | tail -12
 status=${PIPESTATUS[0]}
-./devrun/stf_demo --device cuda --steps 100 2>&1 | tee "$out/demo.log"
+./devrun/stf_demo --device cuda --steps 100 2>&1 | tail -2
+
+if [ -x devrun/train_cifar ]; then
+    data=/tmp/synthetic-cifar/cifar-10-batches-bin
+    mkdir -p "$data"
+    python3 -c "
+import numpy as np
+rng = np.random.default_rng(0)
+for i in range(1, 6):
+    rec = np.zeros((1000, 3073), np.uint8)
+    rec[:, 0] = rng.integers(0, 10, 1000)
+    rec[:, 1:] = rng.integers(0, 256, (1000, 3072))
+    rec.tofile('$data/data_batch_%d.bin' % i)
+"
+    common=(--data "$data" --arch ddpmpp --batch 64 --augment 0.12 --dropout 0.13 --tick 1.28 --snap 0 --dump 0
+            --device cuda --no-progress)
+    ./devrun/train_cifar "${common[@]}" --stf --rbatch 1024 --duration 0.00384 --outdir "$out/run-stf" 2>&1 | tail -4
+    ./devrun/train_cifar "${common[@]}" --duration 0.00384 --outdir "$out/run-dsm" 2>&1 | tail -3
+    snap=$(ls "$out"/run-stf/network-snapshot-*.safetensors | tail -1)
+    ./devrun/sample --net "$snap" --seeds 0-255 --batch 256 --heun 18 --device cuda --grid "$out/grid.png" 2>&1 | tail -3
+    rm -f "$out"/run-*/training-state-*.safetensors "$out"/run-*/network-snapshot-*.safetensors
+fi
 exit "$status"

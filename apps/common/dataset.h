@@ -1,0 +1,91 @@
+// Training images: CIFAR-10 binary batches and IDX files (MNIST, Fashion-MNIST), held as uint8
+// [N, C, H, W] with int labels, and the seeded sampler that walks them epoch by epoch.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tensor/tensor.h"
+
+namespace stf::apps {
+
+class ImageDataset {
+public:
+    ImageDataset() = default;
+    // pixels holds n * channels * height * width bytes (NCHW); labels holds n entries or none.
+    ImageDataset(std::vector<uint8_t> pixels, std::vector<int> labels, int64_t n, int64_t channels, int64_t height,
+                 int64_t width, std::string source);
+
+    // Loads, detecting the format from what `path` is:
+    //  - a directory holding data_batch_1.bin .. data_batch_5.bin (CIFAR-10 binary: records of one label
+    //    byte and 3072 bytes CHW), or a directory whose cifar-10-batches-bin/ does;
+    //  - a CIFAR-10 batch file itself (*.bin, a whole number of 3073-byte records);
+    //  - an IDX image file (magic 0x00000803), gzipped or not, with its labels read from the file beside
+    //    it when present (train-images-idx3-ubyte[.gz] -> train-labels-idx1-ubyte[.gz]);
+    //  - a directory holding IDX image files (train-images-idx3-ubyte[.gz] preferred).
+    // Images smaller than pad_to x pad_to are padded with zeros to that size, centred (28x28 IDX -> 32x32,
+    // 2 pixels each side); larger ones are kept as they are; 0 turns padding off.
+    // Throws stf::Error naming the file for missing paths, unknown contents, bad magic and sizes.
+    static ImageDataset load(const std::string& path, int64_t pad_to = 32);
+    // Where Debian's dataset-fashion-mnist package puts its files.
+    static std::string default_fashion_mnist_path();
+
+    int64_t size() const { return n_; }
+    int64_t channels() const { return c_; }
+    int64_t height() const { return h_; }
+    int64_t width() const { return w_; }
+    int64_t image_bytes() const { return c_ * h_ * w_; }
+    bool has_labels() const { return !labels_.empty(); }
+    int num_classes() const { return num_classes_; }  // largest label + 1; 0 without labels
+    const uint8_t* image(int64_t i) const;             // CHW bytes of image i
+    int label(int64_t i) const;                         // 0 without labels
+    const std::vector<uint8_t>& pixels() const { return pixels_; }
+    const std::vector<int>& labels() const { return labels_; }
+    // What was loaded and from where, e.g. "IDX /usr/share/.../train-images-idx3-ubyte.gz: 60000 x 1x32x32".
+    const std::string& source() const { return source_; }
+
+    // The images at `indices` as float32 [B, C, H, W] scaled to [-1, 1] (x / 127.5 - 1), on `device`.
+    Tensor batch(const std::vector<int64_t>& indices, Device device = Device::cpu()) const;
+    // Their labels one-hot as float32 [B, label_dim] on `device` (all zeros without labels).
+    Tensor label_batch(const std::vector<int64_t>& indices, int64_t label_dim, Device device = Device::cpu()) const;
+    // The first min(max_images, size()) images.
+    ImageDataset subset(int64_t max_images) const;
+
+private:
+    std::vector<uint8_t> pixels_;
+    std::vector<int> labels_;
+    int64_t n_ = 0, c_ = 0, h_ = 0, w_ = 0;
+    int num_classes_ = 0;
+    std::string source_;
+};
+
+// An endless stream of indices into 0..n-1: each epoch is a fresh permutation computed from
+// (seed, epoch) alone (Fisher-Yates driven by Philox4x32-10 with key = seed, counter offset = epoch),
+// so a stream resumed from its State continues exactly as an uninterrupted one.
+class InfiniteSampler {
+public:
+    struct State {
+        int64_t epoch = 0;
+        int64_t position = 0;  // indices of this epoch already handed out
+        bool operator==(const State& o) const { return epoch == o.epoch && position == o.position; }
+    };
+
+    InfiniteSampler(int64_t n, uint64_t seed, bool shuffle = true);
+    std::vector<int64_t> next(int64_t count);
+    State state() const { return state_; }
+    void set_state(const State& s);
+    // The order of one epoch (the identity when shuffle is off).
+    std::vector<int64_t> permutation(int64_t epoch) const;
+    int64_t size() const { return n_; }
+    uint64_t seed() const { return seed_; }
+
+private:
+    int64_t n_;
+    uint64_t seed_;
+    bool shuffle_;
+    State state_;
+    int64_t cached_epoch_ = -1;
+    std::vector<int64_t> order_;
+};
+
+}  // namespace stf::apps

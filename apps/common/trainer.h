@@ -1,0 +1,54 @@
+// EDM training with the DSM or STF objective: the loop behind ./train_cifar, kept here so tests can
+// drive it in-process (e.g. to check that a resumed run ends bit-exactly where an uninterrupted one does).
+#pragma once
+#include <functional>
+#include <string>
+
+#include "apps/common/dataset.h"
+#include "diffusion/loss.h"
+#include "nn/network.h"
+
+namespace stf::apps {
+
+struct TrainOptions {
+    std::string data;                  // dataset path (apps/common/dataset.h)
+    std::string outdir = "training-runs";
+    int64_t max_images = 0;            // use only the first N images (0: all)
+    int64_t pad_to = 32;               // pad smaller images to this square size (0: keep their size)
+    nn::NetworkConfig net = nn::NetworkConfig::preset("ddpmpp");
+    bool stf = false;                  // STF target instead of DSM
+    int64_t rbatch = 1024;             // reference batch size with STF
+    int64_t batch = 512;               // images per optimiser step
+    int64_t batch_gpu = 0;             // images per forward/backward round (0: batch); rounds accumulate
+    double duration_mimg = 200;        // training length in millions of images
+    double lr = 1e-3;
+    double lr_rampup_mimg = 10;
+    double ema_mimg = 0.5;             // EMA half-life
+    double ema_rampup = 0.05;          // half-life at most this ratio of images seen (<= 0: off)
+    double augment = 0.12;             // augmentation probability (0: off)
+    uint64_t seed = 0;
+    double tick_kimg = 50;             // progress line every tick
+    int64_t snap_ticks = 50;           // network snapshot every N ticks (0: only at the end)
+    int64_t dump_ticks = 500;          // training state every N ticks (0: only at the end)
+    std::string device = "cuda";
+    std::string resume;                // training-state-*.safetensors to continue from
+    bool progress_bar = true;
+
+    std::string to_json() const;
+    static TrainOptions from_json(const std::string& json);
+};
+
+struct TrainSummary {
+    int64_t steps = 0;
+    double kimg = 0;
+    double last_loss = 0;
+    std::string snapshot;  // path of the last network snapshot
+    std::string state;     // path of the last training state
+};
+
+// Runs training to the end of `duration_mimg`, printing a line per tick to stdout and writing
+// log.txt, stats.jsonl, loss.png, network-snapshot-*.safetensors and training-state-*.safetensors.
+// Throws stf::Error on bad options, data or a diverged (non-finite) loss.
+TrainSummary train(TrainOptions options);
+
+}  // namespace stf::apps

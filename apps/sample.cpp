@@ -1,0 +1,182 @@
+// ./sample: EDM's samplers (Heun, Euler, stochastic) from a network snapshot, to PNGs, a grid and .npy.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "apps/common/flags.h"
+#include "apps/common/image_io.h"
+#include "apps/common/progress.h"
+#include "cuda/runtime.h"
+#include "diffusion/sampler.h"
+#include "nn/network.h"
+
+using namespace stf;
+
+static const char* kUsage = R"(usage: sample --net FILE [options]
+
+Generates images with EDM's sampler (Karras et al. 2022, Algorithm 2) from a network snapshot written
+by train_cifar, or an EDM/STF checkpoint converted by tools/edm_to_safetensors.py.
+
+  --net FILE|DIR        network snapshot (.safetensors), or a training run's directory (its newest snapshot)
+  --seeds 0-63          seeds, as ranges and lists: 0-63 or 1,5,9-12 (default 0-63); one image per seed
+  --batch N             images per network call (default 64); the same seed gives the same image at any batch
+  --heun N              Heun's 2nd-order sampler with N steps: 2N-1 network evaluations (default 18: 35)
+  --euler N             Euler's 1st-order sampler with N steps instead
+  --churn S             stochasticity S_churn (default 0: deterministic); --s-min, --s-max, --s-noise
+  --sigma-min S         (default 0.002)  --sigma-max S (default 80)  --rho R (default 7)
+  --latents FILE.npy    start from these N x C x H x W standard-normal latents instead of seeds
+  --outdir DIR          one PNG per seed, in EDM's layout (DIR/000000/000012.png), for fid.py
+  --grid FILE.png       all images in one grid
+  --out-npy FILE.npy    the raw float32 outputs, N x C x H x W in [-1, 1] (before rounding to pixels)
+  --device cpu|cuda     (default cuda)
+)";
+
+static std::vector<int64_t> parse_seeds(const std::string& text) {
+    std::vector<int64_t> seeds;
+    std::stringstream ss(text);
+    std::string part;
+    while (std::getline(ss, part, ',')) {
+        size_t dash = part.find('-');
+        try {
+            if (dash == std::string::npos) {
+                seeds.push_back(std::stoll(part));
+            } else {
+                int64_t lo = std::stoll(part.substr(0, dash)), hi = std::stoll(part.substr(dash + 1));
+                STF_CHECK(lo <= hi, "--seeds: range " << part << " runs backwards");
+                for (int64_t s = lo; s <= hi; ++s) seeds.push_back(s);
+            }
+        } catch (const std::logic_error&) {
+            throw Error("--seeds: cannot read '" + part + "' (expected e.g. 0-63 or 1,5,9-12)");
+        }
+    }
+    STF_CHECK(!seeds.empty(), "--seeds: no seeds given");
+    return seeds;
+}
+
+// The newest network-snapshot-*.safetensors of a training run (names sort by kimg).
+static std::string newest_snapshot(const std::string& dir) {
+    std::string best;
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+        std::string name = entry.path().filename().string();
+        if (name.rfind("network-snapshot-", 0) == 0 && entry.path().extension() == ".safetensors" &&
+            entry.path().string() > best)
+            best = entry.path().string();
+    }
+    STF_CHECK(!best.empty(), "--net " << dir << ": no network-snapshot-*.safetensors in this directory");
+    return best;
+}
+
+int main(int argc, char** argv) {
+    try {
+        apps::Flags f(argc, argv, kUsage);
+        if (f.help()) {
+            std::fputs(kUsage, stdout);
+            return 0;
+        }
+        std::string net_path = f.str("net", "");
+        std::string seeds_text = f.str("seeds", "0-63");
+        int64_t batch = f.integer("batch", 64);
+        diffusion::SamplerOptions so;
+        STF_CHECK(!(f.given("heun") && f.given("euler")), "give --heun N or --euler N, not both");
+        if (f.given("euler")) {
+            so.heun = false;
+            so.num_steps = static_cast<int>(f.integer("euler", 18));
+        } else {
+            so.num_steps = static_cast<int>(f.integer("heun", 18));
+        }
+        so.S_churn = f.real("churn", 0);
+        so.S_min = f.real("s-min", 0);
+        so.S_max = f.real("s-max", INFINITY);
+        so.S_noise = f.real("s-noise", 1);
+        so.sigma_min = f.real("sigma-min", so.sigma_min);
+        so.sigma_max = f.real("sigma-max", so.sigma_max);
+        so.rho = f.real("rho", so.rho);
+        std::string latents_path = f.str("latents", ""), outdir = f.str("outdir", ""), grid = f.str("grid", "");
+        std::string out_npy = f.str("out-npy", "");
+        Device device = Device::parse(f.str("device", "cuda"));
+        f.check_all_used();
+        STF_CHECK(!net_path.empty(), "no network: give --net FILE (a snapshot from train_cifar)");
+        STF_CHECK(batch >= 1, "--batch must be positive");
+        STF_CHECK(!outdir.empty() || !grid.empty() || !out_npy.empty(),
+                  "nothing to write: give --outdir DIR, --grid FILE.png and/or --out-npy FILE.npy");
+        STF_CHECK(!device.is_cuda() || cuda::available(),
+                  "--device cuda: " << (cuda::built_with_cuda() ? "no CUDA device is available (use --device cpu)"
+                                                                : "stf was built without CUDA (use --device cpu)"));
+
+        if (std::filesystem::is_directory(net_path)) net_path = newest_snapshot(net_path);
+        std::printf("network: %s\n", net_path.c_str());
+        nn::LoadedNetwork loaded = nn::load_network(net_path);
+        nn::Precond& net = *loaded.net;
+        net.to(device);
+        net.eval();
+        const nn::SongUNetConfig& u = loaded.config.unet;
+        Shape image{u.in_channels, u.img_resolution, u.img_resolution};
+
+        // Latents: from a file, or one standard-normal draw per seed (so an image depends on its seed only).
+        std::vector<int64_t> seeds;
+        Tensor latents;
+        if (!latents_path.empty()) {
+            latents = ops::to(apps::read_npy(latents_path), DType::F64);
+            STF_CHECK(latents.ndim() == 4 && Shape(latents.shape().begin() + 1, latents.shape().end()) == image,
+                      "--latents " << latents_path << " holds " << describe(latents) << ", the network needs N x "
+                                   << shape_str(image));
+            for (int64_t i = 0; i < latents.size(0); ++i) seeds.push_back(i);
+            if (f.given("seeds")) std::fprintf(stderr, "sample: --latents given, --seeds ignored\n");
+        } else {
+            seeds = parse_seeds(seeds_text);
+            std::vector<Tensor> per_seed;
+            for (int64_t s : seeds) {
+                Generator g(static_cast<uint64_t>(s));
+                per_seed.push_back(ops::unsqueeze(ops::randn(image, g, DType::F64), 0));
+            }
+            latents = ops::cat(per_seed, 0);
+        }
+        int64_t n = latents.size(0);
+        std::printf("sampling %lld images with %s %d steps (%lld network evaluations per batch), %s, batch %lld\n",
+                    (long long)n, so.heun ? "Heun" : "Euler", so.num_steps,
+                    (long long)diffusion::network_evaluations(so), device.str().c_str(), (long long)batch);
+
+        // The sampler runs in float64 on the CPU; the network in float32 on its device.
+        diffusion::Denoiser denoise = [&](const Tensor& x, double sigma) {
+            NoGradGuard no_grad;
+            Tensor xd = ops::to(ops::to(x, DType::F32), device);
+            Tensor s = ops::full({x.size(0)}, sigma, DType::F32, device);
+            return ops::to(ops::to(net.forward(xd, s), Device::cpu()), DType::F64);
+        };
+        auto start = std::chrono::steady_clock::now();
+        std::vector<Tensor> outputs;
+        apps::ProgressBar bar(n, "images");
+        for (int64_t b0 = 0; b0 < n; b0 += batch) {
+            int64_t len = std::min(batch, n - b0);
+            std::vector<Generator> churn;
+            for (int64_t i = 0; i < len; ++i) churn.emplace_back(static_cast<uint64_t>(seeds[b0 + i]) + (1ull << 32));
+            Tensor x = ops::contiguous(ops::narrow(latents, 0, b0, len));
+            outputs.push_back(diffusion::edm_sample(denoise, x, so, so.S_churn > 0 ? &churn : nullptr));
+            bar.update(b0 + len);
+        }
+        bar.finish();
+        double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        Tensor images = ops::to(ops::cat(outputs, 0), DType::F32);
+        std::printf("%lld images in %.2f s: %.2f img/s, %lld network evaluations\n", (long long)n, secs,
+                    static_cast<double>(n) / secs,
+                    (long long)(diffusion::network_evaluations(so) * ((n + batch - 1) / batch)));
+        if (!out_npy.empty()) {
+            apps::write_npy(out_npy, images);
+            std::printf("wrote %s\n", out_npy.c_str());
+        }
+        if (!grid.empty()) {
+            apps::write_image_grid(grid, images);
+            std::printf("wrote %s\n", grid.c_str());
+        }
+        if (!outdir.empty()) {
+            apps::write_images_to_dir(outdir, images, seeds);
+            std::printf("wrote %lld PNGs under %s\n", (long long)n, outdir.c_str());
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "sample: error: %s\n", e.what());
+        return 1;
+    }
+}

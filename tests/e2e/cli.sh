@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# End to end through the programs users run: train a tiny STF model on Fashion-MNIST, sample from its
+# snapshot to PNGs, a grid and .npy, and check the errors users meet. Usage: cli.sh BUILD_DIR
+set -uo pipefail
+bin="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+pass() { echo "ok: $1"; }
+fail() { echo "FAIL: $1"; fails=$((fails + 1)); }
+expect_error() {  # name, expected text, command...
+    local name="$1" text="$2"
+    shift 2
+    if out=$("$@" 2>&1); then fail "$name: exited 0"; return; fi
+    if grep -qF -- "$text" <<<"$out"; then pass "$name"; else fail "$name: message lacks '$text': $out"; fi
+}
+data=/usr/share/datasets/fashion-mnist
+[ -d "$data" ] || { echo "Debian's dataset-fashion-mnist is not installed"; exit 1; }
+tiny=(--data "$data" --max-images 256 --cbase 8 --cres 1,2 --blocks 1 --attn 16 --batch 16 --batch-gpu 8
+      --lr-rampup 0 --ema 0.0005 --tick 0.16 --device cpu --no-progress)
+
+# 1. train 20 steps with STF
+if "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 64 --duration 0.00032 --outdir "$tmp/run" >"$tmp/train.log" 2>&1; then
+    pass "train_cifar --stf"
+else
+    fail "train_cifar --stf: $(tail -5 "$tmp/train.log")"
+fi
+grep -q "ess\[s<0.2\]" "$tmp/train.log" && pass "progress line reports the STF effective sample size" || fail "no ESS in progress"
+snap=$(ls "$tmp"/run/network-snapshot-*.safetensors 2>/dev/null | tail -1)
+state=$(ls "$tmp"/run/training-state-*.safetensors 2>/dev/null | tail -1)
+[ -n "$snap" ] && [ -n "$state" ] && pass "snapshot and training state written" || fail "checkpoints missing"
+[ "$(wc -l <"$tmp/run/stats.jsonl")" -eq 2 ] && pass "stats.jsonl has one line per tick" || fail "stats.jsonl lines"
+
+# 2. sample: PNG per seed, grid, npy; the same seed gives the same image at any batch size
+"$bin/sample" --net "$snap" --seeds 0-5 --batch 4 --heun 3 --device cpu --outdir "$tmp/img" --grid "$tmp/grid.png" \
+    --out-npy "$tmp/a.npy" >"$tmp/sample.log" 2>&1 && pass "sample" || fail "sample: $(cat "$tmp/sample.log")"
+grep -q "5 network evaluations" "$tmp/sample.log" && pass "Heun 3 steps: 5 evaluations" || fail "NFE line: $(cat "$tmp/sample.log")"
+[ "$(ls "$tmp"/img/000000/*.png 2>/dev/null | wc -l)" -eq 6 ] && pass "one PNG per seed in EDM's layout" || fail "PNGs"
+[ -s "$tmp/grid.png" ] && pass "grid written" || fail "grid missing"
+"$bin/sample" --net "$snap" --seeds 0-5 --batch 6 --heun 3 --device cpu --out-npy "$tmp/b.npy" >/dev/null 2>&1
+cmp -s "$tmp/a.npy" "$tmp/b.npy" && pass "batch size does not change a seed's image" || fail "batch changed the images"
+"$bin/sample" --net "$snap" --latents "$tmp/a.npy" --euler 2 --device cpu --out-npy "$tmp/c.npy" >/dev/null 2>&1 \
+    && [ -s "$tmp/c.npy" ] && pass "sample --latents --euler" || fail "sample --latents"
+
+# 3. errors: clear message, non-zero exit, nothing overwritten
+expect_error "missing dataset" "nowhere" "$bin/train_cifar" --data "$tmp/nowhere" --device cpu --outdir "$tmp/x"
+expect_error "unknown flag" "unknown flag --bogus" "$bin/train_cifar" --bogus 1
+expect_error "rbatch < batch" "--rbatch 8 is smaller" "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 8 --outdir "$tmp/x"
+expect_error "training state given as a network" "do not match this network" "$bin/sample" --net "$state" \
+    --device cpu --grid "$tmp/grid.png"
+head -c 1000 "$snap" >"$tmp/cut.safetensors"
+before=$(md5sum <"$tmp/grid.png")
+expect_error "corrupt checkpoint" "cut.safetensors" "$bin/sample" --net "$tmp/cut.safetensors" --device cpu \
+    --grid "$tmp/grid.png"
+[ "$(md5sum <"$tmp/grid.png")" = "$before" ] && pass "a failed run leaves the old grid alone" || fail "grid overwritten"
+expect_error "sample without output" "nothing to write" "$bin/sample" --net "$snap" --device cpu
+
+echo "e2e: $fails failed"
+[ "$fails" -eq 0 ]
