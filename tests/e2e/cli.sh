@@ -45,7 +45,7 @@ cmp -s "$tmp/a.npy" "$tmp/b.npy" && pass "batch size does not change a seed's im
 # 3. errors: clear message, non-zero exit, nothing overwritten
 expect_error "missing dataset" "nowhere" "$bin/train_cifar" --data "$tmp/nowhere" --device cpu --outdir "$tmp/x"
 expect_error "unknown flag" "unknown flag --bogus" "$bin/train_cifar" --bogus 1
-expect_error "rbatch < batch" "--rbatch 8 is smaller" "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 8 --outdir "$tmp/x"
+expect_error "rbatch < batch" "--rbatch 4 is smaller" "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 4 --duration 0.00032 --outdir "$tmp/x"
 expect_error "training state given as a network" "do not match this network" "$bin/sample" --net "$state" \
     --device cpu --grid "$tmp/grid.png"
 head -c 1000 "$snap" >"$tmp/cut.safetensors"
