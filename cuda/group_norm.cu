@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cuda/block_reduce.cuh"
 #include "cuda/check.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
@@ -20,39 +21,11 @@
 namespace stf::cuda {
 namespace {
 
-constexpr int kWarp = 32;
 // Large blocks: there is often only one block per (sample, group), e.g. 32 groups for a batch of 1.
 constexpr int kThreads = 512;
 constexpr int64_t kMaxBlocks = 65536;
 
-cudaStream_t current_stream() { return static_cast<cudaStream_t>(stf::cuda::stream()); }
 int grid_for(int64_t tasks) { return static_cast<int>(std::min(tasks, kMaxBlocks)); }
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int lane_mask = kWarp / 2; lane_mask > 0; lane_mask /= 2) v += __shfl_xor_sync(0xffffffffu, v, lane_mask);
-    return v;
-}
-__device__ __forceinline__ float2 warp_sum(float2 v) { return make_float2(warp_sum(v.x), warp_sum(v.y)); }
-
-// Sums a float (or a float2, two sums at once) over the block; every thread gets the total.
-// Every thread of the block must call it.
-template <class T> __device__ T block_sum(T v) {
-    __shared__ T warp_results[kWarp];
-    __shared__ T result;
-    int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-    v = warp_sum(v);
-    if (lane == 0) warp_results[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        int warps = blockDim.x / kWarp;
-        v = warp_sum(lane < warps ? warp_results[lane] : T{});
-        if (lane == 0) result = v;
-    }
-    __syncthreads();
-    v = result;
-    __syncthreads();  // all threads have read `result` before a later call overwrites it
-    return v;
-}
 
 // ---- forward: one block per (sample, group) ------------------------------------------------------
 

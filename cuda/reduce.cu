@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cuda/block_reduce.cuh"
 #include "cuda/check.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
@@ -23,7 +24,6 @@
 namespace stf::cuda {
 namespace {
 
-constexpr int kWarp = 32;
 constexpr int kThreads = 256;             // block size of the row kernels
 constexpr int64_t kWarpRowMax = 1024;     // rows up to this length get one warp each
 constexpr int64_t kRowChunk = 4096;       // longer rows are cut into chunks of this many floats
@@ -31,41 +31,8 @@ constexpr int kInnerX = 32, kInnerY = 8;  // block shape of the inner > 1 kernel
 constexpr int64_t kInnerChunk = 512;      // r is cut into chunks of this many rows when inner > 1
 constexpr int64_t kMaxBlocks = 65536;     // grid-stride loops take over beyond this
 
-cudaStream_t current_stream() { return static_cast<cudaStream_t>(stf::cuda::stream()); }
 __host__ __device__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int grid_for(int64_t tasks) { return static_cast<int>(std::min(tasks, kMaxBlocks)); }
-
-template <ReduceOp op> __device__ __forceinline__ float identity() {
-    return op == ReduceOp::Sum ? 0.0f : -INFINITY;
-}
-template <ReduceOp op> __device__ __forceinline__ float combine(float a, float b) {
-    if constexpr (op == ReduceOp::Sum) return a + b;
-    else return b > a ? b : a;
-}
-
-// Butterfly: after log2(32) exchange steps every lane holds the combination of all 32 lanes.
-template <ReduceOp op> __device__ __forceinline__ float warp_reduce(float v) {
-    for (int lane_mask = kWarp / 2; lane_mask > 0; lane_mask /= 2)
-        v = combine<op>(v, __shfl_xor_sync(0xffffffffu, v, lane_mask));
-    return v;
-}
-
-// Reduces one value per thread over the whole block; the result is valid in thread 0.
-// blockDim.x must be a multiple of 32. Every thread of the block must call it.
-template <ReduceOp op> __device__ float block_reduce(float v) {
-    __shared__ float warp_results[kWarp];
-    int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-    v = warp_reduce<op>(v);
-    if (lane == 0) warp_results[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        int warps = blockDim.x / kWarp;
-        v = warp_reduce<op>(lane < warps ? warp_results[lane] : identity<op>());
-    }
-    // Before a second call may overwrite warp_results, warp 0 must be done reading them.
-    __syncthreads();
-    return v;
-}
 
 // ---- inner == 1, short rows: one warp per row ----------------------------------------------------
 
@@ -96,7 +63,7 @@ __global__ void reduce_rows_block_kernel(int64_t rows, int64_t r, int64_t chunks
         const float* xr = x + row * r;
         float acc = identity<op>();
         for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) acc = combine<op>(acc, xr[k]);
-        acc = block_reduce<op>(acc);
+        acc = block_reduce_all<op>(acc);
         if (threadIdx.x == 0) out[task] = acc;
     }
 }

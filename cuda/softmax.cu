@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cuda/block_reduce.cuh"
 #include "cuda/check.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
@@ -19,47 +20,11 @@
 namespace stf::cuda {
 namespace {
 
-constexpr int kWarp = 32;
 constexpr int kWarpThreads = 256;  // block size when each warp owns a row (8 rows per block)
 constexpr int kBlockThreads = 512;  // block size when the block owns a row
 constexpr int64_t kWarpColsMax = 1024;
 constexpr int64_t kMaxBlocks = 65536;
 
-cudaStream_t current_stream() { return static_cast<cudaStream_t>(stf::cuda::stream()); }
-
-template <ReduceOp op> __device__ __forceinline__ float identity() {
-    return op == ReduceOp::Sum ? 0.0f : -INFINITY;
-}
-template <ReduceOp op> __device__ __forceinline__ float combine(float a, float b) {
-    if constexpr (op == ReduceOp::Sum) return a + b;
-    else return b > a ? b : a;
-}
-
-// Butterfly: every lane ends with the combination of all 32 lanes.
-template <ReduceOp op> __device__ __forceinline__ float warp_reduce(float v) {
-    for (int lane_mask = kWarp / 2; lane_mask > 0; lane_mask /= 2)
-        v = combine<op>(v, __shfl_xor_sync(0xffffffffu, v, lane_mask));
-    return v;
-}
-
-// Reduces over the whole block and hands the result to every thread. Every thread must call it.
-template <ReduceOp op> __device__ float block_reduce_all(float v) {
-    __shared__ float warp_results[kWarp];
-    __shared__ float result;
-    int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-    v = warp_reduce<op>(v);
-    if (lane == 0) warp_results[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        int warps = blockDim.x / kWarp;
-        v = warp_reduce<op>(lane < warps ? warp_results[lane] : identity<op>());
-        if (lane == 0) result = v;
-    }
-    __syncthreads();
-    v = result;
-    __syncthreads();  // all threads have read `result` before a later call overwrites it
-    return v;
-}
 
 // The threads sharing a row: a warp (kWarpPerRow) or the block. Describes this thread's place in it.
 template <bool kWarpPerRow> struct RowGroup {

@@ -14,6 +14,7 @@
 #include <iterator>
 #include <set>
 
+#include "tests/temp_files.h"
 #include "apps/common/dataset.h"
 #include "apps/common/image_io.h"
 #include "apps/common/plot.h"
@@ -29,37 +30,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static std::atomic<int> counter{0};
-        path = fs::temp_directory_path() /
-               ("stf_apps_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-    std::vector<std::string> entries() const {
-        std::vector<std::string> names;
-        for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
-        return names;
-    }
+struct TempDir : test::TempDir {
+    TempDir() : test::TempDir("stf_apps_test") {}
 };
+using test::read_bytes;
+using test::write_bytes;
 
-std::string read_bytes(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    REQUIRE(out.good());
-}
 
 void write_gz(const std::string& path, const std::string& bytes) {
     gzFile f = gzopen(path.c_str(), "wb");

@@ -14,6 +14,7 @@
 #include <limits>
 #include <vector>
 
+#include "tests/gpu/parity.h"
 #include "cuda/augment_math.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
@@ -22,20 +23,10 @@
 #include "tensor/ops.h"
 
 using namespace stf;
+using stf::test::rel_error;
 using namespace stf::diffusion;
 
 namespace {
-
-double rel_error(const std::vector<double>& got, const std::vector<double>& want) {
-    REQUIRE(got.size() == want.size());
-    double num = 0, den = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-        if (std::isnan(got[i]) || std::isnan(want[i])) return INFINITY;
-        num += (got[i] - want[i]) * (got[i] - want[i]);
-        den += want[i] * want[i];
-    }
-    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 Tensor random_images(const Shape& shape, uint64_t seed) {
     Generator g(seed);

@@ -6,22 +6,13 @@
 #include <cmath>
 #include <cstdio>
 
+#include "tests/gpu/parity.h"
 #include "nn/network.h"
 
 using namespace stf;
+using stf::test::rel_error;
 
 namespace {
-
-double rel_error(const Tensor& got, const Tensor& want) {
-    std::vector<double> g = got.to_vector(), w = want.to_vector();
-    double num = 0, den = 0;
-    for (size_t i = 0; i < g.size(); ++i) {
-        if (!std::isfinite(g[i])) return INFINITY;
-        num += (g[i] - w[i]) * (g[i] - w[i]);
-        den += w[i] * w[i];
-    }
-    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 struct Result {
     Tensor out, x_grad;

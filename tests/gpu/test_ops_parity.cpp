@@ -5,27 +5,17 @@
 #include <cmath>
 #include <functional>
 
+#include "tests/gpu/parity.h"
 #include "autograd/functions.h"
 #include "cuda/runtime.h"
 
 using namespace stf;
+using stf::test::rel_error;
 
 namespace {
 
 using Inputs = std::vector<Tensor>;
 using Fn = std::function<Tensor(const Inputs&)>;
-
-double rel_error(const Tensor& got, const Tensor& want) {
-    std::vector<double> g = got.to_vector(), w = want.to_vector();
-    REQUIRE(g.size() == w.size());
-    double num = 0, den = 0;
-    for (size_t i = 0; i < g.size(); ++i) {
-        if (std::isnan(g[i]) || std::isnan(w[i])) return INFINITY;
-        num += (g[i] - w[i]) * (g[i] - w[i]);
-        den += w[i] * w[i];
-    }
-    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
 
 struct Run {
     Tensor out;

@@ -3,22 +3,11 @@
 
 #include <cmath>
 
+#include "tests/gpu/parity.h"
 #include "diffusion/stf_target.h"
 
 using namespace stf;
-
-namespace {
-double rel_error(const Tensor& got, const Tensor& want) {
-    std::vector<double> g = got.to_vector(), w = want.to_vector();
-    double num = 0, den = 0;
-    for (size_t i = 0; i < g.size(); ++i) {
-        if (!std::isfinite(g[i])) return INFINITY;
-        num += (g[i] - w[i]) * (g[i] - w[i]);
-        den += w[i] * w[i];
-    }
-    return std::sqrt(num / den);
-}
-}  // namespace
+using stf::test::rel_error;
 
 TEST_CASE("squared distances, CUDA vs CPU, sizes off the 64 x 64 tile") {
     for (auto [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 65, 17}, {64, 1024, 3072}, {130, 77, 784}}) {

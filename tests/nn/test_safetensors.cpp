@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "tests/temp_files.h"
 #include "nn/safetensors.h"
 #include "tensor/ops.h"
 
@@ -20,38 +21,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory per test, removed with everything in it when the test ends.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static std::atomic<int> counter{0};
-        path = fs::temp_directory_path() /
-               ("stf_safetensors_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-    std::vector<std::string> entries() const {
-        std::vector<std::string> names;
-        for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
-        return names;
-    }
+struct TempDir : test::TempDir {
+    TempDir() : test::TempDir("stf_safetensors_test") {}
 };
+using test::read_bytes;
+using test::write_bytes;
 
-std::string read_bytes(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    REQUIRE(out.good());
-}
 
 std::string le64(uint64_t v) {
     std::string s(8, '\0');
