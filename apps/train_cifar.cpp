@@ -26,6 +26,7 @@ network
   --cres 2,2,2         channel multiplier per resolution (default 2,2,2)
   --blocks N           residual blocks per resolution (default 4)
   --attn 16            attention resolutions (default 16)
+  --res R              image resolution: smaller images are padded to R x R (default 32)
   --dropout P          dropout probability (default 0.13)
 objective
   --stf                Stable Target Field target instead of DSM
@@ -94,6 +95,7 @@ int main(int argc, char** argv) {
         o.net.unet.channel_mult = f.int_list("cres", o.net.unet.channel_mult);
         o.net.unet.num_blocks = f.integer("blocks", o.net.unet.num_blocks);
         o.net.unet.attn_resolutions = f.int_list("attn", o.net.unet.attn_resolutions);
+        o.pad_to = f.integer("res", o.pad_to);
         o.data = f.str("data", o.data);
         o.max_images = f.integer("max-images", o.max_images);
         o.outdir = f.str("outdir", o.outdir);

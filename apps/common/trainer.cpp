@@ -202,6 +202,8 @@ TrainSummary train(TrainOptions o) {
     ImageDataset data = ImageDataset::load(o.data, o.pad_to);
     if (o.max_images > 0) data = data.subset(o.max_images);
     STF_CHECK(data.height() == data.width(), "training needs square images, " << data.source() << " is not");
+    STF_CHECK(o.pad_to == 0 || data.height() == o.pad_to,
+              "--res " << o.pad_to << ": the images of " << data.source() << " are larger than that");
     o.net.unet.in_channels = o.net.unet.out_channels = data.channels();
     o.net.unet.img_resolution = data.height();
     o.net.unet.augment_dim = o.augment > 0 ? 9 : 0;
