@@ -1,0 +1,79 @@
+// bench_stf_target: times the STF target (exact distances + streamed online softmax + GEMM) against
+// the plain GEMM form of the same softmax (norms and a dot product, a row softmax, a second GEMM),
+// at the sizes of DESIGN.md's anchors, and checks that the two agree.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "apps/common/flags.h"
+#include "cuda/runtime.h"
+#include "diffusion/stf_target.h"
+
+using namespace stf;
+
+namespace {
+
+const char* kUsage = R"(usage: bench_stf_target [--device cuda|cpu] [--iters N]
+Times diffusion::stf_target against GEMM + softmax + GEMM for (B, n, d) = (64, 1024, 3072),
+(256, 2048, 3072) and (64, 50000, 3072) (the last streamed in chunks; the GEMM form needs B x n memory).
+)";
+
+// The GEMM form: logits_ij = (2 y_i.x_j - ||x_j||^2) / (2 sigma_i^2) (||y_i||^2 cancels in the softmax).
+Tensor gemm_form(const Tensor& y, const Tensor& sigma, const Tensor& x) {
+    int64_t b = y.size(0);
+    Tensor xx = ops::reshape(ops::sum(ops::unary(UnaryOp::Square, x), {1}), {1, x.size(0)});
+    Tensor dots = ops::matmul(y, x, false, true);
+    Tensor coef = ops::reshape(ops::unary(UnaryOp::RDivScalar, ops::unary(UnaryOp::Square, sigma), 0.5), {b, 1});
+    Tensor logits = ops::mul(ops::sub(ops::mul_scalar(dots, 2.0), xx), coef);
+    return ops::matmul(ops::softmax(logits, 1), x);
+}
+
+template <class F> double time_ms(F&& f, int iters, Device device) {
+    f();
+    if (device.is_cuda()) cuda::synchronize();
+    auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) f();
+    if (device.is_cuda()) cuda::synchronize();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / iters;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        apps::Flags flags(argc, argv, kUsage);
+        if (flags.help()) {
+            std::fputs(kUsage, stdout);
+            return 0;
+        }
+        Device device = Device::parse(flags.str("device", cuda::available() ? "cuda" : "cpu"));
+        int iters = static_cast<int>(flags.integer("iters", device.is_cuda() ? 50 : 2));
+        flags.check_all_used();
+        std::printf("%-22s %12s %12s %10s %12s\n", "B x n x d", "stf ms", "gemm ms", "ratio", "rel diff");
+        struct Size {
+            int64_t b, n, d;
+        };
+        for (Size s : {Size{64, 1024, 3072}, Size{256, 2048, 3072}, Size{64, 50000, 3072}}) {
+            if (!device.is_cuda() && s.n > 2048) continue;
+            Generator gen(s.n);
+            Tensor x = ops::to(ops::add_scalar(ops::mul_scalar(ops::rand({s.n, s.d}, gen), 2.0), -1.0), device);
+            std::vector<double> sig(s.b);
+            for (int64_t i = 0; i < s.b; ++i) sig[i] = std::exp(-1.2 + 1.2 * std::sin(static_cast<double>(i)));
+            Tensor sigma = ops::from_vector(sig, {s.b}, DType::F32, device);
+            Tensor y = ops::add(ops::narrow(x, 0, 0, s.b),
+                                ops::mul(ops::to(ops::randn({s.b, s.d}, gen), device), ops::reshape(sigma, {s.b, 1})));
+            double stf_ms = time_ms([&] { diffusion::stf_target(y, sigma, x); }, iters, device);
+            double gemm_ms = time_ms([&] { gemm_form(y, sigma, x); }, iters, device);
+            std::vector<double> a = diffusion::stf_target(y, sigma, x).target.to_vector(), g = gemm_form(y, sigma, x).to_vector();
+            double num = 0, den = 0;
+            for (size_t i = 0; i < a.size(); ++i) num += (a[i] - g[i]) * (a[i] - g[i]), den += a[i] * a[i];
+            char label[64];
+            std::snprintf(label, sizeof(label), "%lld x %lld x %lld", (long long)s.b, (long long)s.n, (long long)s.d);
+            std::printf("%-22s %12.3f %12.3f %10.2f %12.2e\n", label, stf_ms, gemm_ms, gemm_ms / stf_ms, std::sqrt(num / den));
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_stf_target: error: %s\n", e.what());
+        return 1;
+    }
+}
