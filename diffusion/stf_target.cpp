@@ -21,6 +21,11 @@ StfTarget stf_target(const Tensor& y, const Tensor& sigma, const Tensor& referen
     // logit_ij = ||y_i - x_j||^2 * (-1 / (2 sigma_i^2))
     Tensor s2 = reshape(unary(UnaryOp::Square, sigma), {b, 1});
     Tensor coef = unary(UnaryOp::RDivScalar, s2, -0.5);
+    if (n <= chunk) {  // one chunk: a plain row softmax, no running rescale (fewer, larger kernels)
+        Tensor w = softmax(mul(sq_distances(ys, xs), coef), 1);
+        Tensor ess = unary(UnaryOp::RDivScalar, sum(unary(UnaryOp::Square, w), {1}), 1.0);
+        return {reshape(matmul(w, xs), y.shape()), ess};
+    }
     Tensor row_max = full({b, 1}, -INFINITY, y.dtype(), y.device());
     Tensor weight_sum = zeros({b, 1}, y.dtype(), y.device());
     Tensor weight_sq_sum = zeros({b, 1}, y.dtype(), y.device());

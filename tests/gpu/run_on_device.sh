@@ -14,6 +14,7 @@ missing=$(ldd devrun/test_gpu | grep "not found")
 ./devrun/test_gpu 2>&1 | tee "$out/test_gpu.log" | tail -12
 status=${PIPESTATUS[0]}
 ./devrun/stf_demo --device cuda --steps 100 2>&1 | tail -2
+[ -x devrun/bench_stf_target ] && ./devrun/bench_stf_target --device cuda
 
 if [ -x devrun/train_cifar ]; then
     data=/tmp/synthetic-cifar/cifar-10-batches-bin
