@@ -55,5 +55,13 @@ expect_error "corrupt checkpoint" "cut.safetensors" "$bin/sample" --net "$tmp/cu
 [ "$(md5sum <"$tmp/grid.png")" = "$before" ] && pass "a failed run leaves the old grid alone" || fail "grid overwritten"
 expect_error "sample without output" "nothing to write" "$bin/sample" --net "$snap" --device cpu
 
+# 4. toy_stf: a few steps on a tiny mixture, CSV rows and plots, a bad flag
+if "$bin/toy_stf" --dim 2 --modes 3 --steps 20 --batch 16 --rbatch 16,32 --seeds 2 --samples 64 --minibatches 2 \
+    --draws 4 --outdir "$tmp/toy" >"$tmp/toy.log" 2>&1; then pass "toy_stf"; else fail "toy_stf: $(tail -5 "$tmp/toy.log")"; fi
+[ "$(wc -l <"$tmp/toy/toy.csv" 2>/dev/null)" -eq 13 ] && pass "toy.csv: 3 methods x 4 bands" || fail "toy.csv rows"
+[ -s "$tmp/toy/toy.png" ] && [ -s "$tmp/toy/toy_gradvar.png" ] && [ -s "$tmp/toy/toy_target.png" ] \
+    && pass "toy plots written" || fail "toy plots missing"
+expect_error "toy_stf --dim 1" "--dim must be in 2..64" "$bin/toy_stf" --dim 1 --outdir "$tmp/toy2"
+
 echo "e2e: $fails failed"
 [ "$fails" -eq 0 ]

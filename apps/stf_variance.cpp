@@ -1,0 +1,204 @@
+// ./stf_variance: how much the DSM and STF training targets vary for a fixed noisy sample, per noise
+// level, on a real dataset (diffusion/target_variance.h). Writes variance.csv and variance.png.
+#include <chrono>
+#include <cmath>
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <numeric>
+#include <sstream>
+
+#include "apps/common/dataset.h"
+#include "apps/common/flags.h"
+#include "apps/common/plot.h"
+#include "cuda/runtime.h"
+#include "diffusion/target_variance.h"
+
+using namespace stf;
+namespace fs = std::filesystem;
+
+static const char* kUsage = R"(usage: stf_variance [options]
+
+For each noise level sigma, the mean over noisy samples y = x + sigma * eps (x a random dataset image) of
+the trace of the covariance of the training target given y: for DSM (the clean image; its posterior over
+the dataset is computed exactly) and for the Stable Target Field target with each reference size n (the
+sample's own image x', distributed as that posterior, plus n - 1 random images: Monte Carlo over the
+n - 1 others, exact over x' for the posterior's 64 main modes). stderr is the standard error of the mean
+over the samples y. Writes DIR/variance.csv (sigma,method,n,trace_cov,stderr) and DIR/variance.png.
+
+  --data PATH          CIFAR-10 binary directory or IDX images (default: Debian's Fashion-MNIST,
+                       /usr/share/datasets/fashion-mnist)
+  --max-images N       use only the first N images (default: all)
+  --sigmas LIST        noise levels, e.g. 0.1,1,10 (default: 12 from 0.01 to 80, evenly in log sigma)
+  --rbatch LIST        STF reference sizes, e.g. 64,256,1024,all (default); all = the whole dataset, where
+                       the target is E[x | y] itself and its covariance is 0 (written with n = dataset size)
+  --samples N          noisy samples y per sigma (default 128)
+  --draws K            reference batches per sample for the STF Monte Carlo (default 16)
+  --seed N             random seed (default 0)
+  --outdir DIR         where variance.csv and variance.png go (default variance-runs)
+  --device cpu|cuda    (default: cuda when a GPU is available, else cpu)
+)";
+
+static std::vector<double> parse_sigmas(const std::string& text) {
+    std::vector<double> out;
+    std::stringstream ss(text);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        double v = NAN;
+        size_t pos = 0;
+        try {
+            v = std::stod(item, &pos);
+        } catch (const std::exception&) {
+            pos = 0;
+        }
+        STF_CHECK(pos == item.size() && pos > 0 && std::isfinite(v) && v > 0,
+                  "--sigmas expects a comma-separated list of positive numbers, got '" << text << "'");
+        out.push_back(v);
+    }
+    STF_CHECK(!out.empty(), "--sigmas: no noise levels given");
+    return out;
+}
+
+// Reference sizes; `all` becomes -1 until the dataset size is known.
+static std::vector<int64_t> parse_rbatch(const std::string& text) {
+    std::vector<int64_t> out;
+    std::stringstream ss(text);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+        if (item == "all") {
+            out.push_back(-1);
+            continue;
+        }
+        int64_t v = 0;
+        size_t pos = 0;
+        try {
+            v = std::stoll(item, &pos);
+        } catch (const std::exception&) {
+            pos = 0;
+        }
+        STF_CHECK(pos == item.size() && pos > 0 && v >= 1,
+                  "--rbatch expects a comma-separated list of positive sizes or 'all', got '" << text << "'");
+        out.push_back(v);
+    }
+    STF_CHECK(!out.empty(), "--rbatch: no reference sizes given");
+    return out;
+}
+
+int main(int argc, char** argv) {
+    try {
+        apps::Flags f(argc, argv, kUsage);
+        if (f.help()) {
+            std::fputs(kUsage, stdout);
+            return 0;
+        }
+        std::string data_path = f.str("data", apps::ImageDataset::default_fashion_mnist_path());
+        int64_t max_images = f.integer("max-images", 0);
+        std::string sigmas_text = f.str("sigmas", "");
+        std::string rbatch_text = f.str("rbatch", "64,256,1024,all");
+        diffusion::VarianceOptions o;
+        o.samples = f.integer("samples", 128);
+        o.draws = f.integer("draws", 16);
+        o.seed = static_cast<uint64_t>(f.integer("seed", 0));
+        std::string outdir = f.str("outdir", "variance-runs");
+        std::string device_name = f.str("device", cuda::available() ? "cuda" : "cpu");
+        f.check_all_used();
+
+        o.sigmas = sigmas_text.empty() ? diffusion::default_variance_sigmas() : parse_sigmas(sigmas_text);
+        std::vector<int64_t> rbatch = parse_rbatch(rbatch_text);
+        STF_CHECK(max_images >= 0, "--max-images must be positive (0: all), got " << max_images);
+        STF_CHECK(o.samples >= 2, "--samples must be at least 2 (the standard error needs two), got " << o.samples);
+        STF_CHECK(o.draws >= 1, "--draws must be at least 1, got " << o.draws);
+        Device device = Device::parse(device_name);
+        STF_CHECK(!device.is_cuda() || cuda::available(),
+                  "--device cuda: " << (cuda::built_with_cuda() ? "no CUDA device is available (use --device cpu)"
+                                                                : "stf was built without CUDA (use --device cpu)"));
+
+        // Native resolution (no padding: constant pixels change no distance and no covariance).
+        apps::ImageDataset data = apps::ImageDataset::load(data_path, 0);
+        if (max_images > 0) data = data.subset(max_images);
+        const int64_t N = data.size();
+        STF_CHECK(N >= 2, "the dataset " << data.source() << " has " << N << " image(s); need at least 2");
+        for (int64_t& n : rbatch) {
+            if (n < 0) n = N;
+            STF_CHECK(n <= N, "--rbatch " << n << " is larger than the dataset (" << N << " images; use all)");
+        }
+        o.rbatch = rbatch;
+
+        std::vector<int64_t> all(static_cast<size_t>(N));
+        std::iota(all.begin(), all.end(), int64_t{0});
+        Tensor images = data.batch(all, device);
+        std::printf("data: %s\n", data.source().c_str());
+        std::printf("%lld images of %lldx%lldx%lld, device %s, %lld noisy samples per sigma, %lld reference draws each\n",
+                    (long long)N, (long long)data.channels(), (long long)data.height(), (long long)data.width(),
+                    device.str().c_str(), (long long)o.samples, (long long)o.draws);
+        std::fflush(stdout);
+
+        fs::create_directories(outdir);
+        auto t0 = std::chrono::steady_clock::now();
+        std::vector<diffusion::VarianceRow> rows = diffusion::target_variance(images, o, [&](const diffusion::VarianceRow& r) {
+            double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            std::string label = r.method == "dsm" ? "dsm" : (r.n == N ? "stf n=all" : "stf n=" + std::to_string(r.n));
+            std::printf("sigma %-8.4g %-13s trace %-11.5g +- %-10.3g (%5.1f s, total %6.1f s)\n", r.sigma,
+                        label.c_str(), r.trace_cov, r.standard_error, r.seconds, el);
+            std::fflush(stdout);
+        });
+        double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+        std::string csv = (fs::path(outdir) / "variance.csv").string();
+        std::string png = (fs::path(outdir) / "variance.png").string();
+        diffusion::write_variance_csv(csv, rows);
+
+        // One series per method / n, x = log10 sigma (the plot has no log x axis), log y.
+        std::vector<std::pair<std::string, int64_t>> keys = {{"dsm", 0}};
+        for (int64_t n : o.rbatch) keys.push_back({"stf", n});
+        // Below about 1e-9 of the largest trace the values only say "zero" (they fall to 1e-170 and beyond
+        // at small sigma): they are left out so that the region where the methods differ fills the plot.
+        double largest = 0;
+        for (const auto& r : rows) largest = std::max(largest, r.trace_cov);
+        const double floor = largest * 1e-9;
+        std::vector<apps::Series> series;
+        for (size_t k = 0; k < keys.size(); ++k) {
+            apps::Series s;
+            s.name = keys[k].first == "dsm" ? "dsm"
+                     : keys[k].second == N  ? "stf n=all (0)"
+                                            : "stf n=" + std::to_string(keys[k].second);
+            s.color = apps::palette_color(k);
+            for (const auto& r : rows)
+                if (r.method == keys[k].first && r.n == keys[k].second) {
+                    s.x.push_back(std::log10(r.sigma));
+                    s.y.push_back(r.trace_cov >= floor ? r.trace_cov : NAN);
+                }
+            series.push_back(s);
+        }
+        apps::PlotOptions po;
+        po.title = "trace Cov[target | y]: DSM vs STF (reference size n)";
+        po.x_label = "log10 sigma";
+        po.y_label = "trace of the target covariance (>= 1e-9 x max)";
+        po.width = 800;
+        po.height = 500;
+        po.log_y = true;
+        po.line_width = 2;
+        apps::write_line_plot_png(png, series, po);
+
+        // The table: one row per sigma, one column per method / n.
+        std::printf("\n%-9s", "sigma");
+        for (const auto& s : series) std::printf(" %14s", s.name == "stf n=all (0)" ? "stf n=all" : s.name.c_str());
+        std::printf("\n");
+        for (double sigma : o.sigmas) {
+            std::printf("%-9.4g", sigma);
+            for (const auto& key : keys)
+                for (const auto& r : rows)
+                    if (r.sigma == sigma && r.method == key.first && r.n == key.second) {
+                        std::printf(" %14.5g", r.trace_cov);
+                        break;
+                    }
+            std::printf("\n");
+        }
+        std::printf("\nwrote %s and %s in %.1f s\n", csv.c_str(), png.c_str(), total);
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "stf_variance: error: %s\n", e.what());
+        return 1;
+    }
+}
