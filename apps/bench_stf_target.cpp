@@ -40,12 +40,7 @@ template <class F> double time_ms(F&& f, int iters, Device device) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    try {
-        apps::Flags flags(argc, argv, kUsage);
-        if (flags.help()) {
-            std::fputs(kUsage, stdout);
-            return 0;
-        }
+    return apps::run_program("bench_stf_target", argc, argv, kUsage, [&](apps::Flags& flags) {
         Device device = Device::parse(flags.str("device", cuda::available() ? "cuda" : "cpu"));
         int iters = static_cast<int>(flags.integer("iters", device.is_cuda() ? 50 : 2));
         flags.check_all_used();
@@ -71,9 +66,5 @@ int main(int argc, char** argv) {
             std::snprintf(label, sizeof(label), "%lld x %lld x %lld", (long long)s.b, (long long)s.n, (long long)s.d);
             std::printf("%-22s %12.3f %12.3f %10.2f %12.2e\n", label, stf_ms, gemm_ms, gemm_ms / stf_ms, std::sqrt(num / den));
         }
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "bench_stf_target: error: %s\n", e.what());
-        return 1;
-    }
+    });
 }

@@ -69,12 +69,7 @@ static std::string newest_snapshot(const std::string& dir) {
 }
 
 int main(int argc, char** argv) {
-    try {
-        apps::Flags f(argc, argv, kUsage);
-        if (f.help()) {
-            std::fputs(kUsage, stdout);
-            return 0;
-        }
+    return apps::run_program("sample", argc, argv, kUsage, [&](apps::Flags& f) {
         std::string net_path = f.str("net", "");
         std::string seeds_text = f.str("seeds", "0-63");
         int64_t batch = f.integer("batch", 64);
@@ -174,9 +169,5 @@ int main(int argc, char** argv) {
             apps::write_images_to_dir(outdir, images, seeds);
             std::printf("wrote %lld PNGs under %s\n", (long long)n, outdir.c_str());
         }
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "sample: error: %s\n", e.what());
-        return 1;
-    }
+    });
 }

@@ -21,12 +21,7 @@ static const char* kUsage = R"(usage: stf_info [options]
 )";
 
 int main(int argc, char** argv) {
-    try {
-        apps::Flags flags(argc, argv, kUsage);
-        if (flags.help()) {
-            std::fputs(kUsage, stdout);
-            return 0;
-        }
+    return apps::run_program("stf_info", argc, argv, kUsage, [&](apps::Flags& flags) {
         nn::NetworkConfig c = nn::NetworkConfig::preset(flags.str("arch", "ddpmpp"));
         c.precond = flags.str("precond", "edm");
         c.unet.augment_dim = flags.integer("augment-dim", 0);
@@ -67,9 +62,5 @@ int main(int argc, char** argv) {
         for (auto& [name, t] : net->named_buffers()) buffers += t.numel();
         std::printf("\ntensors in state_dict: %zu\nbuffer elements: %lld\nparameters: %lld\n", net->state_dict().size(),
                     (long long)buffers, (long long)net->num_parameters());
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "stf_info: %s\n", e.what());
-        return 2;
-    }
+    });
 }

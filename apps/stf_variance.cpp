@@ -86,12 +86,7 @@ static std::vector<int64_t> parse_rbatch(const std::string& text) {
 }
 
 int main(int argc, char** argv) {
-    try {
-        apps::Flags f(argc, argv, kUsage);
-        if (f.help()) {
-            std::fputs(kUsage, stdout);
-            return 0;
-        }
+    return apps::run_program("stf_variance", argc, argv, kUsage, [&](apps::Flags& f) {
         std::string data_path = f.str("data", apps::ImageDataset::default_fashion_mnist_path());
         int64_t max_images = f.integer("max-images", 0);
         std::string sigmas_text = f.str("sigmas", "");
@@ -196,9 +191,5 @@ int main(int argc, char** argv) {
             std::printf("\n");
         }
         std::printf("\nwrote %s and %s in %.1f s\n", csv.c_str(), png.c_str(), total);
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "stf_variance: error: %s\n", e.what());
-        return 1;
-    }
+    });
 }

@@ -86,12 +86,7 @@ std::string label(int64_t n) { return n == 0 ? "dsm" : "stf n=" + std::to_string
 }  // namespace
 
 int main(int argc, char** argv) {
-    try {
-        apps::Flags f(argc, argv, kUsage);
-        if (f.help()) {
-            std::fputs(kUsage, stdout);
-            return 0;
-        }
+    return apps::run_program("toy_stf", argc, argv, kUsage, [&](apps::Flags& f) {
         int64_t dim = f.integer("dim", 8), modes = f.integer("modes", 4), steps = f.integer("steps", 2000);
         int64_t batch = f.integer("batch", 64), seeds = f.integer("seeds", 3);
         std::vector<int64_t> rbatch = f.int_list("rbatch", {64, 256, 1024});
@@ -246,9 +241,5 @@ int main(int argc, char** argv) {
             }
         std::printf("\nwrote %s, toy.png, toy_gradvar.png and toy_target.png in %s in %.1f s\n", csv.c_str(),
                     outdir.c_str(), total);
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "toy_stf: error: %s\n", e.what());
-        return 1;
-    }
+    });
 }

@@ -49,12 +49,7 @@ progress and checkpoints
 )";
 
 int main(int argc, char** argv) {
-    try {
-        apps::Flags f(argc, argv, kUsage);
-        if (f.help()) {
-            std::fputs(kUsage, stdout);
-            return 0;
-        }
+    return apps::run_program("train_cifar", argc, argv, kUsage, [&](apps::Flags& f) {
         apps::TrainOptions o;
         std::string preset = f.str("preset", "");
         if (preset == "small") {
@@ -121,9 +116,5 @@ int main(int argc, char** argv) {
         else if (!f.given("duration")) o.duration_mimg = 0;  // 0: keep the resumed run's duration
         STF_CHECK(!o.data.empty() || !o.resume.empty(), "no dataset: give --data PATH (or --preset small)");
         apps::train(o);
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "train_cifar: error: %s\n", e.what());
-        return 1;
-    }
+    });
 }

@@ -1,5 +1,6 @@
 #include "apps/common/flags.h"
 
+#include <cstdio>
 #include <sstream>
 
 #include "tensor/tensor.h"
@@ -85,6 +86,21 @@ std::vector<int64_t> Flags::int_list(const std::string& name, const std::vector<
 void Flags::check_all_used() const {
     for (auto& [name, value] : values_)
         STF_CHECK(used_.count(name), "unknown flag --" << name << "\n\n" << usage_);
+}
+
+int run_program(const char* name, int argc, char** argv, const char* usage, const std::function<void(Flags&)>& body) {
+    try {
+        Flags flags(argc, argv, usage);
+        if (flags.help()) {
+            std::fputs(usage, stdout);
+            return 0;
+        }
+        body(flags);
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s: error: %s\n", name, e.what());
+        return 1;
+    }
 }
 
 }  // namespace stf::apps

@@ -2,6 +2,7 @@
 // flags it reads; anything else is an error naming the flag, with the usage text.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -32,5 +33,9 @@ private:
     std::map<std::string, std::string> values_;
     std::set<std::string> used_;
 };
+
+// A program's main: parses the flags, prints `usage` for --help, runs `body`, and turns any error into
+// "NAME: error: MESSAGE" on stderr with exit status 1.
+int run_program(const char* name, int argc, char** argv, const char* usage, const std::function<void(Flags&)>& body);
 
 }  // namespace stf::apps
