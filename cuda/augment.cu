@@ -12,20 +12,12 @@
 
 #include "cuda/augment_math.h"
 #include "cuda/check.h"
+#include "cuda/grid_stride.cuh"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
 
 namespace stf::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65536;
-
-int blocks_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)); }
-cudaStream_t current_stream() { return static_cast<cudaStream_t>(stf::cuda::stream()); }
-
-__device__ __forceinline__ int64_t global_thread() { return blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; }
-__device__ __forceinline__ int64_t grid_threads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 __global__ void blit_kernel(int64_t n, int64_t c, int64_t h, int64_t w, const int32_t* params, const float* x,
                             float* y) {
@@ -78,7 +70,7 @@ private:
 void augment_blit(int64_t n, int64_t c, int64_t h, int64_t w, const int32_t* params, const float* x, float* y) {
     const int64_t total = n * c * h * w;
     if (total == 0) return;
-    blit_kernel<<<blocks_for(total), kThreads, 0, current_stream()>>>(n, c, h, w, params, x, y);
+    blit_kernel<<<blocks_for(total), kGridStrideThreads, 0, current_stream()>>>(n, c, h, w, params, x, y);
     STF_CUDA_CHECK_LAUNCH();
 }
 
@@ -89,9 +81,9 @@ void augment_geometric(int64_t n, int64_t c, int64_t h, int64_t w, const float* 
     const int64_t sampled = n * c * augment::sampled_rows(h) * augment::sampled_cols(w);
     Scratch s(static_cast<size_t>(sampled) * sizeof(float));
     const augment::Padding pad{pad_x0, pad_y0, pad_x1, pad_y1};
-    sample_kernel<<<blocks_for(sampled), kThreads, 0, current_stream()>>>(n, c, h, w, matrices, pad, x, s.get());
+    sample_kernel<<<blocks_for(sampled), kGridStrideThreads, 0, current_stream()>>>(n, c, h, w, matrices, pad, x, s.get());
     STF_CUDA_CHECK_LAUNCH();
-    downsample_kernel<<<blocks_for(total), kThreads, 0, current_stream()>>>(n, c, h, w, s.get(), y);
+    downsample_kernel<<<blocks_for(total), kGridStrideThreads, 0, current_stream()>>>(n, c, h, w, s.get(), y);
     STF_CUDA_CHECK_LAUNCH();
 }
 

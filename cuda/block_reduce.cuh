@@ -6,13 +6,11 @@
 #include <cmath>
 
 #include "cuda/layout.h"
-#include "cuda/runtime.h"
+#include "cuda/grid_stride.cuh"
 
 namespace stf::cuda {
 
 constexpr int kWarp = 32;
-
-inline cudaStream_t current_stream() { return static_cast<cudaStream_t>(stream()); }
 
 template <ReduceOp op> __device__ __forceinline__ float identity() {
     return op == ReduceOp::Sum ? 0.0f : -INFINITY;

@@ -14,25 +14,14 @@
 #include <string>
 
 #include "cuda/check.h"
+#include "cuda/grid_stride.cuh"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
 
 namespace stf::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-// Beyond this many blocks the grid-stride loop takes over; it is several times what an H100 keeps
-// resident (132 SMs x 8 blocks of 256 threads), so the machine stays full.
-constexpr int64_t kMaxBlocks = 65536;
-
-int blocks_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)); }
-
-cudaStream_t current_stream() { return static_cast<cudaStream_t>(stf::cuda::stream()); }
-
 bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-__device__ __forceinline__ int64_t global_thread() { return blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; }
-__device__ __forceinline__ int64_t grid_threads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 // ---- fill -----------------------------------------------------------------------------------------
 
@@ -172,7 +161,7 @@ __global__ void copy_strided_kernel(int64_t n, T* dst, StridedLayout ldst, const
 
 template <class T>
 void launch_copy_strided(int64_t n, void* dst, const StridedLayout& ldst, const void* src, const StridedLayout& lsrc) {
-    copy_strided_kernel<T><<<blocks_for(n), kThreads, 0, current_stream()>>>(n, static_cast<T*>(dst), ldst,
+    copy_strided_kernel<T><<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, static_cast<T*>(dst), ldst,
                                                                              static_cast<const T*>(src), lsrc);
     STF_CUDA_CHECK_LAUNCH();
 }
@@ -207,7 +196,7 @@ __global__ void bf16_to_f32_kernel(int64_t n, float* out, const uint16_t* x) {
 
 void fill(int64_t n, float* out, float value) {
     if (n <= 0) return;
-    fill_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out, value);
+    fill_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, value);
     STF_CUDA_CHECK_LAUNCH();
 }
 
@@ -215,20 +204,20 @@ void unary(UnaryOp op, int64_t n, float* out, const float* x, const StridedLayou
     if (n <= 0) return;
     cudaStream_t s = current_stream();
     if (!lx.is_contiguous()) {
-        unary_strided_kernel<<<blocks_for(n), kThreads, 0, s>>>(op, n, out, x, lx, alpha, beta);
+        unary_strided_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(op, n, out, x, lx, alpha, beta);
         STF_CUDA_CHECK_LAUNCH();
         return;
     }
     int64_t done = 0;  // elements handled by the float4 kernel
     if (is_aligned16(out) && is_aligned16(x) && n >= 4) {
         int64_t n4 = n / 4;
-        unary_vec4_kernel<<<blocks_for(n4), kThreads, 0, s>>>(op, n4, reinterpret_cast<float4*>(out),
+        unary_vec4_kernel<<<blocks_for(n4), kGridStrideThreads, 0, s>>>(op, n4, reinterpret_cast<float4*>(out),
                                                               reinterpret_cast<const float4*>(x), alpha, beta);
         STF_CUDA_CHECK_LAUNCH();
         done = 4 * n4;
     }
     if (done < n) {  // the whole array when unaligned, else the last n % 4 elements
-        unary_contiguous_kernel<<<blocks_for(n - done), kThreads, 0, s>>>(op, n - done, out + done, x + done, alpha,
+        unary_contiguous_kernel<<<blocks_for(n - done), kGridStrideThreads, 0, s>>>(op, n - done, out + done, x + done, alpha,
                                                                            beta);
         STF_CUDA_CHECK_LAUNCH();
     }
@@ -239,21 +228,21 @@ void binary(BinaryOp op, int64_t n, float* out, const float* a, const StridedLay
     if (n <= 0) return;
     cudaStream_t s = current_stream();
     if (!la.is_contiguous() || !lb.is_contiguous()) {
-        binary_strided_kernel<<<blocks_for(n), kThreads, 0, s>>>(op, n, out, a, la, b, lb, alpha, beta);
+        binary_strided_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(op, n, out, a, la, b, lb, alpha, beta);
         STF_CUDA_CHECK_LAUNCH();
         return;
     }
     int64_t done = 0;
     if (is_aligned16(out) && is_aligned16(a) && is_aligned16(b) && n >= 4) {
         int64_t n4 = n / 4;
-        binary_vec4_kernel<<<blocks_for(n4), kThreads, 0, s>>>(op, n4, reinterpret_cast<float4*>(out),
+        binary_vec4_kernel<<<blocks_for(n4), kGridStrideThreads, 0, s>>>(op, n4, reinterpret_cast<float4*>(out),
                                                                reinterpret_cast<const float4*>(a),
                                                                reinterpret_cast<const float4*>(b), alpha, beta);
         STF_CUDA_CHECK_LAUNCH();
         done = 4 * n4;
     }
     if (done < n) {
-        binary_contiguous_kernel<<<blocks_for(n - done), kThreads, 0, s>>>(op, n - done, out + done, a + done,
+        binary_contiguous_kernel<<<blocks_for(n - done), kGridStrideThreads, 0, s>>>(op, n - done, out + done, a + done,
                                                                             b + done, alpha, beta);
         STF_CUDA_CHECK_LAUNCH();
     }
@@ -264,9 +253,9 @@ void where(int64_t n, float* out, const float* cond, const StridedLayout& lc, co
     if (n <= 0) return;
     cudaStream_t s = current_stream();
     if (lc.is_contiguous() && la.is_contiguous() && lb.is_contiguous())
-        where_contiguous_kernel<<<blocks_for(n), kThreads, 0, s>>>(n, out, cond, a, b);
+        where_contiguous_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(n, out, cond, a, b);
     else
-        where_strided_kernel<<<blocks_for(n), kThreads, 0, s>>>(n, out, cond, lc, a, la, b, lb);
+        where_strided_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(n, out, cond, lc, a, la, b, lb);
     STF_CUDA_CHECK_LAUNCH();
 }
 
@@ -291,13 +280,13 @@ void copy_strided(int64_t n, size_t elem_size, void* dst, const StridedLayout& l
 
 void f32_to_bf16(int64_t n, uint16_t* out, const float* x) {
     if (n <= 0) return;
-    f32_to_bf16_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out, x);
+    f32_to_bf16_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, x);
     STF_CUDA_CHECK_LAUNCH();
 }
 
 void bf16_to_f32(int64_t n, float* out, const uint16_t* x) {
     if (n <= 0) return;
-    bf16_to_f32_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out, x);
+    bf16_to_f32_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, x);
     STF_CUDA_CHECK_LAUNCH();
 }
 

@@ -8,21 +8,13 @@
 #include <algorithm>
 
 #include "cuda/check.h"
+#include "cuda/grid_stride.cuh"
 #include "cuda/kernels.h"
 #include "cuda/philox.h"
 #include "cuda/runtime.h"
 
 namespace stf::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65536;
-
-int blocks_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)); }
-cudaStream_t current_stream() { return static_cast<cudaStream_t>(stf::cuda::stream()); }
-
-__device__ __forceinline__ int64_t global_thread() { return blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; }
-__device__ __forceinline__ int64_t grid_threads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 // lo + (hi - lo) * u as one fused multiply-add: a single rounding, written out so the result does not
 // depend on whether the compiler contracts the expression.
@@ -45,19 +37,19 @@ __global__ void bernoulli_kernel(int64_t n, float* out, float p, uint64_t seed, 
 
 void uniform(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset) {
     if (n <= 0) return;
-    uniform_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out, lo, hi, seed, offset);
+    uniform_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, lo, hi, seed, offset);
     STF_CUDA_CHECK_LAUNCH();
 }
 
 void normal(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset) {
     if (n <= 0) return;
-    normal_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out, mean, std, seed, offset);
+    normal_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, mean, std, seed, offset);
     STF_CUDA_CHECK_LAUNCH();
 }
 
 void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset) {
     if (n <= 0) return;
-    bernoulli_kernel<<<blocks_for(n), kThreads, 0, current_stream()>>>(n, out, p, seed, offset);
+    bernoulli_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, p, seed, offset);
     STF_CUDA_CHECK_LAUNCH();
 }
 
