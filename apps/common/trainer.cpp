@@ -109,19 +109,34 @@ private:
     std::ofstream file_;
 };
 
-// Mean STF effective sample size per noise-level band: how many reference images share the weight.
-struct EssBands {
+// Per-sample statistics split by noise level: the training loss (mean and variance, which shows how
+// noisy each band's target is) and, with STF, the effective sample size of the reference weights.
+struct SigmaBands {
     static constexpr double kEdges[3] = {0.2, 1.0, 5.0};
-    double sum[4] = {}, count[4] = {};
-    void add(const std::vector<double>& sigma, const std::vector<double>& ess) {
+    static constexpr const char* kNames[4] = {"sigma<0.2", "0.2<=sigma<1", "1<=sigma<5", "sigma>=5"};
+    double count[4] = {}, loss_sum[4] = {}, loss_sq[4] = {}, ess_sum[4] = {}, ess_count[4] = {};
+    static int band(double sigma) {
+        int b = 0;
+        while (b < 3 && sigma >= kEdges[b]) ++b;
+        return b;
+    }
+    void add(const std::vector<double>& sigma, const std::vector<double>& loss, const std::vector<double>& ess) {
         for (size_t i = 0; i < sigma.size(); ++i) {
-            int band = 0;
-            while (band < 3 && sigma[i] >= kEdges[band]) ++band;
-            sum[band] += ess[i];
-            count[band] += 1;
+            int b = band(sigma[i]);
+            count[b] += 1;
+            loss_sum[b] += loss[i];
+            loss_sq[b] += loss[i] * loss[i];
+            if (!ess.empty()) ess_sum[b] += ess[i], ess_count[b] += 1;
         }
     }
-    double mean(int band) const { return count[band] ? sum[band] / count[band] : NAN; }
+    // NaN marks a band that saw no samples this tick (JSON writes it as null).
+    double loss_mean(int b) const { return count[b] ? loss_sum[b] / count[b] : NAN; }
+    double loss_var(int b) const {
+        if (count[b] < 2) return NAN;
+        double m = loss_mean(b);
+        return std::max(0.0, (loss_sq[b] - count[b] * m * m) / (count[b] - 1));
+    }
+    double ess_mean(int b) const { return ess_count[b] ? ess_sum[b] / ess_count[b] : NAN; }
 };
 
 // ---- the training state file -----------------------------------------------------------------------
@@ -266,7 +281,7 @@ TrainSummary train(TrainOptions o) {
 
     std::vector<double> curve_x, curve_y;
     double tick_loss_sum = 0, tick_images = 0;
-    EssBands ess_bands;
+    SigmaBands bands;
     auto tick_clock = std::chrono::steady_clock::now();
     double tick_clock_nimg = p.cur_nimg;
     TrainSummary summary;
@@ -289,9 +304,11 @@ TrainSummary train(TrainOptions o) {
             diffusion::LossTerms terms = diffusion::diffusion_loss(*net, y, labels, o.stf ? images : Tensor(),
                                                                    loss_options, rng.noise, rng.dropout);
             backward(mul(sum(terms.loss), 1.0 / static_cast<double>(o.batch)));
-            for (double v : terms.loss.to_vector()) tick_loss_sum += v;
+            std::vector<double> losses = terms.loss.to_vector();
+            for (double v : losses) tick_loss_sum += v;
             tick_images += static_cast<double>(o.batch_gpu);
-            if (terms.ess.defined()) ess_bands.add(terms.sigma.to_vector(), terms.ess.to_vector());
+            bands.add(terms.sigma.to_vector(), losses,
+                      terms.ess.defined() ? terms.ess.to_vector() : std::vector<double>());
         }
         std::vector<Tensor> params = net->parameters();
         nn::nan_to_num_grads(params);
@@ -317,8 +334,8 @@ TrainSummary train(TrainOptions o) {
         std::string ess_text;
         if (o.stf) {
             char e[160];
-            std::snprintf(e, sizeof(e), "  ess[s<0.2] %.1f [0.2,1) %.1f [1,5) %.1f [>=5] %.1f", ess_bands.mean(0),
-                          ess_bands.mean(1), ess_bands.mean(2), ess_bands.mean(3));
+            std::snprintf(e, sizeof(e), "  ess[s<0.2] %.1f [0.2,1) %.1f [1,5) %.1f [>=5] %.1f", bands.ess_mean(0),
+                          bands.ess_mean(1), bands.ess_mean(2), bands.ess_mean(3));
             ess_text = e;
         }
         std::snprintf(line, sizeof(line), "tick %-4lld kimg %-9.1f loss %-8.4f sec/kimg %-7.2f img/s %-8.1f mem %.2f GiB%s",
@@ -333,9 +350,13 @@ TrainSummary train(TrainOptions o) {
                       {"img_per_sec", imgs / secs},
                       {"peak_mem_gib", peak_memory_gib(device)},
                       {"lr", nn::edm_learning_rate(o.lr, p.cur_nimg, o.lr_rampup_mimg * 1000)}};
-        if (o.stf)
-            stats["ess"] = {{"sigma<0.2", ess_bands.mean(0)}, {"0.2<=sigma<1", ess_bands.mean(1)},
-                            {"1<=sigma<5", ess_bands.mean(2)}, {"sigma>=5", ess_bands.mean(3)}};
+        auto finite_or_null = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+        for (int b = 0; b < 4; ++b) {
+            stats["loss_bands"][SigmaBands::kNames[b]] = {{"count", bands.count[b]},
+                                                          {"mean", finite_or_null(bands.loss_mean(b))},
+                                                          {"var", finite_or_null(bands.loss_var(b))}};
+            if (o.stf) stats["ess"][SigmaBands::kNames[b]] = finite_or_null(bands.ess_mean(b));
+        }
         std::ofstream(out / "stats.jsonl", std::ios::app) << stats.dump() << "\n";
         curve_x.push_back(p.cur_nimg / 1e3);
         curve_y.push_back(loss);
@@ -358,7 +379,7 @@ TrainSummary train(TrainOptions o) {
             save_state(summary.state, o, *net, *ema, adam, p, rng, sampler);
         }
         tick_loss_sum = tick_images = 0;
-        ess_bands = EssBands();
+        bands = SigmaBands();
         tick_clock = std::chrono::steady_clock::now();
         tick_clock_nimg = p.cur_nimg;
     }
