@@ -31,9 +31,12 @@ network
 objective
   --stf                Stable Target Field target instead of DSM
   --rbatch N           reference batch size with --stf (default 1024); must be >= the per-round batch
+  --rbatch-scope S     with several ranks: local (each round's own reference batch, as the reference
+                       code) or global (every rank's reference batches gathered: n x ranks images)
 optimisation
-  --batch N            images per optimiser step (default 512)
-  --batch-gpu N        images per forward/backward round; rounds accumulate gradients (default: --batch)
+  --batch N            images per optimiser step, over all ranks (default 512)
+  --batch-gpu N        images per forward/backward round on one rank; rounds accumulate gradients
+                       (default: --batch / ranks)
   --duration MIMG      training length in millions of images (default 200)
   --lr LR              learning rate (default 1e-3), ramped up linearly over --lr-rampup MIMG (default 10)
   --ema MIMG           EMA half-life in millions of images (default 0.5); --ema-rampup R (default 0.05)
@@ -46,6 +49,10 @@ progress and checkpoints
   --resume FILE        continue from a training-state-*.safetensors (its options are used; --duration may extend)
   --no-progress        no progress bar between ticks
   --device cpu|cuda    (default cuda)
+
+several processes (built where MPI is installed; one rank per GPU)
+  mpirun -np 8 ./train_cifar --stf ...   each rank trains on --batch / 8 images of every step
+  --dist-timeout S     seconds a rank waits for the others in a collective before failing (default 600)
 )";
 
 int main(int argc, char** argv) {
@@ -96,6 +103,7 @@ int main(int argc, char** argv) {
         o.outdir = f.str("outdir", o.outdir);
         o.stf = f.boolean("stf");
         o.rbatch = f.integer("rbatch", o.rbatch);
+        o.rbatch_scope = f.str("rbatch-scope", o.rbatch_scope);
         o.batch = f.integer("batch", o.batch);
         o.batch_gpu = f.integer("batch-gpu", 0);
         o.duration_mimg = f.real("duration", o.duration_mimg);
@@ -111,6 +119,7 @@ int main(int argc, char** argv) {
         o.resume = f.str("resume", "");
         o.device = f.str("device", o.device);
         o.progress_bar = !f.boolean("no-progress");
+        o.dist_timeout = f.real("dist-timeout", o.dist_timeout);
         f.check_all_used();
         if (o.resume.empty()) o.duration_mimg = f.real("duration", o.duration_mimg);
         else if (!f.given("duration")) o.duration_mimg = 0;  // 0: keep the resumed run's duration

@@ -43,9 +43,14 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const floa
                          const float* mean, const float* rstd, const float* dy, float* dx, float* dgamma, float* dbeta);
 
 // --- random.cu (Philox stream convention in cuda/philox.h) ----------------------------------------
-void uniform(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset);
-void normal(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset);
-void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset);  // 1 with probability p, else 0
+// row_len/row_stride split the draw into rows with their own streams (cuda/philox.h); 0 means one stream.
+void uniform(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset, int64_t row_len = 0,
+             uint64_t row_stride = 0);
+void normal(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset, int64_t row_len = 0,
+            uint64_t row_stride = 0);
+// 1 with probability p, else 0
+void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset, int64_t row_len = 0,
+               uint64_t row_stride = 0);
 
 // --- stf.cu --------------------------------------------------------------------------------------
 // out[i, j] = sum_k (y[i, k] - x[j, k])^2 for y [b, d] and x [n, d], computed from the differences

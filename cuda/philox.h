@@ -4,6 +4,11 @@
 // Stream convention (shared by every random op on both devices): an op run with generator state
 // (seed, offset) gives element i the word i % 4 of philox(counter = {i / 4, offset}, key = seed).
 // Each op then advances the generator's offset by one, so ops never share a counter.
+//
+// Row streams (per-sample randomness for data-parallel training): a draw may be split into rows of
+// row_len elements; element i then takes element i % row_len of the stream at offset
+// offset + (i / row_len) * row_stride. A row's numbers so depend only on its own offset, not on which
+// rows were drawn beside it. row_len 0 means one row (the plain convention above).
 #pragma once
 #include <cstdint>
 #include <math.h>
@@ -39,6 +44,13 @@ STF_HD Words philox4x32_10(uint64_t block, uint64_t offset, uint64_t seed) {
 STF_HD float to_unit(uint32_t w) { return static_cast<float>(w >> 8) * (1.0f / 16777216.0f); }
 // Same bits shifted into (0, 1], safe under log() for Box-Muller.
 STF_HD float to_unit_open0(uint32_t w) { return static_cast<float>((w >> 8) + 1u) * (1.0f / 16777216.0f); }
+
+// The stream element and stream offset of element i of a row-split draw.
+struct RowElement { uint64_t index, offset; };
+STF_HD RowElement row_element(uint64_t i, uint64_t offset, uint64_t row_len, uint64_t row_stride) {
+    if (row_len == 0) return {i, offset};
+    return {i % row_len, offset + (i / row_len) * row_stride};
+}
 
 STF_HD float uniform(uint64_t i, uint64_t offset, uint64_t seed) {
     return to_unit(philox4x32_10(i / 4, offset, seed).w[i % 4]);

@@ -18,38 +18,56 @@ namespace {
 
 // lo + (hi - lo) * u as one fused multiply-add: a single rounding, written out so the result does not
 // depend on whether the compiler contracts the expression.
-__global__ void uniform_kernel(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset) {
-    for (int64_t i = global_thread(); i < n; i += grid_threads())
-        out[i] = fmaf(hi - lo, philox::uniform(static_cast<uint64_t>(i), offset, seed), lo);
+__global__ void uniform_kernel(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset,
+                               uint64_t row_len, uint64_t row_stride) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+        philox::RowElement e = philox::row_element(static_cast<uint64_t>(i), offset, row_len, row_stride);
+        out[i] = fmaf(hi - lo, philox::uniform(e.index, e.offset, seed), lo);
+    }
 }
 
-__global__ void normal_kernel(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset) {
-    for (int64_t i = global_thread(); i < n; i += grid_threads())
-        out[i] = fmaf(std, philox::normal(static_cast<uint64_t>(i), offset, seed), mean);
+__global__ void normal_kernel(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset,
+                              uint64_t row_len, uint64_t row_stride) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+        philox::RowElement e = philox::row_element(static_cast<uint64_t>(i), offset, row_len, row_stride);
+        out[i] = fmaf(std, philox::normal(e.index, e.offset, seed), mean);
+    }
 }
 
-__global__ void bernoulli_kernel(int64_t n, float* out, float p, uint64_t seed, uint64_t offset) {
-    for (int64_t i = global_thread(); i < n; i += grid_threads())
-        out[i] = philox::uniform(static_cast<uint64_t>(i), offset, seed) < p ? 1.0f : 0.0f;
+__global__ void bernoulli_kernel(int64_t n, float* out, float p, uint64_t seed, uint64_t offset,
+                                 uint64_t row_len, uint64_t row_stride) {
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+        philox::RowElement e = philox::row_element(static_cast<uint64_t>(i), offset, row_len, row_stride);
+        out[i] = philox::uniform(e.index, e.offset, seed) < p ? 1.0f : 0.0f;
+    }
 }
 
 }  // namespace
 
-void uniform(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset) {
+void uniform(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset, int64_t row_len,
+             uint64_t row_stride) {
     if (n <= 0) return;
-    uniform_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, lo, hi, seed, offset);
+    const auto len = static_cast<uint64_t>(row_len);
+    uniform_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, lo, hi, seed, offset, len,
+                                                                           row_stride);
     STF_CUDA_CHECK_LAUNCH();
 }
 
-void normal(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset) {
+void normal(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset, int64_t row_len,
+            uint64_t row_stride) {
     if (n <= 0) return;
-    normal_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, mean, std, seed, offset);
+    const auto len = static_cast<uint64_t>(row_len);
+    normal_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, mean, std, seed, offset, len,
+                                                                          row_stride);
     STF_CUDA_CHECK_LAUNCH();
 }
 
-void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset) {
+void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset, int64_t row_len,
+               uint64_t row_stride) {
     if (n <= 0) return;
-    bernoulli_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, p, seed, offset);
+    const auto len = static_cast<uint64_t>(row_len);
+    bernoulli_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, p, seed, offset, len,
+                                                                             row_stride);
     STF_CUDA_CHECK_LAUNCH();
 }
 

@@ -69,6 +69,19 @@ bool available() {
     return answer;
 }
 
+void set_device(int device) {
+    if (device < 0 || device >= device_count())
+        throw std::runtime_error("CUDA device " + std::to_string(device) + " does not exist (" +
+                                 std::to_string(device_count()) + " visible)");
+    STF_CUDA_CHECK(cudaSetDevice(device));
+}
+
+int current_device() {
+    int device = 0;
+    STF_CUDA_CHECK(cudaGetDevice(&device));
+    return device;
+}
+
 int device_count() {
     if (!available()) return 0;
     int count = 0;

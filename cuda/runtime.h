@@ -13,6 +13,10 @@ bool built_with_cuda();
 bool available();
 int device_count();
 std::string device_name();
+// Makes `device` this process's GPU (data-parallel ranks sharing a machine each take one). Call it
+// before any other CUDA work: streams and handles belong to the device current when they are made.
+void set_device(int device);
+int current_device();
 
 void* malloc(size_t bytes);  // from the caching allocator; never returns null (throws on failure)
 void free(void* ptr);        // back to the allocator's free list

@@ -15,6 +15,8 @@ namespace {
 bool built_with_cuda() { return false; }
 bool available() { return false; }
 int device_count() { return 0; }
+void set_device(int) { no_cuda("set_device"); }
+int current_device() { return 0; }
 std::string device_name() { no_cuda("device_name"); }
 
 void* malloc(size_t) { no_cuda("malloc"); }

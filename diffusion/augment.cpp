@@ -21,9 +21,11 @@ constexpr const char* kOp = "AugmentPipe::apply";
 constexpr double kPi = std::numbers::pi;
 
 // ---- random draws (CPU, one generator offset per call, as EDM's one torch call per tensor) ---------
+// Each draw is [n, k], image i's k values in row i, so a row-keyed generator (tensor/random.h) gives
+// every image the same augmentation whichever batch or process it is drawn in.
 
-std::vector<double> uniform(Generator& gen, int64_t count) { return ops::rand({count}, gen).to_vector(); }
-std::vector<double> normal(Generator& gen, int64_t count) { return ops::randn({count}, gen).to_vector(); }
+std::vector<double> uniform(Generator& gen, int64_t n, int64_t k = 1) { return ops::rand({n, k}, gen).to_vector(); }
+std::vector<double> normal(Generator& gen, int64_t n, int64_t k = 1) { return ops::randn({n, k}, gen).to_vector(); }
 
 // Whether a draw u (float32 in [0, 1)) falls under probability `prob`, compared in float32 as torch
 // compares a float32 tensor with a Python scalar.
@@ -308,12 +310,12 @@ AugmentPipe::Result AugmentPipe::apply(const Tensor& images, Generator& gen) con
         add_label(lab1);
     }
     if (o_.translate_int > 0) {
-        auto v = uniform(gen, 2 * n), keep = uniform(gen, n);  // v: [2, n], x offsets first
+        auto v = uniform(gen, n, 2), keep = uniform(gen, n);  // v: [n, 2], {x, y} per image
         std::vector<double> lab0(n), lab1(n);
         const double span_x = w * o_.translate_int_max, span_y = h * o_.translate_int_max;
         for (int64_t i = 0; i < n; ++i) {
             const bool on = happens(keep[i], o_.translate_int * p);
-            const double wx = on ? symmetric(v[i]) : 0.0, wy = on ? symmetric(v[n + i]) : 0.0;
+            const double wx = on ? symmetric(v[2 * i]) : 0.0, wy = on ? symmetric(v[2 * i + 1]) : 0.0;
             // rounded half to even, in float32 as EDM's tensors are
             const auto tx = static_cast<int32_t>(std::nearbyint(static_cast<float>(wx) * static_cast<float>(span_x)));
             const auto ty = static_cast<int32_t>(std::nearbyint(static_cast<float>(wy) * static_cast<float>(span_y)));
@@ -376,11 +378,11 @@ AugmentPipe::Result AugmentPipe::apply(const Tensor& images, Generator& gen) con
         add_label(lab1);
     }
     if (o_.translate_frac > 0) {
-        auto v = normal(gen, 2 * n), keep = uniform(gen, n);  // v: [2, n], x offsets first
+        auto v = normal(gen, n, 2), keep = uniform(gen, n);  // v: [n, 2], {x, y} per image
         std::vector<double> lab0(n), lab1(n);
         for (int64_t i = 0; i < n; ++i) {
             const bool on = happens(keep[i], o_.translate_frac * p);
-            const double wx = on ? v[i] : 0.0, wy = on ? v[n + i] : 0.0;
+            const double wx = on ? v[2 * i] : 0.0, wy = on ? v[2 * i + 1] : 0.0;
             if (wx != 0 || wy != 0)
                 g[i] = g[i] * translate2d(-wx * w * o_.translate_frac_std, -wy * h * o_.translate_frac_std);
             lab0[i] = wx;

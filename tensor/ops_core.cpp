@@ -46,30 +46,48 @@ Tensor arange(int64_t n, DType dtype, Device device) {
     return from_vector(v, {n}, dtype, device);
 }
 
+// One op's stream; a keyed generator gives each row (sample) of t its own (tensor/random.h).
+static Generator::Stream draw_stream(const Tensor& t, Generator& gen) {
+    int64_t rows = t.ndim() > 0 && t.size(0) > 0 ? t.size(0) : 1;
+    return gen.next_draw(t.numel(), rows);
+}
+
 void uniform_(Tensor& t, double lo, double hi, Generator& gen) {
     STF_CHECK(t.is_contiguous(), "uniform_: tensor must be contiguous, got " << describe(t));
-    uint64_t seed = gen.seed(), offset = gen.next_stream();
+    const uint64_t seed = gen.seed();
+    const Generator::Stream st = draw_stream(t, gen);
     int64_t n = t.numel();
     switch (backend_of(t, "uniform_")) {
-        case Backend::CpuF32: cpu::uniform<float>(n, t.data<float>(), lo, hi, seed, offset); break;
-        case Backend::CpuF64: cpu::uniform<double>(n, t.data<double>(), lo, hi, seed, offset); break;
+        case Backend::CpuF32:
+            cpu::uniform<float>(n, t.data<float>(), lo, hi, seed, st.offset, st.row_len, st.row_stride);
+            break;
+        case Backend::CpuF64:
+            cpu::uniform<double>(n, t.data<double>(), lo, hi, seed, st.offset, st.row_len, st.row_stride);
+            break;
         case Backend::CudaF32:
             STF_CUDA_LAUNCH("uniform_", cuda::uniform(n, t.data<float>(), static_cast<float>(lo),
-                                                      static_cast<float>(hi), seed, offset));
+                                                      static_cast<float>(hi), seed, st.offset, st.row_len,
+                                                      st.row_stride));
             break;
     }
 }
 
 void normal_(Tensor& t, double mean, double std, Generator& gen) {
     STF_CHECK(t.is_contiguous(), "normal_: tensor must be contiguous, got " << describe(t));
-    uint64_t seed = gen.seed(), offset = gen.next_stream();
+    const uint64_t seed = gen.seed();
+    const Generator::Stream st = draw_stream(t, gen);
     int64_t n = t.numel();
     switch (backend_of(t, "normal_")) {
-        case Backend::CpuF32: cpu::normal<float>(n, t.data<float>(), mean, std, seed, offset); break;
-        case Backend::CpuF64: cpu::normal<double>(n, t.data<double>(), mean, std, seed, offset); break;
+        case Backend::CpuF32:
+            cpu::normal<float>(n, t.data<float>(), mean, std, seed, st.offset, st.row_len, st.row_stride);
+            break;
+        case Backend::CpuF64:
+            cpu::normal<double>(n, t.data<double>(), mean, std, seed, st.offset, st.row_len, st.row_stride);
+            break;
         case Backend::CudaF32:
             STF_CUDA_LAUNCH("normal_", cuda::normal(n, t.data<float>(), static_cast<float>(mean),
-                                                    static_cast<float>(std), seed, offset));
+                                                    static_cast<float>(std), seed, st.offset, st.row_len,
+                                                    st.row_stride));
             break;
     }
 }
@@ -89,13 +107,19 @@ Tensor randn(const Shape& shape, Generator& gen, DType dtype, Device device) {
 Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype, Device device) {
     STF_CHECK(p >= 0 && p <= 1, "bernoulli: probability " << p << " outside [0, 1]");
     Tensor t = empty(shape, dtype, device);
-    uint64_t seed = gen.seed(), offset = gen.next_stream();
+    const uint64_t seed = gen.seed();
+    const Generator::Stream st = draw_stream(t, gen);
     int64_t n = t.numel();
     switch (backend_of(t, "bernoulli")) {
-        case Backend::CpuF32: cpu::bernoulli<float>(n, t.data<float>(), p, seed, offset); break;
-        case Backend::CpuF64: cpu::bernoulli<double>(n, t.data<double>(), p, seed, offset); break;
+        case Backend::CpuF32:
+            cpu::bernoulli<float>(n, t.data<float>(), p, seed, st.offset, st.row_len, st.row_stride);
+            break;
+        case Backend::CpuF64:
+            cpu::bernoulli<double>(n, t.data<double>(), p, seed, st.offset, st.row_len, st.row_stride);
+            break;
         case Backend::CudaF32:
-            STF_CUDA_LAUNCH("bernoulli", cuda::bernoulli(n, t.data<float>(), static_cast<float>(p), seed, offset));
+            STF_CUDA_LAUNCH("bernoulli", cuda::bernoulli(n, t.data<float>(), static_cast<float>(p), seed, st.offset,
+                                                            st.row_len, st.row_stride));
             break;
     }
     return t;

@@ -449,6 +449,12 @@ std::vector<int64_t> InfiniteSampler::next(int64_t count) {
     return out;
 }
 
+std::vector<int64_t> InfiniteSampler::take(int64_t position, int64_t count) {
+    STF_CHECK(position >= 0, "InfiniteSampler::take: negative position " << position);
+    state_ = {position / n_, position % n_};
+    return next(count);
+}
+
 void InfiniteSampler::set_state(const State& s) {
     STF_CHECK(s.epoch >= 0 && s.position >= 0 && s.position <= n_,
               "InfiniteSampler::set_state: bad state (epoch " << s.epoch << ", position " << s.position << ") for "

@@ -72,6 +72,9 @@ public:
 
     InfiniteSampler(int64_t n, uint64_t seed, bool shuffle = true);
     std::vector<int64_t> next(int64_t count);
+    // The `count` indices from stream position `position` on (epoch position / size), leaving the
+    // sampler there: random access for streams addressed by training step.
+    std::vector<int64_t> take(int64_t position, int64_t count);
     State state() const { return state_; }
     void set_state(const State& s);
     // The order of one epoch (the identity when shuffle is off).

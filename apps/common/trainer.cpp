@@ -3,11 +3,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "apps/common/distributed.h"
 #include "apps/common/image_io.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
@@ -21,12 +23,17 @@ namespace stf::apps {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
+// Per-sample random streams (tensor/random.h): training images take sample indices below
+// kReferenceFirst, a step's extra reference images the indices from there on.
+constexpr uint64_t kReferenceFirst = Generator::kRowKeyedSamples / 2;
+constexpr int64_t kReferenceSamples = static_cast<int64_t>(Generator::kRowKeyedSamples - kReferenceFirst);
+
 // ---- options ---------------------------------------------------------------------------------------
 
 std::string TrainOptions::to_json() const {
     json j = {{"data", data},         {"outdir", outdir},       {"max_images", max_images}, {"pad_to", pad_to},
               {"net", json::parse(net.to_json())},
-              {"stf", stf},           {"rbatch", rbatch},       {"batch", batch},
+              {"stf", stf},           {"rbatch", rbatch},       {"rbatch_scope", rbatch_scope}, {"batch", batch},
               {"batch_gpu", batch_gpu}, {"duration_mimg", duration_mimg}, {"lr", lr},
               {"lr_rampup_mimg", lr_rampup_mimg}, {"ema_mimg", ema_mimg}, {"ema_rampup", ema_rampup},
               {"augment", augment},   {"seed", seed},           {"tick_kimg", tick_kimg},
@@ -45,6 +52,7 @@ TrainOptions TrainOptions::from_json(const std::string& text) {
         o.net = nn::NetworkConfig::from_json(j.at("net").dump());
         o.stf = j.at("stf");
         o.rbatch = j.at("rbatch");
+        o.rbatch_scope = j.value("rbatch_scope", "local");
         o.batch = j.at("batch");
         o.batch_gpu = j.at("batch_gpu");
         o.duration_mimg = j.at("duration_mimg");
@@ -64,17 +72,28 @@ TrainOptions TrainOptions::from_json(const std::string& text) {
     return o;
 }
 
-static void validate(const TrainOptions& o) {
+static void validate(const TrainOptions& o, int ranks) {
     STF_CHECK(o.batch >= 1, "--batch must be positive, got " << o.batch);
-    STF_CHECK(o.batch_gpu >= 1 && o.batch % o.batch_gpu == 0,
-              "--batch-gpu " << o.batch_gpu << " must divide --batch " << o.batch);
+    STF_CHECK(o.batch % ranks == 0, "--batch " << o.batch << " must split evenly over the " << ranks << " ranks");
+    const int64_t local = o.batch / ranks;
+    STF_CHECK(o.batch_gpu >= 1 && local % o.batch_gpu == 0,
+              "--batch-gpu " << o.batch_gpu << " must divide --batch " << o.batch
+                             << (ranks > 1 ? " / " + std::to_string(ranks) + " ranks = " + std::to_string(local) : ""));
     STF_CHECK(!o.stf || o.rbatch >= o.batch_gpu,
               "--rbatch " << o.rbatch << " is smaller than the per-round batch " << o.batch_gpu
                           << ": the reference batch must contain the training batch");
+    STF_CHECK(o.rbatch_scope == "local" || o.rbatch_scope == "global",
+              "--rbatch-scope must be local or global, got '" << o.rbatch_scope << "'");
+    // Reference images are keyed by their index among the step's reference images (tensor/random.h).
+    STF_CHECK(!o.stf || (o.batch / o.batch_gpu) * (o.rbatch - o.batch_gpu) <= kReferenceSamples,
+              "--rbatch " << o.rbatch << " with " << o.batch / o.batch_gpu
+                          << " rounds per step needs more per-sample random streams than the " << kReferenceSamples
+                          << " available; use a smaller --rbatch or a larger --batch-gpu");
     STF_CHECK(o.duration_mimg > 0, "--duration must be positive");
     STF_CHECK(o.lr > 0, "--lr must be positive");
     STF_CHECK(o.augment >= 0 && o.augment <= 1, "--augment is a probability in [0, 1], got " << o.augment);
     STF_CHECK(o.tick_kimg > 0, "--tick must be positive");
+    STF_CHECK(o.dist_timeout > 0, "--dist-timeout must be positive");
     STF_CHECK(o.net.unet.dropout >= 0 && o.net.unet.dropout < 1, "--dropout must be in [0, 1)");
 }
 
@@ -95,10 +114,14 @@ static double peak_memory_gib(Device device) {
     return 0;
 }
 
+// Progress lines on stdout and in log.txt; silent when given no path (ranks other than 0).
 class Log {
 public:
-    explicit Log(const fs::path& path) : file_(path, std::ios::app) {}
+    explicit Log(const fs::path& path) : silent_(path.empty()) {
+        if (!silent_) file_.open(path, std::ios::app);
+    }
     void line(const std::string& text) {
+        if (silent_) return;
         std::printf("%s\n", text.c_str());
         std::fflush(stdout);
         file_ << text << "\n";
@@ -106,6 +129,7 @@ public:
     }
 
 private:
+    bool silent_;
     std::ofstream file_;
 };
 
@@ -139,6 +163,20 @@ struct SigmaBands {
     double ess_mean(int b) const { return ess_count[b] ? ess_sum[b] / ess_count[b] : NAN; }
 };
 
+// Tick statistics are summed over ranks so that rank 0 reports the whole batch.
+static void sum_over_ranks(ProcessGroup& group, double& loss_sum, double& images, SigmaBands& bands) {
+    if (!group.distributed()) return;
+    std::vector<double> v = {loss_sum, images};
+    for (double* field : {bands.count, bands.loss_sum, bands.loss_sq, bands.ess_sum, bands.ess_count})
+        v.insert(v.end(), field, field + 4);
+    group.all_reduce_sum(v);
+    loss_sum = v[0];
+    images = v[1];
+    size_t at = 2;
+    for (double* field : {bands.count, bands.loss_sum, bands.loss_sq, bands.ess_sum, bands.ess_count})
+        for (int b = 0; b < 4; ++b) field[b] = v[at++];
+}
+
 // ---- the training state file -----------------------------------------------------------------------
 
 struct Progress {
@@ -148,13 +186,15 @@ struct Progress {
 
 struct Rngs {
     Generator noise, dropout, augment;
+    // Every draw that follows is keyed to the samples from `first_sample` on in `step`.
+    void key(int64_t step, int64_t first_sample) {
+        for (Generator* g : {&noise, &dropout, &augment})
+            g->key_rows(static_cast<uint64_t>(step), static_cast<uint64_t>(first_sample));
+    }
 };
 
-static json rng_json(const Generator& g) { return json::array({g.seed(), g.offset()}); }
-static void rng_from(Generator& g, const json& j) { g.set_state(j.at(0).get<uint64_t>(), j.at(1).get<uint64_t>()); }
-
 static void save_state(const fs::path& path, const TrainOptions& o, const nn::Precond& net, const nn::Precond& ema,
-                       const nn::Adam& adam, const Progress& p, const Rngs& rng, const InfiniteSampler& sampler) {
+                       const nn::Adam& adam, const Progress& p) {
     nn::NamedTensors tensors;
     for (auto& [n, t] : net.state_dict()) tensors.emplace_back("net." + n, t);
     for (auto& [n, t] : ema.state_dict()) tensors.emplace_back("ema." + n, t);
@@ -163,8 +203,7 @@ static void save_state(const fs::path& path, const TrainOptions& o, const nn::Pr
                      {"tick", p.tick},
                      {"cur_nimg", p.cur_nimg},
                      {"tick_start_nimg", p.tick_start_nimg},
-                     {"rng", {{"noise", rng_json(rng.noise)}, {"dropout", rng_json(rng.dropout)}, {"augment", rng_json(rng.augment)}}},
-                     {"sampler", {sampler.state().epoch, sampler.state().position}}};
+                     {"streams", "per-sample"}};  // data and randomness follow from the step (trainer.h)
     nn::save_safetensors(path.string(), tensors,
                          {{"options", o.to_json()}, {"progress", progress.dump()}, {"config", o.net.to_json()},
                           {"format", "stf-training-state"}});
@@ -196,19 +235,120 @@ static LoadedState load_state(const std::string& path) {
 
 // ---- training --------------------------------------------------------------------------------------
 
+// One round's data: its training images (augmented), their augmentation labels and, with STF, the
+// reference batch whose first rows are those images.
+struct RoundData {
+    Tensor images, labels, reference;
+};
+
+// Where each step's images come from. Training image g of step s is position s * batch + g of a
+// shuffled stream of the dataset; the extra reference images of the step's round k are positions
+// from (s * rounds + k) * extras of a second stream. Both follow from the step alone, so a resumed
+// run, or one with another number of ranks, continues exactly.
+class StepData {
+public:
+    StepData(const TrainOptions& o, const ImageDataset& data, Device device)
+        : o_(o), data_(data), device_(device), train_stream_(data.size(), o.seed),
+          reference_stream_(data.size(), o.seed ^ 0x5EED5EED5EEDull),
+          augment_(diffusion::AugmentOptions::cifar10(o.augment)) {}
+
+    // Round with training samples first_sample .. first_sample + batch_gpu - 1 of `step`.
+    RoundData round(int64_t step, int64_t first_sample, Rngs& rng, ProcessGroup& group) {
+        const int64_t bg = o_.batch_gpu;
+        RoundData r;
+        rng.key(step, first_sample);
+        r.images = data_.batch(train_stream_.take(step * o_.batch + first_sample, bg), device_);
+        if (o_.augment > 0) {
+            diffusion::AugmentPipe::Result a = augment_.apply(r.images, rng.augment);
+            r.images = a.images;
+            r.labels = a.labels;
+        }
+        if (o_.stf) {
+            r.reference = r.images;
+            const int64_t extras = o_.rbatch - bg, round_index = first_sample / bg;
+            if (extras > 0) {
+                const int64_t first_extra = round_index * extras;
+                Tensor more = data_.batch(
+                    reference_stream_.take((step * (o_.batch / bg)) * extras + first_extra, extras), device_);
+                if (o_.augment > 0) {
+                    rng.augment.key_rows(static_cast<uint64_t>(step), kReferenceFirst + first_extra);
+                    more = augment_.apply(more, rng.augment).images;
+                }
+                r.reference = ops::cat({r.images, more}, 0);
+            }
+            if (o_.rbatch_scope == "global" && group.distributed())
+                r.reference = own_first(group.all_gather(r.reference), group);
+        }
+        return r;
+    }
+
+private:
+    // Rotates a gathered reference batch so this rank's block leads it: its training images stay
+    // reference[:batch_gpu], as the STF target expects.
+    static Tensor own_first(const Tensor& gathered, const ProcessGroup& group) {
+        const int64_t block = gathered.size(0) / group.size(), at = block * group.rank();
+        if (at == 0) return gathered;
+        return ops::cat({ops::narrow(gathered, 0, at, gathered.size(0) - at), ops::narrow(gathered, 0, 0, at)}, 0);
+    }
+
+    const TrainOptions& o_;
+    const ImageDataset& data_;
+    Device device_;
+    InfiniteSampler train_stream_, reference_stream_;
+    diffusion::AugmentPipe augment_;
+};
+
+// Fails loudly when ranks were started with different options: a silent mismatch would train garbage.
+static void check_same_options(ProcessGroup& group, const TrainOptions& o) {
+    if (!group.distributed()) return;
+    std::vector<std::string> all = group.all_gather(o.to_json());
+    for (int r = 1; r < group.size(); ++r) {
+        if (all[static_cast<size_t>(r)] == all[0]) continue;
+        json a = json::parse(all[0]), b = json::parse(all[static_cast<size_t>(r)]);
+        std::string key;
+        for (auto& [k, v] : a.items())
+            if (key.empty() && (!b.contains(k) || b[k] != v)) key = k;
+        throw Error("rank " + std::to_string(r) + " was started with different options than rank 0 (first " +
+                    "difference: '" + key + "'); start every rank with the same flags");
+    }
+}
+
+// Every rank applies the same summed gradients, so weights, EMA and Adam moments must agree bit for
+// bit; a difference means a rank computed something else and the run is no longer one model.
+static void check_ranks_agree(ProcessGroup& group, const nn::Precond& net, const nn::Precond& ema,
+                              const nn::Adam& adam, int64_t tick) {
+    if (!group.distributed()) return;
+    std::vector<Tensor> state = net.parameters();
+    for (const Tensor& t : ema.parameters()) state.push_back(t);
+    for (auto& [n, t] : adam.state()) state.push_back(t);
+    std::vector<std::string> all = group.all_gather(std::to_string(fingerprint(state)));
+    for (int r = 1; r < group.size(); ++r)
+        STF_CHECK(all[static_cast<size_t>(r)] == all[0],
+                  "the training state of rank " << r << " differs from rank 0's at tick " << tick
+                                                << ": the ranks no longer train one model");
+}
+
 TrainSummary train(TrainOptions o) {
+    ProcessGroup& group = ProcessGroup::world(o.dist_timeout);
     LoadedState resumed;
     bool resuming = !o.resume.empty();
     if (resuming) {
-        std::string path = o.resume;
-        double duration = o.duration_mimg;
-        resumed = load_state(path);
+        const TrainOptions asked = o;
+        resumed = load_state(o.resume);
         o = resumed.options;  // the run continues with the options it was started with
-        o.resume = path;
-        if (duration > 0) o.duration_mimg = duration;
+        o.resume = asked.resume;
+        o.progress_bar = asked.progress_bar;
+        o.dist_timeout = asked.dist_timeout;
+        if (asked.duration_mimg > 0) o.duration_mimg = asked.duration_mimg;
+        // A new --batch-gpu, or a number of ranks the old one does not fit, changes the rounds; the
+        // images and randomness of a step stay (with STF the reference batches follow the rounds).
+        const int64_t local = o.batch / group.size();
+        if (asked.batch_gpu > 0 || o.batch % group.size() != 0 || local % o.batch_gpu != 0)
+            o.batch_gpu = asked.batch_gpu;
     }
-    if (o.batch_gpu == 0) o.batch_gpu = o.batch;
-    validate(o);
+    if (o.batch_gpu == 0 && o.batch % group.size() == 0) o.batch_gpu = o.batch / group.size();
+    validate(o, group.size());
+    check_same_options(group, o);
     Device device = Device::parse(o.device);
     STF_CHECK(!device.is_cuda() || cuda::available(),
               "--device cuda: " << (cuda::built_with_cuda() ? "no CUDA device is available (use --device cpu)"
@@ -223,12 +363,11 @@ TrainSummary train(TrainOptions o) {
     o.net.unet.img_resolution = data.height();
     o.net.unet.augment_dim = o.augment > 0 ? 9 : 0;
 
+    const bool root = group.is_root();
     fs::path out(o.outdir);
-    fs::create_directories(out);
-    Log log(out / "log.txt");
-    if (!resuming) {
-        std::ofstream(out / "training_options.json") << o.to_json() << "\n";
-    }
+    if (root) fs::create_directories(out);
+    Log log(root ? out / "log.txt" : fs::path());
+    if (root && !resuming) std::ofstream(out / "training_options.json") << o.to_json() << "\n";
 
     Generator init(o.seed);
     std::shared_ptr<nn::Precond> net = nn::make_network(o.net, init);
@@ -246,7 +385,7 @@ TrainSummary train(TrainOptions o) {
     nn::Adam adam(net->parameters(), nn::AdamOptions{o.lr, 0.9, 0.999, 1e-8});
     nn::Ema ema_update(net->parameters(), ema->parameters());
     Rngs rng{Generator(o.seed), Generator(o.seed + 1000003), Generator(o.seed + 2000003)};
-    InfiniteSampler sampler(data.size(), o.seed);
+    StepData step_data(o, data, device);
     Progress p;
     if (resuming) {
         adam.load_state(resumed.adam);
@@ -255,24 +394,25 @@ TrainSummary train(TrainOptions o) {
         p.tick = j.at("tick");
         p.cur_nimg = j.at("cur_nimg");
         p.tick_start_nimg = j.at("tick_start_nimg");
-        rng_from(rng.noise, j.at("rng").at("noise"));
-        rng_from(rng.dropout, j.at("rng").at("dropout"));
-        rng_from(rng.augment, j.at("rng").at("augment"));
-        sampler.set_state({j.at("sampler").at(0).get<int64_t>(), j.at("sampler").at(1).get<int64_t>()});
     }
-    diffusion::AugmentPipe augment_pipe(diffusion::AugmentOptions::cifar10(o.augment));
     diffusion::LossOptions loss_options;
     loss_options.kind = o.net.precond;
     loss_options.sigma_data = o.net.sigma_data;
 
     const double total_nimg = o.duration_mimg * 1e6;
-    char line[512];
-    std::snprintf(line, sizeof(line), "%s training: %s, %s, %lld parameters, %s, %s target%s, batch %lld (%lld per round)",
+    char line[640];
+    std::snprintf(line, sizeof(line),
+                  "%s training: %s, %s, %lld parameters, %s, %s target%s, batch %lld (%lld per round), %s",
                   resuming ? "Resuming" : "Starting", data.source().c_str(),
                   o.net.unet.embedding_type == "fourier" ? "NCSN++" : "DDPM++", (long long)net->num_parameters(),
                   device.str().c_str(), o.stf ? "STF" : "DSM",
-                  o.stf ? (", reference batch " + std::to_string(o.rbatch)).c_str() : "", (long long)o.batch,
-                  (long long)o.batch_gpu);
+                  o.stf ? (", reference batch " + std::to_string(o.rbatch) +
+                           (group.distributed() ? " (" + o.rbatch_scope + ")" : ""))
+                              .c_str()
+                        : "",
+                  (long long)o.batch, (long long)o.batch_gpu, group.describe().c_str());
+    if (group.distributed())
+        std::snprintf(line + std::strlen(line), sizeof(line) - std::strlen(line), " (%d ranks)", group.size());
     log.line(line);
     if (resuming) {
         std::snprintf(line, sizeof(line), "Resumed from %s at kimg %.1f", o.resume.c_str(), p.cur_nimg / 1e3);
@@ -286,22 +426,15 @@ TrainSummary train(TrainOptions o) {
     double tick_clock_nimg = p.cur_nimg;
     TrainSummary summary;
     ProgressBar bar(static_cast<int64_t>(o.tick_kimg * 1000), "tick");
-    const int64_t rounds = o.batch / o.batch_gpu;
-    const int64_t draw = o.stf ? std::max(o.rbatch, o.batch_gpu) : o.batch_gpu;
+    const bool show_bar = o.progress_bar && root;
+    const int64_t local_batch = o.batch / group.size(), rounds = local_batch / o.batch_gpu;
 
     while (p.cur_nimg < total_nimg) {
         net->zero_grad();
         for (int64_t r = 0; r < rounds; ++r) {
-            Tensor images = data.batch(sampler.next(draw), device);
-            Tensor labels;
-            if (o.augment > 0) {
-                diffusion::AugmentPipe::Result a = augment_pipe.apply(images, rng.augment);
-                images = a.images;
-                labels = ops::contiguous(ops::narrow(a.labels, 0, 0, o.batch_gpu));
-            }
-            // With STF the round's training images lead the (augmented) reference batch.
-            Tensor y = ops::contiguous(ops::narrow(images, 0, 0, o.batch_gpu));
-            diffusion::LossTerms terms = diffusion::diffusion_loss(*net, y, labels, o.stf ? images : Tensor(),
+            const int64_t first_sample = group.rank() * local_batch + r * o.batch_gpu;
+            RoundData d = step_data.round(p.step, first_sample, rng, group);
+            diffusion::LossTerms terms = diffusion::diffusion_loss(*net, d.images, d.labels, d.reference,
                                                                    loss_options, rng.noise, rng.dropout);
             backward(mul(sum(terms.loss), 1.0 / static_cast<double>(o.batch)));
             std::vector<double> losses = terms.loss.to_vector();
@@ -311,6 +444,7 @@ TrainSummary train(TrainOptions o) {
                       terms.ess.defined() ? terms.ess.to_vector() : std::vector<double>());
         }
         std::vector<Tensor> params = net->parameters();
+        all_reduce_gradients(group, params);  // before the NaN guard, as one process would see them
         nn::nan_to_num_grads(params);
         adam.step(nn::edm_learning_rate(o.lr, p.cur_nimg, o.lr_rampup_mimg * 1000));
         p.cur_nimg += static_cast<double>(o.batch);
@@ -318,11 +452,13 @@ TrainSummary train(TrainOptions o) {
         ema_update.update(nn::Ema::beta(static_cast<double>(o.batch), p.cur_nimg, o.ema_mimg * 1000, o.ema_rampup));
 
         bool done = p.cur_nimg >= total_nimg;
-        if (o.progress_bar) bar.update(static_cast<int64_t>(p.cur_nimg - p.tick_start_nimg));
+        if (show_bar) bar.update(static_cast<int64_t>(p.cur_nimg - p.tick_start_nimg));
         if (!done && p.cur_nimg < p.tick_start_nimg + o.tick_kimg * 1000) continue;
 
         // ---- end of a tick: report, then snapshots ----
-        if (o.progress_bar) bar.finish();
+        if (show_bar) bar.finish();
+        sum_over_ranks(group, tick_loss_sum, tick_images, bands);
+        check_ranks_agree(group, *net, *ema, adam, p.tick);
         double loss = tick_loss_sum / std::max(tick_images, 1.0);
         if (!std::isfinite(loss))
             throw Error("training diverged: the mean loss of tick " + std::to_string(p.tick) + " is " +
@@ -342,41 +478,42 @@ TrainSummary train(TrainOptions o) {
                       (long long)p.tick, p.cur_nimg / 1e3, loss, secs / (imgs / 1e3), imgs / secs,
                       peak_memory_gib(device), ess_text.c_str());
         log.line(line);
-        json stats = {{"tick", p.tick},
-                      {"kimg", p.cur_nimg / 1e3},
-                      {"step", p.step},
-                      {"loss", loss},
-                      {"sec_per_kimg", secs / (imgs / 1e3)},
-                      {"img_per_sec", imgs / secs},
-                      {"peak_mem_gib", peak_memory_gib(device)},
-                      {"lr", nn::edm_learning_rate(o.lr, p.cur_nimg, o.lr_rampup_mimg * 1000)}};
-        auto finite_or_null = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
-        for (int b = 0; b < 4; ++b) {
-            stats["loss_bands"][SigmaBands::kNames[b]] = {{"count", bands.count[b]},
-                                                          {"mean", finite_or_null(bands.loss_mean(b))},
-                                                          {"var", finite_or_null(bands.loss_var(b))}};
-            if (o.stf) stats["ess"][SigmaBands::kNames[b]] = finite_or_null(bands.ess_mean(b));
-        }
-        std::ofstream(out / "stats.jsonl", std::ios::app) << stats.dump() << "\n";
-        curve_x.push_back(p.cur_nimg / 1e3);
-        curve_y.push_back(loss);
-        write_line_plot_png((out / "loss.png").string(), {{"loss", curve_x, curve_y, {31, 119, 180}}},
-                            PlotOptions{.title = o.stf ? "training loss (STF)" : "training loss (DSM)",
-                                        .x_label = "kimg", .y_label = "loss", .log_y = true});
         summary.last_loss = loss;
-
         bool snap = done || (o.snap_ticks > 0 && p.tick % o.snap_ticks == 0);
         bool dump = done || (o.dump_ticks > 0 && p.tick % o.dump_ticks == 0);
         double kimg = p.cur_nimg / 1e3;
+        if (root) {
+            json stats = {{"tick", p.tick},
+                          {"kimg", kimg},
+                          {"step", p.step},
+                          {"loss", loss},
+                          {"sec_per_kimg", secs / (imgs / 1e3)},
+                          {"img_per_sec", imgs / secs},
+                          {"peak_mem_gib", peak_memory_gib(device)},
+                          {"lr", nn::edm_learning_rate(o.lr, p.cur_nimg, o.lr_rampup_mimg * 1000)}};
+            auto finite_or_null = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+            for (int b = 0; b < 4; ++b) {
+                stats["loss_bands"][SigmaBands::kNames[b]] = {{"count", bands.count[b]},
+                                                              {"mean", finite_or_null(bands.loss_mean(b))},
+                                                              {"var", finite_or_null(bands.loss_var(b))}};
+                if (o.stf) stats["ess"][SigmaBands::kNames[b]] = finite_or_null(bands.ess_mean(b));
+            }
+            std::ofstream(out / "stats.jsonl", std::ios::app) << stats.dump() << "\n";
+            curve_x.push_back(kimg);
+            curve_y.push_back(loss);
+            write_line_plot_png((out / "loss.png").string(), {{"loss", curve_x, curve_y, {31, 119, 180}}},
+                                PlotOptions{.title = o.stf ? "training loss (STF)" : "training loss (DSM)",
+                                            .x_label = "kimg", .y_label = "loss", .log_y = true});
+        }
         p.tick++;
         p.tick_start_nimg = p.cur_nimg;
         if (snap) {
             summary.snapshot = (out / kimg_name("network-snapshot", kimg)).string();
-            nn::save_network(summary.snapshot, *ema);
+            if (root) nn::save_network(summary.snapshot, *ema);
         }
         if (dump) {
             summary.state = (out / kimg_name("training-state", kimg)).string();
-            save_state(summary.state, o, *net, *ema, adam, p, rng, sampler);
+            if (root) save_state(summary.state, o, *net, *ema, adam, p);
         }
         tick_loss_sum = tick_images = 0;
         bands = SigmaBands();

@@ -17,9 +17,10 @@ struct TrainOptions {
     int64_t pad_to = 32;               // pad smaller images to this square size (0: keep their size)
     nn::NetworkConfig net = nn::NetworkConfig::preset("ddpmpp");
     bool stf = false;                  // STF target instead of DSM
-    int64_t rbatch = 1024;             // reference batch size with STF
-    int64_t batch = 512;               // images per optimiser step
-    int64_t batch_gpu = 0;             // images per forward/backward round (0: batch); rounds accumulate
+    int64_t rbatch = 1024;             // reference batch size with STF (per round and rank)
+    std::string rbatch_scope = "local";  // local: each round's own references; global: all ranks' gathered
+    int64_t batch = 512;               // images per optimiser step, over all ranks
+    int64_t batch_gpu = 0;             // images per forward/backward round on one rank (0: batch / ranks)
     double duration_mimg = 200;        // training length in millions of images
     double lr = 1e-3;
     double lr_rampup_mimg = 10;
@@ -33,6 +34,7 @@ struct TrainOptions {
     std::string device = "cuda";
     std::string resume;                // training-state-*.safetensors to continue from
     bool progress_bar = true;
+    double dist_timeout = 600;         // seconds a collective waits for the other ranks before failing
 
     std::string to_json() const;
     static TrainOptions from_json(const std::string& json);
@@ -49,6 +51,14 @@ struct TrainSummary {
 // Runs training to the end of `duration_mimg`, printing a line per tick to stdout and writing
 // log.txt, stats.jsonl, loss.png, network-snapshot-*.safetensors and training-state-*.safetensors.
 // Throws stf::Error on bad options, data or a diverged (non-finite) loss.
+//
+// Started by mpirun, each rank trains on its share of every step's batch and gradients are summed
+// over ranks before the optimiser step (apps/common/distributed.h); rank 0 alone prints and writes.
+// Every random number a sample uses (its image, noise level, noise, dropout and augmentation) is keyed
+// by (seed, step, the sample's index in the step's global batch), so a step does not depend on how its
+// batch is split over ranks and rounds, up to the order of floating-point sums. With STF, a round's
+// reference batch is its own training images plus rbatch - batch_gpu images from a second stream,
+// keyed by the round's position in the step; `global` scope gathers every rank's reference batch.
 TrainSummary train(TrainOptions options);
 
 }  // namespace stf::apps

@@ -39,9 +39,13 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x
                          const T* rstd, const T* dy, T* dx, T* dgamma, T* dbeta);
 
 // --- random.cpp -----------------------------------------------------------------------------------
-template <class T> void uniform(int64_t n, T* out, double lo, double hi, uint64_t seed, uint64_t offset);
-template <class T> void normal(int64_t n, T* out, double mean, double std, uint64_t seed, uint64_t offset);
-template <class T> void bernoulli(int64_t n, T* out, double p, uint64_t seed, uint64_t offset);
+// row_len/row_stride split the draw into rows with their own streams (cuda/philox.h); 0 means one stream.
+template <class T> void uniform(int64_t n, T* out, double lo, double hi, uint64_t seed, uint64_t offset,
+                                int64_t row_len = 0, uint64_t row_stride = 0);
+template <class T> void normal(int64_t n, T* out, double mean, double std, uint64_t seed, uint64_t offset,
+                               int64_t row_len = 0, uint64_t row_stride = 0);
+template <class T> void bernoulli(int64_t n, T* out, double p, uint64_t seed, uint64_t offset, int64_t row_len = 0,
+                                  uint64_t row_stride = 0);
 
 // --- stf.cpp --------------------------------------------------------------------------------------
 template <class T> void sq_distances(int64_t b, int64_t n, int64_t d, const T* y, const T* x, T* out);

@@ -15,29 +15,43 @@ constexpr int64_t kParallelMin = 1 << 12;  // Philox is ~40 integer ops per draw
 
 // The scaling is one fused multiply-add (a single rounding), written as the CUDA kernel writes it, so
 // float results match the GPU bit for bit whether or not the compiler would contract a * b + c.
-template <class T> void uniform(int64_t n, T* out, double lo, double hi, uint64_t seed, uint64_t offset) {
+template <class T>
+void uniform(int64_t n, T* out, double lo, double hi, uint64_t seed, uint64_t offset, int64_t row_len,
+             uint64_t row_stride) {
     const T l = static_cast<T>(lo), h = static_cast<T>(hi);
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) out[i] = std::fma(h - l, static_cast<T>(philox::uniform(i, offset, seed)), l);
+    for (int64_t i = 0; i < n; ++i) {
+        philox::RowElement e = philox::row_element(i, offset, row_len, row_stride);
+        out[i] = std::fma(h - l, static_cast<T>(philox::uniform(e.index, e.offset, seed)), l);
+    }
 }
 
-template <class T> void normal(int64_t n, T* out, double mean, double std, uint64_t seed, uint64_t offset) {
+template <class T>
+void normal(int64_t n, T* out, double mean, double std, uint64_t seed, uint64_t offset, int64_t row_len,
+            uint64_t row_stride) {
     const T m = static_cast<T>(mean), s = static_cast<T>(std);
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) out[i] = std::fma(s, static_cast<T>(philox::normal(i, offset, seed)), m);
+    for (int64_t i = 0; i < n; ++i) {
+        philox::RowElement e = philox::row_element(i, offset, row_len, row_stride);
+        out[i] = std::fma(s, static_cast<T>(philox::normal(e.index, e.offset, seed)), m);
+    }
 }
 
 // p is compared in T: for float that is the float p the CUDA kernel receives.
-template <class T> void bernoulli(int64_t n, T* out, double p, uint64_t seed, uint64_t offset) {
+template <class T>
+void bernoulli(int64_t n, T* out, double p, uint64_t seed, uint64_t offset, int64_t row_len, uint64_t row_stride) {
     const T pt = static_cast<T>(p);
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(philox::uniform(i, offset, seed)) < pt ? T(1) : T(0);
+    for (int64_t i = 0; i < n; ++i) {
+        philox::RowElement e = philox::row_element(i, offset, row_len, row_stride);
+        out[i] = static_cast<T>(philox::uniform(e.index, e.offset, seed)) < pt ? T(1) : T(0);
+    }
 }
 
 #define STF_INSTANTIATE(T)                                                                    \
-    template void uniform<T>(int64_t, T*, double, double, uint64_t, uint64_t);               \
-    template void normal<T>(int64_t, T*, double, double, uint64_t, uint64_t);                \
-    template void bernoulli<T>(int64_t, T*, double, uint64_t, uint64_t);
+    template void uniform<T>(int64_t, T*, double, double, uint64_t, uint64_t, int64_t, uint64_t); \
+    template void normal<T>(int64_t, T*, double, double, uint64_t, uint64_t, int64_t, uint64_t);  \
+    template void bernoulli<T>(int64_t, T*, double, uint64_t, uint64_t, int64_t, uint64_t);
 STF_INSTANTIATE(float)
 STF_INSTANTIATE(double)
 #undef STF_INSTANTIATE

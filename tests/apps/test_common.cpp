@@ -317,6 +317,11 @@ TEST_CASE("InfiniteSampler: seeded permutations per epoch, exact resume") {
     CHECK(resumed.next(50) == cont);
     CHECK(resumed.state() == run.state());
 
+    // Random access: position p of the stream, across epoch boundaries, is what next() reaches there.
+    InfiniteSampler direct(n, 7);
+    CHECK(direct.take(40, 30) == std::vector<int64_t>(sa.begin() + 40, sa.begin() + 70));
+    CHECK(direct.take(3, 2) == std::vector<int64_t>(sa.begin() + 3, sa.begin() + 5));
+
     InfiniteSampler ordered(5, 1, /*shuffle=*/false);
     CHECK(ordered.next(7) == std::vector<int64_t>{0, 1, 2, 3, 4, 0, 1});
     CHECK(has(error_of([&] { resumed.set_state({0, n + 1}); }), "bad state"));

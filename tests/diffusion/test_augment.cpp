@@ -414,6 +414,25 @@ TEST_CASE("augment: the same generator state gives the same augmentation") {
     CHECK(e.images.to_vector() == a.images.to_vector());
 }
 
+TEST_CASE("augment: with per-sample streams an image gets the same augmentation in any batch") {
+    // Data-parallel training keys the generator to (step, sample); images 2..5 of step 7 augmented
+    // as one batch of 6 must match images 0..1 and 2..3 of batches keyed at samples 2 and 4.
+    AugmentPipe pipe(everything(0.9));
+    Tensor x = random_images({6, 3, 8, 8}, 61);
+    Generator whole(3), first(3), second(3);
+    whole.key_rows(7, 0);
+    first.key_rows(7, 2);
+    second.key_rows(7, 4);
+    auto all = pipe.apply(x, whole);
+    auto a = pipe.apply(ops::narrow(x, 0, 2, 2), first);
+    auto b = pipe.apply(ops::narrow(x, 0, 4, 2), second);
+    CHECK(ops::narrow(all.images, 0, 2, 2).to_vector() == a.images.to_vector());
+    CHECK(ops::narrow(all.images, 0, 4, 2).to_vector() == b.images.to_vector());
+    CHECK(ops::narrow(all.labels, 0, 2, 2).to_vector() == a.labels.to_vector());
+    CHECK(ops::narrow(all.labels, 0, 4, 2).to_vector() == b.labels.to_vector());
+    CHECK(a.labels.to_vector() != b.labels.to_vector());
+}
+
 TEST_CASE("augment: colour transforms") {
     const int64_t n = 16, h = 4, w = 4, hw = h * w;
     Tensor x = random_images({n, 3, h, w}, 51);

@@ -716,6 +716,23 @@ TEST_CASE("uniform, normal and bernoulli reproduce the CPU's Philox streams") {
                 stf::cpu::bernoulli<float>(n, expected.data(), p, st.seed, st.offset);
                 CHECK(out.download() == expected);
             }
+
+            // Row-split draws (per-sample streams for data-parallel training): rows of 7 at offsets
+            // st.offset + r * 2048.
+            const int64_t row_len = 7;
+            const uint64_t row_stride = 2048;
+            out.poison();
+            stf::cuda::uniform(n, out.get(), 0.0f, 1.0f, st.seed, st.offset, row_len, row_stride);
+            stf::cpu::uniform<float>(n, expected.data(), 0.0, 1.0, st.seed, st.offset, row_len, row_stride);
+            CHECK(out.download() == expected);
+            out.poison();
+            stf::cuda::bernoulli(n, out.get(), 0.3f, st.seed, st.offset, row_len, row_stride);
+            stf::cpu::bernoulli<float>(n, expected.data(), 0.3, st.seed, st.offset, row_len, row_stride);
+            CHECK(out.download() == expected);
+            out.poison();
+            stf::cuda::normal(n, out.get(), 0.0f, 1.0f, st.seed, st.offset, row_len, row_stride);
+            stf::cpu::normal<float>(n, expected.data(), 0.0, 1.0, st.seed, st.offset, row_len, row_stride);
+            CHECK(max_abs_diff(out.download(), expected) < 1e-5);
         }
     }
 }

@@ -586,6 +586,25 @@ TEST_CASE("cpu random: double draws are the float draws widened") {
     for (int64_t i = 0; i < n; ++i) REQUIRE(d[i] == double(f[i]));
 }
 
+TEST_CASE("cpu random: row-split draws give each row the stream at its own offset") {
+    // Rows of 6 at offsets 100 + r * 8: row r must be the plain draw of 6 at offset 100 + 8 r.
+    const int64_t rows = 5, len = 6;
+    const uint64_t seed = 9, offset = 100, stride = 8;
+    std::vector<float> u(rows * len), n(rows * len), b(rows * len), one(len);
+    cpu::uniform<float>(rows * len, u.data(), 0.0, 1.0, seed, offset, len, stride);
+    cpu::normal<float>(rows * len, n.data(), 0.0, 1.0, seed, offset, len, stride);
+    cpu::bernoulli<float>(rows * len, b.data(), 0.5, seed, offset, len, stride);
+    for (int64_t r = 0; r < rows; ++r) {
+        CAPTURE(r);
+        cpu::uniform<float>(len, one.data(), 0.0, 1.0, seed, offset + r * stride);
+        CHECK(std::equal(one.begin(), one.end(), u.begin() + r * len));
+        cpu::normal<float>(len, one.data(), 0.0, 1.0, seed, offset + r * stride);
+        CHECK(std::equal(one.begin(), one.end(), n.begin() + r * len));
+        cpu::bernoulli<float>(len, one.data(), 0.5, seed, offset + r * stride);
+        CHECK(std::equal(one.begin(), one.end(), b.begin() + r * len));
+    }
+}
+
 TEST_CASE_TEMPLATE("cpu gemm: all transpose combinations, padded leading dims, batched", T, float, double) {
     const int64_t m = 3, n = 4, k = 5, batch = 3;
     const T alpha = T(1.5), beta = T(-0.5);

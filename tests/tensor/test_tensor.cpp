@@ -129,6 +129,47 @@ TEST_CASE("the same seed gives the same random stream; each op takes a new one")
     CHECK(r64 == r32);
 }
 
+TEST_CASE("a generator keyed to samples draws the same numbers for a sample in any batch") {
+    // Samples 3..6 of step 11 drawn as one batch, then as samples 3..4 and 5..6 in two batches.
+    Generator whole(5), first(5), second(5);
+    whole.key_rows(11, 3);
+    first.key_rows(11, 3);
+    second.key_rows(11, 5);
+    for (int draw = 0; draw < 3; ++draw) {
+        CAPTURE(draw);
+        std::vector<double> all = ops::randn({4, 2, 3}, whole).to_vector();
+        std::vector<double> a = ops::randn({2, 2, 3}, first).to_vector(), b = ops::randn({2, 2, 3}, second).to_vector();
+        a.insert(a.end(), b.begin(), b.end());
+        CHECK(all == a);
+    }
+    // Another step, or another draw position, gives other numbers; re-keying restarts the sequence.
+    Generator later(5);
+    later.key_rows(12, 3);
+    Generator again(5);
+    again.key_rows(11, 3);
+    std::vector<double> at_step_11 = ops::rand({4}, again).to_vector();
+    CHECK(ops::rand({4}, later).to_vector() != at_step_11);
+    CHECK(ops::rand({4}, again).to_vector() != at_step_11);
+    again.key_rows(11, 3);
+    CHECK(ops::rand({4}, again).to_vector() == at_step_11);
+    // Unkeyed again: the plain stream, one offset per op.
+    again.unkey_rows();
+    uint64_t before = again.offset();
+    ops::rand({4}, again);
+    CHECK(again.offset() == before + 1);
+}
+
+TEST_CASE("a keyed generator refuses draws past its sample and draw limits") {
+    Generator g(1);
+    CHECK_THROWS_WITH_AS(g.key_rows(1, Generator::kRowKeyedSamples), doctest::Contains("sample index"), Error);
+    CHECK_THROWS_WITH_AS(g.key_rows(uint64_t(1) << 32, 0), doctest::Contains("step"), Error);
+    g.key_rows(1, Generator::kRowKeyedSamples - 2);
+    CHECK_THROWS_WITH_AS(ops::rand({3}, g), doctest::Contains("pass"), Error);
+    g.key_rows(1, 0);
+    for (uint64_t i = 0; i < Generator::kRowKeyedDraws; ++i) g.next_draw(1, 1);
+    CHECK_THROWS_WITH_AS(ops::rand({1}, g), doctest::Contains("draws since the last key_rows"), Error);
+}
+
 TEST_CASE("devices: CUDA requests fail clearly without a device") {
     if (cuda::available()) return;
     CHECK_THROWS_WITH_AS(ops::zeros({2}, DType::F32, Device::cuda()), doctest::Contains("cannot allocate on cuda:0"),
