@@ -109,11 +109,11 @@ int main(int argc, char** argv) {
         double flops = nn::forward_flops(u) * static_cast<double>(batch * diffusion::network_evaluations(so));
         double achieved = flops / total / 1e12;
         std::printf("FLOPs: forward %.2f GFLOP/image; batch %.3f TFLOP\n", nn::forward_flops(u) / 1e9, flops / 1e12);
-        std::printf("limit: %.3g TFLOP/s (%s); measured sgemm: %.3g TFLOP/s\n", limit.tflops, limit.source.c_str(),
-                    gemm_tflops);
+        std::printf("limit: %.3g TFLOP/s (%s); measured %s GEMM: %.3g TFLOP/s\n", limit.tflops,
+                    limit.source.c_str(), mode.c_str(), gemm_tflops);
         std::printf("s/batch: %.3f; ms per network evaluation: %.2f (with its copies); sampler arithmetic: %.1f%%\n",
                     total, per_eval_ms, 100 * (1 - network_seconds / static_cast<double>(repeats) / total));
-        std::printf("achieved: %.3g TFLOP/s = %.1f%% of the limit (%.1f%% of measured sgemm)\n", achieved,
+        std::printf("achieved: %.3g TFLOP/s = %.1f%% of the limit (%.1f%% of the measured GEMM)\n", achieved,
                     100 * achieved / limit.tflops, 100 * achieved / gemm_tflops);
         std::printf("peak memory: %.2f GiB (%s)\n", apps::peak_memory_gib(device),
                     device.is_cuda() ? "caching allocator, tensors only" : "process peak resident set");

@@ -158,10 +158,10 @@ int main(int argc, char** argv) {
         double achieved = step_flops / (mean_ms / 1e3) / 1e12;
         std::printf("FLOPs: forward %.2f GFLOP/image; step %.3f TFLOP (3 x forward x batch)\n",
                     nn::forward_flops(u) / 1e9, step_flops / 1e12);
-        std::printf("limit: %.3g TFLOP/s (%s); measured sgemm: %.3g TFLOP/s\n", limit.tflops, limit.source.c_str(),
-                    gemm_tflops);
+        std::printf("limit: %.3g TFLOP/s (%s); measured %s GEMM: %.3g TFLOP/s\n", limit.tflops,
+                    limit.source.c_str(), mode.c_str(), gemm_tflops);
         std::printf("ms/step: mean %.2f  min %.2f\n", mean_ms, min_ms);
-        std::printf("achieved: %.3g TFLOP/s = %.1f%% of the limit (%.1f%% of measured sgemm)\n", achieved,
+        std::printf("achieved: %.3g TFLOP/s = %.1f%% of the limit (%.1f%% of the measured GEMM)\n", achieved,
                     100 * achieved / limit.tflops, 100 * achieved / gemm_tflops);
         if (rbatch > 0) {
             double target_ms = stf_target_ms(data, batch, loss_options, device, device.is_cuda() ? 20 : 3);
