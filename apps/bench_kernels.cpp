@@ -584,9 +584,9 @@ int main(int argc, char** argv) {
         }
         b.peak_gbs = measure_copy_gbs(b);
         b.peak_tflops = measure_sgemm_tflops(b);
-        std::printf("ceilings (measured): copy %.0f GB/s (read + write, %s); sgemm %.3g TFLOP/s (%s, TF32 off)\n",
+        std::printf("ceilings (measured): copy %.0f GB/s (read + write, %s); sgemm %.3g TFLOP/s (%s)\n",
                     b.peak_gbs, g_gpu ? "cudaMemcpy device to device" : "parallel memcpy", b.peak_tflops,
-                    g_gpu ? "cuBLAS 8192^3" : "OpenBLAS 1024^3");
+                    g_gpu ? "cuBLAS 8192^3, TF32 off" : "OpenBLAS 1024^3");
         std::printf("size %g: %lld floats per elementwise buffer; %d calls per timing, median of 5\n\n", b.size,
                     (long long)b.elems(), b.reps);
         Bench::header();
