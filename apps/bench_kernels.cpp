@@ -9,9 +9,12 @@
 // GEMM through cuBLAS (TF32 off). Without a GPU the float32 CPU twins are timed instead, against a
 // parallel memcpy and OpenBLAS's sgemm, and checked against the float64 twins.
 //
+// Exact kernels (copies, conversions, blitting, Bernoulli draws) are checked against the float32 twin.
+//
 // Timing: warm-up calls first, then 5 timings of --reps back-to-back calls (CUDA events on stf's
-// stream; a host clock on the CPU); the median is reported (for the two ceilings, the best). Outputs are poisoned with NaN before the
-// checked call, so an element the kernel forgot to write shows up as a NaN error.
+// stream; a host clock on the CPU); the median is reported (for the two ceilings, the best). Outputs
+// are poisoned with NaN before the checked call, so an element the kernel forgot to write shows up as
+// a NaN error.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
