@@ -111,7 +111,8 @@ int main(int argc, char** argv) {
         std::printf("FLOPs: forward %.2f GFLOP/image; batch %.3f TFLOP\n", nn::forward_flops(u) / 1e9, flops / 1e12);
         std::printf("limit: %.3g TFLOP/s (%s); measured %s GEMM: %.3g TFLOP/s\n", limit.tflops,
                     limit.source.c_str(), mode.c_str(), gemm_tflops);
-        std::printf("s/batch: %.3f; ms per network evaluation: %.2f (with its copies); sampler arithmetic: %.1f%%\n",
+        std::printf("s/batch: %.3f; ms per network evaluation: %.2f (with its copies); float64 sampler outside "
+                    "the network: %.1f%%\n",
                     total, per_eval_ms, 100 * (1 - network_seconds / static_cast<double>(repeats) / total));
         std::printf("achieved: %.3g TFLOP/s = %.1f%% of the limit (%.1f%% of the measured GEMM)\n", achieved,
                     100 * achieved / limit.tflops, 100 * achieved / gemm_tflops);
