@@ -244,4 +244,111 @@ Tensor SongUNet::forward(const Tensor& x_in, const Tensor& noise_labels, const T
     return out;
 }
 
+
+// ---- FLOP count ------------------------------------------------------------------------------------
+// Walks the same layers as the constructor above, by size only. Every count is per image.
+namespace {
+
+// A convolution producing `out_res` x `out_res` pixels: each output value is k*k*cin/groups multiply-adds.
+double conv_flops(int64_t cin, int64_t cout, int64_t k, int64_t out_res, int64_t groups = 1) {
+    return 2.0 * static_cast<double>(cin / groups) * cout * k * k * out_res * out_res;
+}
+
+// The depthwise FIR filter of Conv2d's up/down-sampling on `c` channels of a `res` x `res` input: down
+// is a stride-2 convolution (one f*f filter per output pixel), up a stride-2 transposed convolution
+// (one f*f filter per input pixel).
+double resample_flops(int64_t c, int64_t f, int64_t res, bool up) {
+    int64_t pixels = up ? res : res / 2;
+    return conv_flops(c, c, f, pixels, c);
+}
+
+struct BlockShape {
+    int64_t in, out, res;  // res: the input resolution
+    bool up = false, down = false, attention = false;
+};
+
+double block_flops(const SongUNetConfig& c, const BlockShape& b) {
+    const int64_t f = static_cast<int64_t>(c.resample_filter.size());
+    const int64_t emb = c.model_channels * c.channel_mult_emb;
+    const int64_t res = b.up ? b.res * 2 : b.down ? b.res / 2 : b.res;  // output resolution
+    double resample = (b.up || b.down) ? resample_flops(b.in, f, b.res, b.up) : 0;
+    double total = resample + conv_flops(b.in, b.out, 3, res);  // conv0 (resampling first)
+    total += 2.0 * emb * b.out;                                  // affine
+    total += conv_flops(b.out, b.out, 3, res);                   // conv1
+    if (b.out != b.in || b.up || b.down) total += resample + conv_flops(b.in, b.out, 1, res);  // skip (resample_proj)
+    if (b.attention) {
+        double hw = static_cast<double>(res * res);
+        total += conv_flops(b.out, 3 * b.out, 1, res);  // qkv
+        total += 2 * (2.0 * hw * hw * b.out);           // q^T k and v w^T, all heads together
+        total += conv_flops(b.out, b.out, 1, res);      // proj
+    }
+    return total;
+}
+
+bool attends(const SongUNetConfig& c, int64_t res) {
+    for (int64_t r : c.attn_resolutions)
+        if (r == res) return true;
+    return false;
+}
+
+}  // namespace
+
+double forward_flops(const SongUNetConfig& c) {
+    validate(c);
+    const int64_t emb = c.model_channels * c.channel_mult_emb, noise = c.model_channels * c.channel_mult_noise;
+    const int64_t f = static_cast<int64_t>(c.resample_filter.size()), levels = static_cast<int64_t>(c.channel_mult.size());
+    double total = 2.0 * (c.label_dim + c.augment_dim) * noise + 2.0 * noise * emb + 2.0 * emb * emb;  // mapping
+
+    // Encoder.
+    int64_t cout = c.in_channels, caux = c.in_channels;
+    std::vector<int64_t> skips;
+    for (int64_t level = 0; level < levels; ++level) {
+        int64_t res = c.img_resolution >> level;
+        if (level == 0) {
+            total += conv_flops(cout, c.model_channels, 3, res);
+            cout = c.model_channels;
+        } else {
+            total += block_flops(c, {cout, cout, res * 2, false, true, false});
+            if (c.encoder_type == "skip")
+                total += resample_flops(caux, f, res * 2, false) + conv_flops(caux, cout, 1, res);
+            if (c.encoder_type == "residual") {
+                // Fused: the 3x3 convolution at the input resolution, padded by the filter's reach, then the
+                // stride-2 filter on its output channels.
+                int64_t padded = res * 2 + 2 * ((f - 1) / 2);
+                total += conv_flops(caux, cout, 3, padded) + conv_flops(cout, cout, f, res, cout);
+                caux = cout;
+            }
+        }
+        skips.push_back(cout);
+        for (int64_t idx = 0; idx < c.num_blocks; ++idx) {
+            int64_t cin = cout;
+            cout = c.model_channels * c.channel_mult[level];
+            total += block_flops(c, {cin, cout, res, false, false, attends(c, res)});
+            skips.push_back(cout);
+        }
+    }
+
+    // Decoder.
+    for (int64_t level = levels - 1; level >= 0; --level) {
+        int64_t res = c.img_resolution >> level;
+        if (level == levels - 1) {
+            total += block_flops(c, {cout, cout, res, false, false, true});  // in0
+            total += block_flops(c, {cout, cout, res, false, false, false});  // in1
+        } else {
+            total += block_flops(c, {cout, cout, res / 2, true, false, false});  // up
+        }
+        for (int64_t idx = 0; idx <= c.num_blocks; ++idx) {
+            int64_t cin = cout + skips.back();
+            skips.pop_back();
+            cout = c.model_channels * c.channel_mult[level];
+            total += block_flops(c, {cin, cout, res, false, false, idx == c.num_blocks && attends(c, res)});
+        }
+        if (c.decoder_type == "skip" || level == 0) {
+            if (c.decoder_type == "skip" && level < levels - 1) total += resample_flops(c.out_channels, f, res / 2, true);
+            total += conv_flops(cout, c.out_channels, 3, res);  // aux_conv
+        }
+    }
+    return total;
+}
+
 }  // namespace stf::nn

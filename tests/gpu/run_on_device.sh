@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the GPU suite, the CUDA demo and a short paper-config training run plus sampling on a GPU
-# machine, from binaries built elsewhere: copy build/{test_gpu,stf_demo,train_cifar,sample} and the
+# Runs the GPU suite, the CUDA demo, a short paper-config training run plus sampling and the benchmarks
+# on a GPU machine, from binaries built elsewhere: copy build/{test_gpu,stf_demo,train_cifar,sample,
+# bench_stf_target,bench_kernels,bench_train,bench_sample} and the
 # non-CUDA shared libraries they need (OpenBLAS, gfortran, quadmath, gomp) into devrun/, carry devrun/
 # there and run this script from the repository root. CIFAR-10 cannot be downloaded there, so the
 # training run uses random images in CIFAR-10's binary format: it measures speed, not quality.
@@ -35,5 +36,25 @@ for i in range(1, 6):
     snap=$(ls "$out"/run-stf/network-snapshot-*.safetensors | tail -1)
     ./devrun/sample --net "$snap" --seeds 0-255 --batch 256 --heun 18 --device cuda --grid "$out/grid.png" 2>&1 | tail -3
     rm -f "$out"/run-*/training-state-*.safetensors "$out"/run-*/network-snapshot-*.safetensors
+fi
+# Benchmarks (docs/perf.md): every kernel against the measured ceilings, then DDPM++ training steps at
+# batch 64 (fp32 STF 1024 and DSM, TF32 STF, NCSN++ fp32 STF) and Heun-18 sampling at batch 256.
+# About 3 minutes on an H100; full outputs in $OUT/bench-*.log.
+if [ -x devrun/bench_kernels ]; then
+    ./devrun/bench_kernels 2>&1 | tee "$out/bench-kernels.log" | tail -32
+fi
+if [ -x devrun/bench_train ]; then
+    for run in "fp32-stf --mode fp32 --rbatch 1024" "fp32-dsm --mode fp32" "tf32-stf --mode tf32 --rbatch 1024" \
+               "ncsnpp-stf --arch ncsnpp --mode fp32 --rbatch 1024"; do
+        set -- $run
+        name=$1
+        shift
+        echo "== bench_train $*"
+        ./devrun/bench_train --device cuda --batch 64 --steps 30 "$@" 2>&1 | tee "$out/bench-train-$name.log" | tail -7
+    done
+fi
+if [ -x devrun/bench_sample ]; then
+    echo "== bench_sample Heun 18, batch 256"
+    ./devrun/bench_sample --device cuda --batch 256 --steps 18 2>&1 | tee "$out/bench-sample.log" | tail -6
 fi
 exit "$status"

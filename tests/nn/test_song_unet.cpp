@@ -50,3 +50,36 @@ TEST_CASE("NCSN++ has EDM's parameter count and tensor names") {
     CHECK(aug.num_parameters() == 56397827);
     CHECK(aug.state_dict().size() == 432);
 }
+
+TEST_CASE("forward FLOPs: DDPM++ at 32x32x3 is DESIGN.md's 42.4 GFLOP per image") {
+    SongUNetConfig c = SongUNetConfig::ddpmpp();
+    double gflop = forward_flops(c) / 1e9;
+    // DESIGN.md gives three digits: the count must round to 42.4 (within 0.12%).
+    CHECK(gflop >= 42.35);
+    CHECK(gflop < 42.45);
+    c.augment_dim = 9;  // the augmentation labels add one 9 x 128 linear layer
+    CHECK(forward_flops(c) / 1e9 - gflop == doctest::Approx(2 * 9 * 128 / 1e9));
+}
+
+TEST_CASE("forward FLOPs: a tiny SongUNet counted by hand") {
+    // One level at 4x4, 4 channels, one block, no attention resolutions, 1 image channel, embedding 4 wide.
+    SongUNetConfig c = SongUNetConfig::ddpmpp();
+    c.img_resolution = 4;
+    c.in_channels = c.out_channels = 1;
+    c.model_channels = 4;
+    c.channel_mult = {1};
+    c.channel_mult_emb = 1;
+    c.num_blocks = 1;
+    c.attn_resolutions = {};
+    const double px = 16;                                  // output pixels of every convolution
+    double mapping = 2 * 4 * 4 + 2 * 4 * 4;                // map_layer0, map_layer1 (4 -> 4)
+    double conv_in = 2 * 1 * 4 * 9 * px;                   // enc.4x4_conv 1 -> 4, 3x3
+    double block = 2 * 4 * 4 * 9 * px * 2 + 2 * 4 * 4;    // conv0 and conv1 4 -> 4, affine
+    double attention = 2 * 4 * 12 * px + 2 * (2 * px * px * 4) + 2 * 4 * 4 * px;  // qkv, two products, proj
+    double wide = 2 * 8 * 4 * 9 * px + 2 * 4 * 4 + 2 * 4 * 4 * 9 * px + 2 * 8 * 4 * px;  // 8 -> 4 with a 1x1 skip
+    double aux = 2 * 4 * 1 * 9 * px;                       // dec.4x4_aux_conv 4 -> 1
+    // Encoder: conv, block0. Decoder: in0 (always attends), in1, block0 and block1 (each 4 + 4 skip channels).
+    double expected = mapping + conv_in + block + (block + attention) + block + 2 * wide + aux;
+    CHECK(expected == 66016);
+    CHECK(forward_flops(c) == expected);
+}

@@ -1,0 +1,609 @@
+// bench_kernels: every hand-written kernel of cuda/kernels.h, checked against its CPU twin
+// (tensor/cpu/kernels.h) run in float64 on the same inputs, timed, and set against a measured ceiling,
+// in one table.
+//
+// For each kernel we count the fewest bytes it must move (each input read once, each output written
+// once) or, for the STF distances, its arithmetic; bytes over the measured copy bandwidth (or FLOPs over
+// the measured sgemm rate) is the floor, and the "% of peak" column says how close the kernel gets.
+// Ceilings: a device-to-device copy of a large buffer (bytes read + bytes written) and a large float32
+// GEMM through cuBLAS (TF32 off). Without a GPU the float32 CPU twins are timed instead, against a
+// parallel memcpy and OpenBLAS's sgemm, and checked against the float64 twins.
+//
+// Exact kernels (copies, conversions, blitting, Bernoulli draws) are checked against the float32 twin.
+//
+// Timing: warm-up calls first, then 5 timings of --reps back-to-back calls (CUDA events on stf's
+// stream; a host clock on the CPU); the median is reported (for the two ceilings, the best). Outputs
+// are poisoned with NaN before the checked call, so an element the kernel forgot to write shows up as
+// a NaN error.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "apps/common/flags.h"
+#include "cuda/augment_math.h"
+#include "cuda/kernels.h"
+#include "cuda/runtime.h"
+#include "tensor/cpu/kernels.h"
+#include "tensor/tensor.h"
+
+#if STF_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+using namespace stf;
+
+namespace {
+
+const char* kUsage = R"(usage: bench_kernels [--size S] [--reps N] [--filter TEXT] [--device cpu|cuda]
+
+Runs each hand-written CUDA kernel and its CPU twin on the same random inputs, reports the relative
+error ||out - ref|| / ||ref|| against the float64 CPU twin, the time per call, the bytes moved (or FLOPs)
+and the achieved GB/s (or TFLOP/s) as a share of the measured copy bandwidth (or sgemm rate). Without a
+GPU (or with --device cpu) the float32 CPU twins are timed instead. Exits 1 if a kernel misses the
+tolerance 1e-5.
+
+  --size S      scale of every problem (default 1 on CUDA: 2^26 floats, 256 MiB per elementwise buffer,
+                far beyond the H100's 50 MiB L2; 1/16 on the CPU)
+  --reps N      calls per timing (default 20 on CUDA, 2 on the CPU); 5 timings, median reported
+  --filter TEXT only kernels whose name contains TEXT
+  --device      cuda (default when a GPU is usable) or cpu
+)";
+
+constexpr double kTolerance = 1e-5;
+bool g_gpu = false;
+
+// Calls the CUDA kernel on the GPU, else the float32 CPU twin; both take the same pointers.
+#if STF_WITH_CUDA
+#define TWIN(fn, ...) (g_gpu ? cuda::fn(__VA_ARGS__) : cpu::fn<float>(__VA_ARGS__))
+#else
+#define TWIN(fn, ...) cpu::fn<float>(__VA_ARGS__)
+#endif
+
+// ---- buffers on the device under test --------------------------------------------------------------
+
+// Device memory on the GPU, host memory on the CPU; same interface either way.
+class Buf {
+public:
+    explicit Buf(size_t bytes) : bytes_(bytes) {
+        if (g_gpu) ptr_ = cuda::malloc(bytes);
+        else host_.resize(bytes), ptr_ = host_.data();
+    }
+    ~Buf() {
+        if (g_gpu && ptr_) cuda::free(ptr_);
+    }
+    Buf(Buf&& o) noexcept : bytes_(o.bytes_), ptr_(o.ptr_), host_(std::move(o.host_)) { o.ptr_ = nullptr; }
+    Buf(const Buf&) = delete;
+    Buf& operator=(const Buf&) = delete;
+    template <class T> static Buf of(const std::vector<T>& v) {
+        Buf b(v.size() * sizeof(T));
+        b.upload(v.data());
+        return b;
+    }
+    template <class T = float> T* as() const { return static_cast<T*>(ptr_); }
+    float* f() const { return as<float>(); }
+    void upload(const void* src) {
+        if (g_gpu) cuda::copy_host_to_device(ptr_, src, bytes_);
+        else std::memcpy(ptr_, src, bytes_);
+    }
+    template <class T = float> std::vector<T> download() const {
+        std::vector<T> v(bytes_ / sizeof(T));
+        if (g_gpu) cuda::copy_device_to_host(v.data(), ptr_, bytes_);
+        else std::memcpy(v.data(), ptr_, bytes_);
+        return v;
+    }
+    // All bytes 0xFF: NaN as float32 and as bfloat16.
+    void poison() {
+        std::vector<unsigned char> nan(bytes_, 0xFF);
+        upload(nan.data());
+    }
+
+private:
+    size_t bytes_;
+    void* ptr_ = nullptr;
+    std::vector<unsigned char> host_;
+};
+
+// ---- inputs, references, errors ----------------------------------------------------------------------
+
+uint64_t g_offset = 0;  // a fresh Philox stream for every input
+
+std::vector<float> uniform_floats(int64_t n, float lo = -1, float hi = 1) {
+    std::vector<float> v(static_cast<size_t>(n));
+    cpu::uniform<float>(n, v.data(), lo, hi, 2024, g_offset++);
+    return v;
+}
+
+std::vector<double> to_f64(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+// ||got - ref|| / ||ref|| (0 when both are 0); NaN anywhere in got gives NaN.
+double rel_error(const std::vector<float>& got, const std::vector<double>& ref) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        double d = static_cast<double>(got[i]) - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+StridedLayout contiguous_layout(std::vector<int64_t> sizes) {
+    StridedLayout l;
+    l.ndim = static_cast<int>(sizes.size());
+    int64_t stride = 1;
+    for (int d = l.ndim - 1; d >= 0; --d) l.sizes[d] = sizes[d], l.strides[d] = stride, stride *= sizes[d];
+    return l;
+}
+
+// ---- timing ----------------------------------------------------------------------------------------
+
+// Median over 5 timings of `reps` back-to-back calls, in milliseconds per call; with `best`, the fastest
+// timing (for the ceilings, which are what the device can do at best).
+double time_ms(const std::function<void()>& run, int reps, bool best = false) {
+    for (int i = 0; i < 2; ++i) run();  // warm-up: first-launch costs, page faults, thread pool
+    std::vector<double> per_call;
+    for (int t = 0; t < 5; ++t) {
+#if STF_WITH_CUDA
+        if (g_gpu) {
+            auto stream = static_cast<cudaStream_t>(cuda::stream());
+            cudaEvent_t start, stop;
+            cudaEventCreate(&start);
+            cudaEventCreate(&stop);
+            cudaEventRecord(start, stream);
+            for (int i = 0; i < reps; ++i) run();
+            cudaEventRecord(stop, stream);
+            STF_CHECK(cudaEventSynchronize(stop) == cudaSuccess, "CUDA error while timing: "
+                                                                     << cudaGetErrorString(cudaGetLastError()));
+            float ms = 0;
+            cudaEventElapsedTime(&ms, start, stop);
+            cudaEventDestroy(start);
+            cudaEventDestroy(stop);
+            per_call.push_back(ms / reps);
+            continue;
+        }
+#endif
+        auto start = std::chrono::steady_clock::now();
+        for (int i = 0; i < reps; ++i) run();
+        per_call.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() /
+                           reps);
+    }
+    std::sort(per_call.begin(), per_call.end());
+    return best ? per_call[0] : per_call[2];
+}
+
+// ---- the table -------------------------------------------------------------------------------------
+
+struct Row {
+    std::string kernel, shape;
+    double err = 0, ms = 0, bytes = 0, flops = 0;  // per call; flops > 0 rates the row by arithmetic
+};
+
+struct Bench {
+    double size = 1;
+    int reps = 20;
+    std::string filter;
+    double peak_gbs = 0, peak_tflops = 0;  // measured ceilings
+    std::vector<Row> rows;
+
+    bool wants(const std::string& kernel) const { return kernel.find(filter) != std::string::npos; }
+    // Elements per elementwise buffer: 2^26 x size, a multiple of 4096, at least 2^16 so every shape below is whole.
+    int64_t elems() const { return std::max<int64_t>(1 << 16, static_cast<int64_t>(size * (int64_t{1} << 26))) / 4096 * 4096; }
+
+    // Poisons the outputs, runs once and checks with `error`, then times `run`.
+    void measure(Row row, std::vector<Buf*> outputs, const std::function<void()>& run,
+                 const std::function<double()>& error) {
+        for (Buf* out : outputs) out->poison();
+        run();
+        row.err = error();
+        row.ms = time_ms(run, reps);
+        rows.push_back(row);
+        print(rows.back());
+    }
+
+    static void header() {
+        std::printf("%-30s %-22s %9s %4s %10s %10s %16s %7s\n", "kernel", "shape", "rel err", "ok", "us/call",
+                    "moved", "achieved", "% peak");
+    }
+    void print(const Row& r) const {
+        bool ok = r.err <= kTolerance;  // false for NaN
+        char moved[32], rate[32];
+        double share;
+        if (r.flops > 0) {
+            std::snprintf(moved, sizeof(moved), "%.2f GF", r.flops / 1e9);
+            double tflops = r.flops / (r.ms / 1e3) / 1e12;
+            std::snprintf(rate, sizeof(rate), "%.3g TFLOP/s", tflops);
+            share = 100 * tflops / peak_tflops;
+        } else {
+            std::snprintf(moved, sizeof(moved), "%.1f MB", r.bytes / 1e6);
+            double gbs = r.bytes / (r.ms / 1e3) / 1e9;
+            std::snprintf(rate, sizeof(rate), "%.0f GB/s", gbs);
+            share = 100 * gbs / peak_gbs;
+        }
+        std::printf("%-30s %-22s %9.2e %4s %10.1f %10s %16s %6.1f%%\n", r.kernel.c_str(), r.shape.c_str(), r.err,
+                    ok ? "ok" : "FAIL", r.ms * 1e3, moved, rate, share);
+        std::fflush(stdout);
+    }
+};
+
+std::string dims(std::initializer_list<int64_t> d) {
+    std::string s;
+    for (int64_t v : d) s += (s.empty() ? "" : "x") + std::to_string(v);
+    return s;
+}
+
+// ---- ceilings --------------------------------------------------------------------------------------
+
+// Copy bandwidth: (bytes read + bytes written) per second of a large buffer copy.
+double measure_copy_gbs(Bench& b) {
+    const int64_t n = b.elems();
+    Buf src = Buf::of(uniform_floats(n)), dst(n * sizeof(float));
+    const size_t bytes = n * sizeof(float);
+    double ms = time_ms(
+        [&] {
+            if (g_gpu) {
+                cuda::copy_device_to_device(dst.f(), src.f(), bytes);
+                return;
+            }
+            // Both cores copy, as the OpenMP CPU twins run.
+            const int64_t chunks = 64, per = n / chunks;
+#pragma omp parallel for schedule(static)
+            for (int64_t c = 0; c < chunks; ++c) std::memcpy(dst.f() + c * per, src.f() + c * per, per * sizeof(float));
+        },
+        b.reps, true);
+    return 2.0 * bytes / (ms / 1e3) / 1e9;
+}
+
+// float32 GEMM rate of a large square product (cuBLAS with TF32 off, or OpenBLAS).
+double measure_sgemm_tflops(Bench& b) {
+    const int64_t n = g_gpu ? 8192 : 1024;
+    Buf a = Buf::of(uniform_floats(n * n)), c(n * n * sizeof(float));
+    double ms = time_ms([&] { TWIN(gemm, false, false, n, n, n, 1.0f, a.f(), n, a.f(), n, 0.0f, c.f(), n, 1, 0, 0, 0); },
+                        std::max(1, b.reps / 4), true);
+    return 2.0 * n * n * n / (ms / 1e3) / 1e12;
+}
+
+// ---- the kernels -----------------------------------------------------------------------------------
+
+void elementwise_cases(Bench& b) {
+    const int64_t n = b.elems();
+    const std::string shape = dims({n});
+    const StridedLayout flat = contiguous_layout({n});
+    if (b.wants("fill")) {
+        Buf out(n * 4);
+        std::vector<double> ref(n);
+        cpu::fill<double>(n, ref.data(), 0.5);
+        b.measure({"fill", shape, 0, 0, 4.0 * n}, {&out}, [&] { TWIN(fill, n, out.f(), 0.5f); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+    struct U {
+        const char* name;
+        UnaryOp op;
+    };
+    for (U u : {U{"unary silu", UnaryOp::Silu}, U{"unary exp", UnaryOp::Exp}}) {
+        if (!b.wants(u.name)) continue;
+        std::vector<float> x = uniform_floats(n, -4, 4);
+        std::vector<double> ref(n);
+        cpu::unary<double>(u.op, n, ref.data(), to_f64(x).data(), flat, 0, 0);
+        Buf in = Buf::of(x), out(n * 4);
+        b.measure({u.name, shape, 0, 0, 8.0 * n}, {&out}, [&] { TWIN(unary, u.op, n, out.f(), in.f(), flat, 0, 0); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+    if (b.wants("unary identity, transposed")) {
+        // Reads a [rows, cols] matrix column by column: the strided path of every elementwise kernel.
+        const int64_t rows = 4096, cols = n / rows;
+        StridedLayout t = contiguous_layout({cols, rows});
+        t.strides[0] = 1, t.strides[1] = cols;
+        std::vector<float> x = uniform_floats(n);
+        std::vector<double> ref(n);
+        cpu::unary<double>(UnaryOp::Identity, n, ref.data(), to_f64(x).data(), t, 0, 0);
+        Buf in = Buf::of(x), out(n * 4);
+        b.measure({"unary identity, transposed", dims({rows, cols}) + "^T", 0, 0, 8.0 * n}, {&out},
+                  [&] { TWIN(unary, UnaryOp::Identity, n, out.f(), in.f(), t, 0, 0); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+    struct B {
+        const char* name;
+        BinaryOp op;
+        double alpha;
+    };
+    for (B op : {B{"binary add", BinaryOp::Add, 0}, B{"binary add_scaled", BinaryOp::AddScaled, -0.01}}) {
+        if (!b.wants(op.name)) continue;
+        std::vector<float> x = uniform_floats(n), y = uniform_floats(n);
+        std::vector<double> ref(n);
+        cpu::binary<double>(op.op, n, ref.data(), to_f64(x).data(), flat, to_f64(y).data(), flat, op.alpha, 0);
+        Buf bx = Buf::of(x), by = Buf::of(y), out(n * 4);
+        b.measure({op.name, shape, 0, 0, 12.0 * n}, {&out},
+                  [&] { TWIN(binary, op.op, n, out.f(), bx.f(), flat, by.f(), flat, op.alpha, 0); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+    if (b.wants("binary mul, channel broadcast")) {
+        // [batch, 256, 1024] times [1, 256, 1]: a per-channel scale, as a bias or a norm's gamma.
+        const int64_t c = 256, hw = 1024, batch = std::max<int64_t>(1, n / (c * hw)), n = batch * c * hw;
+        StridedLayout lx = contiguous_layout({batch, c, hw}), lc = contiguous_layout({batch, c, hw});
+        lc.strides[0] = 0, lc.strides[1] = 1, lc.strides[2] = 0;
+        std::vector<float> x = uniform_floats(n), s = uniform_floats(c);
+        std::vector<double> ref(n);
+        cpu::binary<double>(BinaryOp::Mul, n, ref.data(), to_f64(x).data(), lx, to_f64(s).data(), lc, 0, 0);
+        Buf bx = Buf::of(x), bs = Buf::of(s), out(n * 4);
+        b.measure({"binary mul, channel broadcast", dims({batch, c, hw}), 0, 0, 8.0 * n + 4.0 * c}, {&out},
+                  [&] { TWIN(binary, BinaryOp::Mul, n, out.f(), bx.f(), lx, bs.f(), lc, 0, 0); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+    if (b.wants("where")) {
+        std::vector<float> cond = uniform_floats(n, 0, 1), x = uniform_floats(n), y = uniform_floats(n);
+        for (float& v : cond) v = v < 0.5f ? 0.0f : 1.0f;
+        std::vector<double> ref(n);
+        cpu::where<double>(n, ref.data(), to_f64(cond).data(), flat, to_f64(x).data(), flat, to_f64(y).data(), flat);
+        Buf bc = Buf::of(cond), bx = Buf::of(x), by = Buf::of(y), out(n * 4);
+        b.measure({"where", shape, 0, 0, 16.0 * n}, {&out},
+                  [&] { TWIN(where, n, out.f(), bc.f(), flat, bx.f(), flat, by.f(), flat); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+}
+
+// Copies and conversions are exact: the reference is the CPU twin itself.
+void copy_cases(Bench& b) {
+    const int64_t n = b.elems();
+    if (b.wants("copy_strided, transpose")) {
+        const int64_t rows = 4096, cols = n / rows;
+        StridedLayout src = contiguous_layout({cols, rows}), dst = contiguous_layout({cols, rows});
+        src.strides[0] = 1, src.strides[1] = cols;
+        std::vector<float> x = uniform_floats(n), ref(n);
+        cpu::copy_strided(n, 4, ref.data(), dst, x.data(), src);
+        Buf in = Buf::of(x), out(n * 4);
+        b.measure({"copy_strided, transpose", dims({rows, cols}) + "^T", 0, 0, 8.0 * n}, {&out},
+                  [&] {
+#if STF_WITH_CUDA
+                      if (g_gpu) return cuda::copy_strided(n, 4, out.f(), dst, in.f(), src);
+#endif
+                      cpu::copy_strided(n, 4, out.f(), dst, in.f(), src);
+                  },
+                  [&] { return rel_error(out.download(), to_f64(ref)); });
+    }
+    const int f32 = static_cast<int>(DType::F32), bf16 = static_cast<int>(DType::BF16);
+    std::vector<float> x = uniform_floats(n, -100, 100);
+    std::vector<uint16_t> h(n);
+    cpu::convert(n, h.data(), bf16, x.data(), f32);
+    if (b.wants("f32_to_bf16")) {
+        std::vector<float> ref(n);
+        cpu::convert(n, ref.data(), f32, h.data(), bf16);
+        Buf in = Buf::of(x), out(n * 2);
+        b.measure({"f32_to_bf16", dims({n}), 0, 0, 6.0 * n}, {&out},
+                  [&] {
+#if STF_WITH_CUDA
+                      if (g_gpu) return cuda::f32_to_bf16(n, out.as<uint16_t>(), in.f());
+#endif
+                      cpu::convert(n, out.as<uint16_t>(), bf16, in.f(), f32);
+                  },
+                  [&] {
+                      std::vector<uint16_t> got = out.download<uint16_t>();
+                      std::vector<float> back(n);
+                      cpu::convert(n, back.data(), f32, got.data(), bf16);
+                      return rel_error(back, to_f64(ref));
+                  });
+    }
+    if (b.wants("bf16_to_f32")) {
+        std::vector<float> ref(n);
+        cpu::convert(n, ref.data(), f32, h.data(), bf16);
+        Buf in = Buf::of(h), out(n * 4);
+        b.measure({"bf16_to_f32", dims({n}), 0, 0, 6.0 * n}, {&out},
+                  [&] {
+#if STF_WITH_CUDA
+                      if (g_gpu) return cuda::bf16_to_f32(n, out.f(), in.as<uint16_t>());
+#endif
+                      cpu::convert(n, out.f(), f32, in.as<uint16_t>(), bf16);
+                  },
+                  [&] { return rel_error(out.download(), to_f64(ref)); });
+    }
+}
+
+void reduce_cases(Bench& b) {
+    const int64_t n = b.elems();
+    struct R {
+        const char* name;
+        ReduceOp op;
+        int64_t outer, r, inner;
+    };
+    // Rows of 1024 (a loss per image), the middle axis (a max over channels), the batch axis (bias gradients).
+    for (R c : {R{"reduce sum, last axis", ReduceOp::Sum, n / 1024, 1024, 1},
+                R{"reduce max, middle axis", ReduceOp::Max, 64, 256, n / (64 * 256)},
+                R{"reduce sum, first axis", ReduceOp::Sum, 1, 256, n / 256}}) {
+        if (!b.wants(c.name)) continue;
+        std::vector<float> x = uniform_floats(n);
+        std::vector<double> ref(c.outer * c.inner);
+        cpu::reduce<double>(c.op, c.outer, c.r, c.inner, ref.data(), to_f64(x).data());
+        Buf in = Buf::of(x), out(c.outer * c.inner * 4);
+        b.measure({c.name, dims({c.outer, c.r, c.inner}), 0, 0, 4.0 * (n + c.outer * c.inner)}, {&out},
+                  [&] { TWIN(reduce, c.op, c.outer, c.r, c.inner, out.f(), in.f()); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+}
+
+void softmax_cases(Bench& b) {
+    // Rows of 256: attention over the 16x16 pixels of DDPM++.
+    const int64_t cols = 256, rows = b.elems() / cols, n = rows * cols;
+    std::vector<float> x = uniform_floats(n, -8, 8), y(n), dy = uniform_floats(n);
+    cpu::softmax_rows<float>(rows, cols, y.data(), x.data(), false);
+    if (b.wants("softmax_rows")) {
+        std::vector<double> ref(n);
+        cpu::softmax_rows<double>(rows, cols, ref.data(), to_f64(x).data(), false);
+        Buf in = Buf::of(x), out(n * 4);
+        b.measure({"softmax_rows", dims({rows, cols}), 0, 0, 8.0 * n}, {&out},
+                  [&] { TWIN(softmax_rows, rows, cols, out.f(), in.f(), false); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+    if (b.wants("softmax_rows_backward")) {
+        std::vector<double> ref(n);
+        cpu::softmax_rows_backward<double>(rows, cols, ref.data(), to_f64(dy).data(), to_f64(y).data(), false);
+        Buf bdy = Buf::of(dy), by = Buf::of(y), out(n * 4);
+        b.measure({"softmax_rows_backward", dims({rows, cols}), 0, 0, 12.0 * n}, {&out},
+                  [&] { TWIN(softmax_rows_backward, rows, cols, out.f(), bdy.f(), by.f(), false); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+}
+
+void group_norm_cases(Bench& b) {
+    // DDPM++'s 32x32 activations: 256 channels in 32 groups, batch from --size.
+    const int64_t c = 256, hw = 1024, g = 32, batch = std::max<int64_t>(1, b.elems() / (c * hw)), n = batch * c * hw;
+    const std::string shape = dims({batch, c, hw}) + " g" + std::to_string(g);
+    std::vector<float> x = uniform_floats(n, -2, 3), gamma = uniform_floats(c, 0.5, 1.5), beta = uniform_floats(c);
+    std::vector<double> xd = to_f64(x), gd = to_f64(gamma), bd = to_f64(beta);
+    std::vector<double> y(n), mean(batch * g), rstd(batch * g);
+    cpu::group_norm_forward<double>(batch, c, hw, g, 1e-6, xd.data(), gd.data(), bd.data(), y.data(), mean.data(),
+                                    rstd.data());
+    Buf bx = Buf::of(x), bg = Buf::of(gamma), bb = Buf::of(beta), out(n * 4), bm(batch * g * 4), br(batch * g * 4);
+    if (b.wants("group_norm_forward")) {
+        b.measure({"group_norm_forward", shape, 0, 0, 8.0 * n}, {&out, &bm, &br},
+                  [&] { TWIN(group_norm_forward, batch, c, hw, g, 1e-6f, bx.f(), bg.f(), bb.f(), out.f(), bm.f(), br.f()); },
+                  [&] { return std::max(rel_error(out.download(), y), rel_error(br.download(), rstd)); });
+    }
+    if (b.wants("group_norm_backward")) {
+        std::vector<float> dy = uniform_floats(n);
+        std::vector<double> dx(n), dgamma(c), dbeta(c);
+        cpu::group_norm_backward<double>(batch, c, hw, g, xd.data(), gd.data(), mean.data(), rstd.data(),
+                                         to_f64(dy).data(), dx.data(), dgamma.data(), dbeta.data());
+        std::vector<float> mean_f(mean.begin(), mean.end()), rstd_f(rstd.begin(), rstd.end());
+        bm.upload(mean_f.data());
+        br.upload(rstd_f.data());
+        Buf bdy = Buf::of(dy), bdg(c * 4), bdb(c * 4);
+        b.measure({"group_norm_backward", shape, 0, 0, 12.0 * n}, {&out, &bdg, &bdb},
+                  [&] {
+                      TWIN(group_norm_backward, batch, c, hw, g, bx.f(), bg.f(), bm.f(), br.f(), bdy.f(), out.f(),
+                           bdg.f(), bdb.f());
+                  },
+                  [&] {
+                      return std::max({rel_error(out.download(), dx), rel_error(bdg.download(), dgamma),
+                                       rel_error(bdb.download(), dbeta)});
+                  });
+    }
+}
+
+void random_cases(Bench& b) {
+    const int64_t n = b.elems();
+    const uint64_t seed = 5, offset = 77;
+    if (b.wants("uniform")) {
+        std::vector<double> ref(n);
+        cpu::uniform<double>(n, ref.data(), -1, 1, seed, offset);
+        Buf out(n * 4);
+        b.measure({"uniform", dims({n}), 0, 0, 4.0 * n}, {&out}, [&] { TWIN(uniform, n, out.f(), -1.0f, 1.0f, seed, offset); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+    if (b.wants("normal")) {
+        std::vector<double> ref(n);
+        cpu::normal<double>(n, ref.data(), 0, 1, seed, offset);
+        Buf out(n * 4);
+        b.measure({"normal", dims({n}), 0, 0, 4.0 * n}, {&out}, [&] { TWIN(normal, n, out.f(), 0.0f, 1.0f, seed, offset); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+    if (b.wants("bernoulli")) {
+        // 0 or 1 from a threshold: the float32 twin is the reference (float64 may round across it).
+        std::vector<float> ref(n);
+        cpu::bernoulli<float>(n, ref.data(), 0.87, seed, offset);
+        Buf out(n * 4);
+        b.measure({"bernoulli", dims({n}), 0, 0, 4.0 * n}, {&out}, [&] { TWIN(bernoulli, n, out.f(), 0.87f, seed, offset); },
+                  [&] { return rel_error(out.download(), to_f64(ref)); });
+    }
+}
+
+void stf_cases(Bench& b) {
+    if (!b.wants("sq_distances")) return;
+    // The STF target's distance GEMM at B 256, n 2048, d 3072 (fewer queries with a smaller --size).
+    const int64_t q = std::max<int64_t>(16, static_cast<int64_t>(256 * b.size)), n = 2048, d = 3072;
+    std::vector<float> y = uniform_floats(q * d), x = uniform_floats(n * d);
+    std::vector<double> ref(q * n);
+    cpu::sq_distances<double>(q, n, d, to_f64(y).data(), to_f64(x).data(), ref.data());
+    Buf by = Buf::of(y), bx = Buf::of(x), out(q * n * 4);
+    // 3 FLOPs per (i, j, k): a difference and a multiply-add.
+    b.measure({"sq_distances", dims({q, n, d}), 0, 0, 4.0 * (q * d + n * d + q * n), 3.0 * q * n * d}, {&out},
+              [&] { TWIN(sq_distances, q, n, d, by.f(), bx.f(), out.f()); },
+              [&] { return rel_error(out.download(), ref); });
+}
+
+void augment_cases(Bench& b) {
+    // 16384 CIFAR images at size 1 (200 MB in and out, beyond L2); the training step's 1024 at the CPU's 1/16.
+    const int64_t images = std::max<int64_t>(64, static_cast<int64_t>(16384 * b.size)), c = 3, h = 32, w = 32, n = images * c * h * w;
+    const std::string shape = dims({images, c, h, w});
+    std::vector<float> x = uniform_floats(n);
+    if (b.wants("augment_blit")) {
+        // Blitting is exact: the float32 twin is the reference.
+        std::vector<int32_t> params(images * 5);
+        for (int64_t i = 0; i < images; ++i) {
+            int32_t p[5] = {int32_t(i % 2), int32_t(i / 2 % 2), int32_t(i / 4 % 2), int32_t(i % 7) - 3, int32_t(i % 5) - 2};
+            std::copy(p, p + 5, params.begin() + i * 5);
+        }
+        std::vector<float> ref(n);
+        cpu::augment_blit<float>(images, c, h, w, params.data(), x.data(), ref.data());
+        Buf bp = Buf::of(params), bx = Buf::of(x), out(n * 4);
+        b.measure({"augment_blit", shape, 0, 0, 8.0 * n}, {&out},
+                  [&] { TWIN(augment_blit, images, c, h, w, bp.as<int32_t>(), bx.f(), out.f()); },
+                  [&] { return rel_error(out.download(), to_f64(ref)); });
+    }
+    if (b.wants("augment_geometric")) {
+        // Each image rotated by its own small angle and scaled a little: every image is resampled.
+        std::vector<float> m(images * 9);
+        for (int64_t i = 0; i < images; ++i) {
+            double a = 0.3 * std::sin(static_cast<double>(i)), s = 1 + 0.1 * std::cos(static_cast<double>(i));
+            float g[9] = {float(s * std::cos(a)), float(-s * std::sin(a)), 0.5f, float(s * std::sin(a)), float(s * std::cos(a)),
+                          -0.25f, 0, 0, 1};
+            std::copy(g, g + 9, m.begin() + i * 9);
+        }
+        augment::Padding pad = augment::padding<float>(images, h, w, m.data());
+        std::vector<double> ref(n);
+        cpu::augment_geometric<double>(images, c, h, w, to_f64(m).data(), pad.x0, pad.y0, pad.x1, pad.y1,
+                                       to_f64(x).data(), ref.data());
+        Buf bm = Buf::of(m), bx = Buf::of(x), out(n * 4);
+        b.measure({"augment_geometric", shape, 0, 0, 8.0 * n}, {&out},
+                  [&] { TWIN(augment_geometric, images, c, h, w, bm.f(), pad.x0, pad.y0, pad.x1, pad.y1, bx.f(), out.f()); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    return apps::run_program("bench_kernels", argc, argv, kUsage, [&](apps::Flags& f) {
+        Device device = Device::parse(f.str("device", cuda::available() ? "cuda" : "cpu"));
+        g_gpu = device.is_cuda();
+        STF_CHECK(!g_gpu || cuda::available(),
+                  "--device cuda: " << (cuda::built_with_cuda() ? "no CUDA device is available" : "stf was built without CUDA"));
+        Bench b;
+        b.size = f.real("size", g_gpu ? 1.0 : 1.0 / 16);
+        b.reps = static_cast<int>(f.integer("reps", g_gpu ? 20 : 2));
+        b.filter = f.str("filter", "");
+        f.check_all_used();
+        STF_CHECK(b.size > 0 && b.reps >= 1, "--size and --reps must be positive");
+
+        if (g_gpu) {
+            std::printf("bench_kernels: CUDA kernels on %s against their float64 CPU twins\n", cuda::device_name().c_str());
+        } else {
+            std::printf("bench_kernels: no GPU in use (%s): timing the float32 CPU twins against the float64 twins "
+                        "instead\n", cuda::available() ? "--device cpu" : cuda::built_with_cuda() ? "no CUDA device found"
+                                                                                                   : "built without CUDA");
+        }
+        b.peak_gbs = measure_copy_gbs(b);
+        b.peak_tflops = measure_sgemm_tflops(b);
+        std::printf("ceilings (measured): copy %.0f GB/s (read + write, %s); sgemm %.3g TFLOP/s (%s)\n",
+                    b.peak_gbs, g_gpu ? "cudaMemcpy device to device" : "parallel memcpy", b.peak_tflops,
+                    g_gpu ? "cuBLAS 8192^3, TF32 off" : "OpenBLAS 1024^3");
+        std::printf("size %g: %lld floats per elementwise buffer; %d calls per timing, median of 5\n\n", b.size,
+                    (long long)b.elems(), b.reps);
+        Bench::header();
+        elementwise_cases(b);
+        copy_cases(b);
+        reduce_cases(b);
+        softmax_cases(b);
+        group_norm_cases(b);
+        random_cases(b);
+        stf_cases(b);
+        augment_cases(b);
+        int failed = 0;
+        for (const Row& r : b.rows) failed += !(r.err <= kTolerance);
+        std::printf("\n%zu kernels, %d over the tolerance %.0e\n", b.rows.size(), failed, kTolerance);
+        STF_CHECK(failed == 0, failed << " kernel(s) disagree with their float64 CPU twin");
+    });
+}

@@ -1,0 +1,174 @@
+// bench_train: times full EDM training steps (DSM or STF) of DDPM++/NCSN++ on random images, the step
+// that apps/common/trainer.cpp takes, and puts the time beside the arithmetic it must do.
+//
+// Arithmetic: a training step is about 3 forward passes (forward, backward to the activations, backward
+// to the weights), so FLOPs per step = 3 x nn::forward_flops(config) x batch. Achieved TFLOP/s over the
+// arithmetic limit is how close the step is to the floor; the rest is elementwise and normalisation
+// traffic, launch gaps and the host.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "apps/common/bench.h"
+#include "cuda/runtime.h"
+#include "diffusion/augment.h"
+#include "diffusion/loss.h"
+#include "diffusion/stf_target.h"
+#include "nn/optim.h"
+
+using namespace stf;
+
+namespace {
+
+const char* kUsage = R"(usage: bench_train [options]
+
+Times full training steps (augmentation, loss, backward of the batch mean, NaN guard, Adam, EMA) on
+random images, as train_cifar takes them, and reports ms per step, img/s, achieved TFLOP/s and its share
+of the arithmetic limit, the STF target's share of the step and peak memory. The last line is
+"img/s: <number>".
+
+step
+  --batch N            images per step (default 64)
+  --rbatch N           STF with a reference batch of N images (>= --batch; its first --batch images are
+                       the batch); 0: DSM (default 0)
+  --augment P          EDM's augmentation with probability P every step, 9 augmentation labels (default
+                       0.12, as train_cifar; 0: off, no labels)
+  --mode fp32|tf32|bf16  arithmetic: fp32 with TF32 off (default), TF32 tensor cores (CUDA); bf16 is not
+                       implemented and fails
+  --steps N            timed steps (default 20)
+  --warmup N           untimed steps first (default 3)
+  --device cpu|cuda    (default cuda when a GPU is usable)
+  --peak-tflops T      arithmetic limit for the share (default: CUDA 67 fp32 / 495 tf32, NVIDIA's H100 SXM
+                       datasheet; CPU the measured sgemm rate)
+  --seed N             (default 0)
+)";
+
+double ms_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The STF target alone on the step's shapes (noisy batch, its noise levels, the reference batch), as
+// diffusion_loss computes it: mean ms over `reps` calls.
+double stf_target_ms(const Tensor& reference, int64_t batch, const diffusion::LossOptions& o, Device device, int reps) {
+    Generator gen(7);
+    diffusion::NoiseLevels levels = diffusion::sample_noise_levels(o, batch, gen, device);
+    Tensor y = ops::contiguous(ops::narrow(reference, 0, 0, batch));
+    Tensor noise = ops::randn(y.shape(), gen, DType::F32, device);
+    Tensor noisy = ops::add(y, ops::mul(noise, ops::reshape(levels.sigma, {batch, 1, 1, 1})));
+    diffusion::stf_target(noisy, levels.sigma, reference, o.stf_chunk);  // warm-up
+    apps::sync(device);
+    auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) diffusion::stf_target(noisy, levels.sigma, reference, o.stf_chunk);
+    apps::sync(device);
+    return ms_since(start) / reps;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string usage = std::string(kUsage) + apps::kNetworkFlagsUsage;
+    return apps::run_program("bench_train", argc, argv, usage.c_str(), [&](apps::Flags& f) {
+        nn::NetworkConfig config = apps::network_flags(f);
+        int64_t batch = f.integer("batch", 64), rbatch = f.integer("rbatch", 0);
+        double augment = f.real("augment", 0.12);
+        std::string mode = f.str("mode", "fp32");
+        int64_t steps = f.integer("steps", 20), warmup = f.integer("warmup", 3);
+        Device device = apps::bench_device(f);
+        double peak_flag = f.real("peak-tflops", 0);
+        uint64_t seed = static_cast<uint64_t>(f.integer("seed", 0));
+        f.check_all_used();
+        STF_CHECK(batch >= 1, "--batch must be positive, got " << batch);
+        STF_CHECK(rbatch == 0 || rbatch >= batch,
+                  "--rbatch " << rbatch << " is smaller than --batch " << batch << ": the reference batch must contain the batch");
+        STF_CHECK(augment >= 0 && augment <= 1, "--augment is a probability in [0, 1], got " << augment);
+        STF_CHECK(steps >= 1 && warmup >= 0, "--steps must be positive and --warmup not negative");
+        std::string mode_text = apps::set_math_mode(mode, device);
+        config.unet.augment_dim = augment > 0 ? 9 : 0;
+
+        // Ceilings first, before the network allocates, so their buffers stay out of the peak memory.
+        double gemm_tflops = apps::measure_gemm_tflops(device);
+        apps::Limit limit = apps::arithmetic_limit(peak_flag, mode, device, gemm_tflops);
+        if (device.is_cuda()) cuda::empty_cache(), cuda::reset_peak();
+
+        Generator init(seed);
+        std::shared_ptr<nn::Precond> net = nn::make_network(config, init), ema = nn::make_network(config, init);
+        net->to(device);
+        ema->to(device);
+        net->train();
+        ema->eval();
+        std::vector<Tensor> params = net->parameters();
+        nn::Adam adam(params, nn::AdamOptions{1e-4, 0.9, 0.999, 1e-8});
+        nn::Ema ema_update(params, ema->parameters());
+        diffusion::AugmentPipe pipe(diffusion::AugmentOptions::cifar10(augment));
+        diffusion::LossOptions loss_options;
+        loss_options.kind = config.precond;
+        loss_options.sigma_data = config.sigma_data;
+        Generator noise_gen(seed), dropout_gen(seed + 1000003), augment_gen(seed + 2000003), data_gen(seed + 3);
+
+        // Random images in [-1, 1], drawn once: the trainer's data loading (a host-to-device copy) is left out.
+        const nn::SongUNetConfig& u = config.unet;
+        const int64_t draw = rbatch > 0 ? rbatch : batch;
+        Tensor data = ops::to(ops::add_scalar(ops::mul_scalar(ops::rand({draw, u.in_channels, u.img_resolution,
+                                                                          u.img_resolution}, data_gen), 2), -1),
+                              device);
+
+        // One optimiser step as apps/common/trainer.cpp takes it with --batch-gpu equal to --batch.
+        double cur_nimg = 0;
+        auto step = [&] {
+            net->zero_grad();
+            Tensor images = data, labels;
+            if (augment > 0) {
+                diffusion::AugmentPipe::Result a = pipe.apply(data, augment_gen);
+                images = a.images;
+                labels = ops::contiguous(ops::narrow(a.labels, 0, 0, batch));
+            }
+            Tensor y = ops::contiguous(ops::narrow(images, 0, 0, batch));
+            diffusion::LossTerms terms = diffusion::diffusion_loss(*net, y, labels, rbatch > 0 ? images : Tensor(),
+                                                                   loss_options, noise_gen, dropout_gen);
+            backward(mul(sum(terms.loss), 1.0 / static_cast<double>(batch)));
+            terms.loss.to_vector();  // the trainer reads the per-image losses every round
+            nn::nan_to_num_grads(params);
+            adam.step(1e-4);
+            cur_nimg += static_cast<double>(batch);
+            ema_update.update(nn::Ema::beta(static_cast<double>(batch), cur_nimg, 500, 0.05));
+        };
+
+        std::printf("bench_train: %s, %lld parameters, %lldx%lldx%lld, %s%s, %s\n",
+                    u.embedding_type == "fourier" ? "NCSN++" : "DDPM++", (long long)net->num_parameters(),
+                    (long long)u.img_resolution, (long long)u.img_resolution, (long long)u.in_channels,
+                    device.str().c_str(), device.is_cuda() ? (" (" + cuda::device_name() + ")").c_str() : "",
+                    mode_text.c_str());
+        std::printf("step: batch %lld, %s, augment %g, dropout %g; %lld warm-up + %lld timed steps\n", (long long)batch,
+                    rbatch > 0 ? ("STF target, reference batch " + std::to_string(rbatch)).c_str() : "DSM target",
+                    augment, u.dropout, (long long)warmup, (long long)steps);
+        for (int64_t i = 0; i < warmup; ++i) step();
+        std::vector<double> ms;
+        for (int64_t i = 0; i < steps; ++i) {
+            apps::sync(device);
+            auto start = std::chrono::steady_clock::now();
+            step();
+            apps::sync(device);
+            ms.push_back(ms_since(start));
+        }
+        double mean_ms = 0;
+        for (double t : ms) mean_ms += t / static_cast<double>(ms.size());
+        double min_ms = *std::min_element(ms.begin(), ms.end());
+
+        double step_flops = 3 * nn::forward_flops(u) * static_cast<double>(batch);
+        double achieved = step_flops / (mean_ms / 1e3) / 1e12;
+        std::printf("FLOPs: forward %.2f GFLOP/image; step %.3f TFLOP (3 x forward x batch)\n",
+                    nn::forward_flops(u) / 1e9, step_flops / 1e12);
+        std::printf("limit: %.3g TFLOP/s (%s); measured %s GEMM: %.3g TFLOP/s\n", limit.tflops,
+                    limit.source.c_str(), mode.c_str(), gemm_tflops);
+        std::printf("ms/step: mean %.2f  min %.2f\n", mean_ms, min_ms);
+        std::printf("achieved: %.3g TFLOP/s = %.1f%% of the limit (%.1f%% of the measured GEMM)\n", achieved,
+                    100 * achieved / limit.tflops, 100 * achieved / gemm_tflops);
+        if (rbatch > 0) {
+            double target_ms = stf_target_ms(data, batch, loss_options, device, device.is_cuda() ? 20 : 3);
+            std::printf("STF target alone: %.3f ms = %.2f%% of the step\n", target_ms, 100 * target_ms / mean_ms);
+        }
+        std::printf("peak memory: %.2f GiB (%s)\n", apps::peak_memory_gib(device),
+                    device.is_cuda() ? "caching allocator, tensors only" : "process peak resident set");
+        std::printf("img/s: %.2f\n", static_cast<double>(batch) / (mean_ms / 1e3));
+    });
+}

@@ -1,0 +1,101 @@
+#include "apps/common/bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+
+#include "cuda/math_mode.h"
+#include "cuda/runtime.h"
+#include "tensor/ops.h"
+
+namespace stf::apps {
+
+const char* kNetworkFlagsUsage = R"(network (train_cifar's flags)
+  --arch ddpmpp|ncsnpp EDM's CIFAR-10 architectures (default ddpmpp)
+  --precond edm|vp|ve  preconditioning (default edm)
+  --cbase N            model_channels (default 128)
+  --cres 2,2,2         channel multiplier per resolution (default 2,2,2)
+  --blocks N           residual blocks per resolution (default 4)
+  --attn 16            attention resolutions (default 16)
+  --res R              image resolution (default 32)
+  --channels C         image channels (default 3)
+  --dropout P          dropout probability (default 0.13)
+)";
+
+nn::NetworkConfig network_flags(Flags& f) {
+    nn::NetworkConfig net = nn::NetworkConfig::preset(f.str("arch", "ddpmpp"));
+    net.precond = f.str("precond", "edm");
+    nn::SongUNetConfig& u = net.unet;
+    u.model_channels = f.integer("cbase", u.model_channels);
+    u.channel_mult = f.int_list("cres", u.channel_mult);
+    u.num_blocks = f.integer("blocks", u.num_blocks);
+    u.attn_resolutions = f.int_list("attn", u.attn_resolutions);
+    u.img_resolution = f.integer("res", 32);
+    u.in_channels = u.out_channels = f.integer("channels", 3);
+    u.dropout = f.real("dropout", 0.13);
+    STF_CHECK(u.in_channels >= 1, "--channels must be positive");
+    STF_CHECK(u.dropout >= 0 && u.dropout < 1, "--dropout must be in [0, 1)");
+    return net;
+}
+
+std::string set_math_mode(const std::string& mode, Device device) {
+    if (mode == "fp32") {
+        cuda::set_allow_tf32(false);
+        return "fp32 (TF32 off)";
+    }
+    if (mode == "tf32") {
+        STF_CHECK(device.is_cuda(), "--mode tf32 needs --device cuda (TF32 is a tensor-core mode)");
+        cuda::set_allow_tf32(true);
+        return "tf32 (cuBLAS and cuDNN on TF32 tensor cores)";
+    }
+    STF_CHECK(mode != "bf16", "--mode bf16: bfloat16 mixed-precision training is not implemented in stf yet "
+                              "(bfloat16 exists only as a storage dtype); use --mode fp32 or tf32");
+    throw Error("--mode '" + mode + "' (expected fp32, tf32 or bf16)");
+}
+
+double measure_gemm_tflops(Device device) {
+    const int64_t n = device.is_cuda() ? 8192 : 1024;  // fills an H100; about 30 ms on two CPU cores
+    Generator gen(1);
+    Tensor a = ops::randn({n, n}, gen, DType::F32, device), b = ops::randn({n, n}, gen, DType::F32, device);
+    ops::matmul(a, b);  // warm-up: handles, heuristics, thread pool
+    double best = 1e30;
+    for (int rep = 0; rep < 3; ++rep) {
+        sync(device);
+        auto start = std::chrono::steady_clock::now();
+        ops::matmul(a, b);
+        sync(device);
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    return 2.0 * n * n * n / best / 1e12;
+}
+
+Limit arithmetic_limit(double peak_tflops_flag, const std::string& mode, Device device, double measured_gemm_tflops) {
+    if (peak_tflops_flag > 0) return {peak_tflops_flag, "--peak-tflops"};
+    if (device.is_cuda())
+        return mode == "tf32" ? Limit{495, "H100 SXM dense TF32, NVIDIA datasheet"}
+                              : Limit{67, "H100 SXM fp32 FMA rate, NVIDIA datasheet"};
+    return {measured_gemm_tflops, "measured OpenBLAS sgemm 1024^3 on this CPU"};
+}
+
+double peak_memory_gib(Device device) {
+    if (device.is_cuda()) return static_cast<double>(cuda::allocator_stats().peak_allocated) / (1 << 30);
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line))
+        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1 << 20);  // kB -> GiB
+    return 0;
+}
+
+void sync(Device device) {
+    if (device.is_cuda()) cuda::synchronize();
+}
+
+Device bench_device(Flags& f) {
+    Device device = Device::parse(f.str("device", cuda::available() ? "cuda" : "cpu"));
+    STF_CHECK(!device.is_cuda() || cuda::available(),
+              "--device cuda: " << (cuda::built_with_cuda() ? "no CUDA device is available (use --device cpu)"
+                                                            : "stf was built without CUDA (use --device cpu)"));
+    return device;
+}
+
+}  // namespace stf::apps

@@ -1,0 +1,44 @@
+// What the benchmark programs (bench_train, bench_sample, bench_kernels) share: the network flags of
+// train_cifar, the arithmetic mode, the arithmetic limit a run is measured against, and peak memory.
+#pragma once
+#include <string>
+
+#include "apps/common/flags.h"
+#include "nn/network.h"
+
+namespace stf::apps {
+
+// train_cifar's model flags (--arch --precond --cbase --cres --blocks --attn --res --dropout) plus
+// --channels (image channels, default 3). Augmentation labels are left to the caller.
+nn::NetworkConfig network_flags(Flags& f);
+// The usage lines for network_flags().
+extern const char* kNetworkFlagsUsage;
+
+// --mode fp32|tf32|bf16: fp32 turns TF32 off, tf32 on (CUDA only); bf16 is not implemented and throws.
+// Returns a description such as "fp32 (TF32 off)".
+std::string set_math_mode(const std::string& mode, Device device);
+
+// The arithmetic limit a run's achieved rate is compared with, and where that number comes from.
+struct Limit {
+    double tflops = 0;
+    std::string source;
+};
+// --peak-tflops wins when given (> 0); otherwise on CUDA NVIDIA's H100 SXM datasheet (dense fp32 67
+// TFLOP/s, TF32 495), and on the CPU `measured_gemm_tflops` (measure_gemm_tflops below).
+Limit arithmetic_limit(double peak_tflops_flag, const std::string& mode, Device device, double measured_gemm_tflops);
+
+// Measured float32 GEMM rate (TFLOP/s) of a large square matrix product (cuBLAS or OpenBLAS), best of a
+// few repetitions after a warm-up, under the current math mode.
+double measure_gemm_tflops(Device device);
+
+// Peak memory so far: the caching allocator's high-water mark on CUDA, the process's peak resident set
+// (VmHWM) on the CPU.
+double peak_memory_gib(Device device);
+
+// Waits for the device (a no-op on the CPU) so a host clock reads finished work.
+void sync(Device device);
+
+// The device argument: --device, defaulting to cuda when a GPU is usable; cuda without one throws.
+Device bench_device(Flags& f);
+
+}  // namespace stf::apps

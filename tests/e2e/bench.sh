@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Smoke test of the benchmark programs on the CPU at tiny sizes: each runs, ends with "img/s: <positive
+# number>" (bench_train, bench_sample), every kernel agrees with its float64 twin (bench_kernels), and
+# bad modes fail clearly. Timings are not checked. Usage: bench.sh BUILD_DIR
+set -uo pipefail
+bin="$1"
+fails=0
+pass() { echo "ok: $1"; }
+fail() { echo "FAIL: $1"; fails=$((fails + 1)); }
+# The last line is "img/s: N" with N > 0.
+last_line_rate() {  # name, output
+    local last
+    last=$(tail -1 <<<"$2")
+    if [[ "$last" =~ ^img/s:\ ([0-9]+\.?[0-9]*)$ ]] && awk "BEGIN{exit !(${BASH_REMATCH[1]} > 0)}"; then
+        pass "$1: $last"
+    else
+        fail "$1: last line '$last'"
+    fi
+}
+tiny=(--device cpu --cbase 8 --cres 1,2 --blocks 1 --attn 8 --res 16 --channels 1)
+
+out=$("$bin/bench_train" "${tiny[@]}" --batch 4 --steps 2 --warmup 1 2>&1)
+last_line_rate "bench_train DSM" "$out"
+grep -q "^achieved: .* of the limit" <<<"$out" && pass "bench_train reports the share of the limit" || fail "no share: $out"
+out=$("$bin/bench_train" "${tiny[@]}" --batch 4 --rbatch 16 --augment 0 --steps 2 --warmup 1 2>&1)
+last_line_rate "bench_train STF" "$out"
+grep -q "^STF target alone: .* of the step" <<<"$out" && pass "bench_train reports the STF target's share" \
+    || fail "no STF share: $out"
+grep -q "^peak memory: " <<<"$out" && pass "bench_train reports peak memory" || fail "no peak memory: $out"
+
+out=$("$bin/bench_sample" "${tiny[@]}" --batch 2 --steps 2 2>&1)
+last_line_rate "bench_sample Heun" "$out"
+grep -q "3 network evaluations per batch" <<<"$out" && pass "Heun 2 steps: 3 evaluations" || fail "NFE: $out"
+out=$("$bin/bench_sample" "${tiny[@]}" --batch 2 --steps 2 --euler 2>&1)
+last_line_rate "bench_sample Euler" "$out"
+
+if out=$("$bin/bench_kernels" --device cpu --size 0.002 --reps 1 2>&1); then pass "bench_kernels"; else fail "bench_kernels: $out"; fi
+# Table rows carry "ok" or "FAIL" in the fourth column from the error; check the error column itself too.
+rows=$(grep -cE ' [0-9.]+e[-+][0-9]+ +(ok|FAIL) ' <<<"$out")
+bad=$(awk '{for (i = 1; i < NF; i++) if ($(i + 1) == "ok" || $(i + 1) == "FAIL") if ($i == "nan" || !($i + 0 <= 1e-5)) print}' \
+    <<<"$out" | grep -v "^kernel ")
+[ "$rows" -ge 20 ] && [ -z "$bad" ] && ! grep -q " FAIL " <<<"$out" && pass "bench_kernels: $rows kernels within 1e-5 of the float64 twin" \
+    || fail "bench_kernels rows $rows, over tolerance: $bad"
+
+for prog in bench_train bench_sample; do
+    if msg=$("$bin/$prog" "${tiny[@]}" --mode bf16 2>&1); then fail "$prog --mode bf16 exited 0"
+    else grep -q "not implemented" <<<"$msg" && pass "$prog --mode bf16 says it is not implemented" || fail "$prog bf16: $msg"; fi
+done
+if msg=$("$bin/bench_train" "${tiny[@]}" --batch 8 --rbatch 4 2>&1); then fail "rbatch < batch exited 0"
+else grep -q "smaller than --batch" <<<"$msg" && pass "rbatch < batch fails clearly" || fail "rbatch message: $msg"; fi
+
+echo "bench e2e: $fails failed"
+[ "$fails" -eq 0 ]
