@@ -77,15 +77,6 @@ Limit arithmetic_limit(double peak_tflops_flag, const std::string& mode, Device 
     return {measured_gemm_tflops, "measured OpenBLAS sgemm 1024^3 on this CPU"};
 }
 
-double peak_memory_gib(Device device) {
-    if (device.is_cuda()) return static_cast<double>(cuda::allocator_stats().peak_allocated) / (1 << 30);
-    std::ifstream status("/proc/self/status");
-    std::string line;
-    while (std::getline(status, line))
-        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1 << 20);  // kB -> GiB
-    return 0;
-}
-
 void sync(Device device) {
     if (device.is_cuda()) cuda::synchronize();
 }

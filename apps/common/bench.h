@@ -1,9 +1,10 @@
 // What the benchmark programs (bench_train, bench_sample, bench_kernels) share: the network flags of
-// train_cifar, the arithmetic mode, the arithmetic limit a run is measured against, and peak memory.
+// train_cifar, the arithmetic mode and the arithmetic limit a run is measured against.
 #pragma once
 #include <string>
 
 #include "apps/common/flags.h"
+#include "apps/common/progress.h"  // peak_memory_gib
 #include "nn/network.h"
 
 namespace stf::apps {
@@ -30,10 +31,6 @@ Limit arithmetic_limit(double peak_tflops_flag, const std::string& mode, Device 
 // Measured float32 GEMM rate (TFLOP/s) of a large square matrix product (cuBLAS or OpenBLAS), best of a
 // few repetitions after a warm-up, under the current math mode.
 double measure_gemm_tflops(Device device);
-
-// Peak memory so far: the caching allocator's high-water mark on CUDA, the process's peak resident set
-// (VmHWM) on the CPU.
-double peak_memory_gib(Device device);
 
 // Waits for the device (a no-op on the CPU) so a host clock reads finished work.
 void sync(Device device);

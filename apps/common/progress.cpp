@@ -5,8 +5,20 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+
+#include "cuda/runtime.h"
 
 namespace stf::apps {
+
+double peak_memory_gib(Device device) {
+    if (device.is_cuda()) return static_cast<double>(cuda::allocator_stats().peak_allocated) / (1 << 30);
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line))
+        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1 << 20);  // kB -> GiB
+    return 0;
+}
 
 namespace {
 

@@ -1,11 +1,17 @@
-// A one-line progress bar on stderr, redrawn in place with '\r'. It draws only when stderr is a terminal,
+// Progress reporting: a one-line progress bar on stderr, redrawn in place with '\r'. It draws only when stderr is a terminal,
 // so logs and pipes stay clean.
 #pragma once
 #include <chrono>
 #include <cstdint>
 #include <string>
 
+#include "tensor/tensor.h"
+
 namespace stf::apps {
+
+// Peak memory so far: the caching allocator's high-water mark on CUDA, the process's peak resident set
+// (VmHWM) on the CPU.
+double peak_memory_gib(Device device);
 
 class ProgressBar {
 public:

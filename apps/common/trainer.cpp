@@ -105,15 +105,6 @@ static std::string kimg_name(const char* prefix, double kimg) {
     return buf;
 }
 
-static double peak_memory_gib(Device device) {
-    if (device.is_cuda()) return static_cast<double>(cuda::allocator_stats().peak_allocated) / (1 << 30);
-    std::ifstream status("/proc/self/status");
-    std::string line;
-    while (std::getline(status, line))
-        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1 << 20);  // kB -> GiB
-    return 0;
-}
-
 // Progress lines on stdout and in log.txt; silent when given no path (ranks other than 0).
 class Log {
 public:

@@ -2,11 +2,8 @@
 # Smoke test of the benchmark programs on the CPU at tiny sizes: each runs, ends with "img/s: <positive
 # number>" (bench_train, bench_sample), every kernel agrees with its float64 twin (bench_kernels), and
 # bad modes fail clearly. Timings are not checked. Usage: bench.sh BUILD_DIR
-set -uo pipefail
 bin="$1"
-fails=0
-pass() { echo "ok: $1"; }
-fail() { echo "FAIL: $1"; fails=$((fails + 1)); }
+source "$(dirname "$0")/lib.sh"
 # The last line is "img/s: N" with N > 0.
 last_line_rate() {  # name, output
     local last
@@ -49,5 +46,4 @@ done
 if msg=$("$bin/bench_train" "${tiny[@]}" --batch 8 --rbatch 4 2>&1); then fail "rbatch < batch exited 0"
 else grep -q "smaller than --batch" <<<"$msg" && pass "rbatch < batch fails clearly" || fail "rbatch message: $msg"; fi
 
-echo "bench e2e: $fails failed"
-[ "$fails" -eq 0 ]
+finish "bench e2e"

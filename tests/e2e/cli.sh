@@ -1,19 +1,8 @@
 #!/usr/bin/env bash
 # End to end through the programs users run: train a tiny STF model on Fashion-MNIST, sample from its
 # snapshot to PNGs, a grid and .npy, and check the errors users meet. Usage: cli.sh BUILD_DIR
-set -uo pipefail
 bin="$1"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-pass() { echo "ok: $1"; }
-fail() { echo "FAIL: $1"; fails=$((fails + 1)); }
-expect_error() {  # name, expected text, command...
-    local name="$1" text="$2"
-    shift 2
-    if out=$("$@" 2>&1); then fail "$name: exited 0"; return; fi
-    if grep -qF -- "$text" <<<"$out"; then pass "$name"; else fail "$name: message lacks '$text': $out"; fi
-}
+source "$(dirname "$0")/lib.sh"
 data=/usr/share/datasets/fashion-mnist
 [ -d "$data" ] || { echo "Debian's dataset-fashion-mnist is not installed"; exit 1; }
 tiny=(--data "$data" --max-images 256 --cbase 8 --cres 1,2 --blocks 1 --attn 16 --batch 16 --batch-gpu 8
@@ -63,5 +52,4 @@ if "$bin/toy_stf" --dim 2 --modes 3 --steps 20 --batch 16 --rbatch 16,32 --seeds
     && pass "toy plots written" || fail "toy plots missing"
 expect_error "toy_stf --dim 1" "--dim must be in 2..64" "$bin/toy_stf" --dim 1 --outdir "$tmp/toy2"
 
-echo "e2e: $fails failed"
-[ "$fails" -eq 0 ]
+finish e2e

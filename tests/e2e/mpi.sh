@@ -3,13 +3,8 @@
 # weights of one process, whether the batch is split over ranks or into --batch-gpu rounds; STF's
 # global reference scope equals one process with the gathered reference batch; mismatched flags and a
 # stopped rank end the job with a message instead of a hang. Usage: mpi.sh BUILD_DIR
-set -uo pipefail
 bin="$1"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-pass() { echo "ok: $1"; }
-fail() { echo "FAIL: $1"; fails=$((fails + 1)); }
+source "$(dirname "$0")/lib.sh"
 data=/usr/share/datasets/fashion-mnist
 [ -d "$data" ] || { echo "Debian's dataset-fashion-mnist is not installed"; exit 1; }
 [ -f "$bin/libstf_dist.so" ] || { echo "no libstf_dist.so in $bin (MPI not found at build time)"; exit 1; }
@@ -100,5 +95,4 @@ else
     fail "stopped rank (rc $rc, ${took}s): $(tail -5 <<<"$out")"
 fi
 
-[ $fails -eq 0 ] && echo "mpi: all passed" || echo "mpi: $fails failed"
-exit $fails
+finish mpi
