@@ -27,6 +27,110 @@ struct Index {
     int64_t operator()(int64_t i) const { return flat ? i : layout.offset(i); }
 };
 
+// ---- walking several layouts of one shape, a row at a time ------------------------------------------
+// Layouts of the same sizes (an op's output shape) are walked as rows of their innermost dimension:
+// the row's start costs one div/mod walk, its elements a stride each. Dimensions that every layout
+// stores back to back are merged first, so a contiguous tensor is one long row, and a per-channel bias
+// ([1, C, 1, 1] broadcast to [N, C, H, W]) a row of H*W with stride 0: loops the compiler vectorises.
+template <int K> struct Rows {
+    StridedLayout layout[K];
+    int64_t length = 1, count = 1;  // elements per row, rows
+    int64_t stride(int k) const { return layout[k].ndim ? layout[k].strides[layout[k].ndim - 1] : 0; }
+    int64_t start(int k, int64_t row) const { return layout[k].ndim ? layout[k].offset(row * length) : 0; }
+};
+
+// Returns false when the layouts do not share their sizes (the caller then walks element by element).
+template <int K> bool make_rows(Rows<K>& r, const StridedLayout* const (&ls)[K]) {
+    const StridedLayout& first = *ls[0];
+    for (int k = 1; k < K; ++k) {
+        if (ls[k]->ndim != first.ndim) return false;
+        for (int d = 0; d < first.ndim; ++d)
+            if (ls[k]->sizes[d] != first.sizes[d]) return false;
+    }
+    for (int k = 0; k < K; ++k) r.layout[k].ndim = 0;
+    for (int d = 0; d < first.ndim; ++d) {
+        if (first.sizes[d] == 1) continue;  // size-1 dimensions move nothing
+        bool merge = r.layout[0].ndim > 0;
+        for (int k = 0; k < K && merge; ++k) {
+            const StridedLayout& l = r.layout[k];
+            merge = l.strides[l.ndim - 1] == ls[k]->strides[d] * ls[k]->sizes[d];
+        }
+        for (int k = 0; k < K; ++k) {
+            StridedLayout& l = r.layout[k];
+            if (merge) {
+                l.sizes[l.ndim - 1] *= ls[k]->sizes[d];
+                l.strides[l.ndim - 1] = ls[k]->strides[d];
+            } else {
+                l.sizes[l.ndim] = ls[k]->sizes[d];
+                l.strides[l.ndim] = ls[k]->strides[d];
+                ++l.ndim;
+            }
+        }
+    }
+    const StridedLayout& merged = r.layout[0];
+    r.length = merged.ndim ? merged.sizes[merged.ndim - 1] : 1;
+    r.count = merged.numel() / r.length;
+    return true;
+}
+
+// Calls body(row_index) over all rows, in parallel when the work is large.
+template <class F> void for_rows(int64_t count, int64_t length, F&& body) {
+#pragma omp parallel for schedule(static) if (count * length >= kParallelMin && count > 1)
+    for (int64_t row = 0; row < count; ++row) body(row);
+}
+
+// out[i] = f(x[i]) over a contiguous out and any layout of x.
+template <class T, class F> void map_unary(int64_t n, T* out, const T* x, const StridedLayout& lx, F f) {
+    if (n == 0) return;
+    Rows<1> r;
+    const StridedLayout* const ls[1] = {&lx};
+    make_rows(r, ls);
+    if (r.count == 1 && r.stride(0) == 1) {  // contiguous: split the one row over the threads
+        parallel_for(n, [&](int64_t i) { out[i] = f(x[i]); });
+        return;
+    }
+    const int64_t sx = r.stride(0), len = r.length;
+    for_rows(r.count, len, [&](int64_t row) {
+        const T* xs = x + r.start(0, row);
+        T* o = out + row * len;
+        if (sx == 1)
+            for (int64_t j = 0; j < len; ++j) o[j] = f(xs[j]);
+        else
+            for (int64_t j = 0; j < len; ++j) o[j] = f(xs[j * sx]);
+    });
+}
+
+// out[i] = f(a[i], b[i]) over a contiguous out and any layouts of a and b of out's shape.
+template <class T, class F>
+void map_binary(int64_t n, T* out, const T* a, const StridedLayout& la, const T* b, const StridedLayout& lb, F f) {
+    if (n == 0) return;
+    Rows<2> r;
+    const StridedLayout* const ls[2] = {&la, &lb};
+    if (!make_rows(r, ls)) {
+        Index ia(la), ib(lb);
+        parallel_for(n, [&](int64_t i) { out[i] = f(a[ia(i)], b[ib(i)]); });
+        return;
+    }
+    const int64_t sa = r.stride(0), sb = r.stride(1), len = r.length;
+    if (r.count == 1 && sa == 1 && sb == 1) {  // both contiguous: split the one row over the threads
+        parallel_for(n, [&](int64_t i) { out[i] = f(a[i], b[i]); });
+        return;
+    }
+    for_rows(r.count, len, [&](int64_t row) {
+        const T* as = a + r.start(0, row);
+        const T* bs = b + r.start(1, row);
+        T* o = out + row * len;
+        if (sa == 1 && sb == 1)
+            for (int64_t j = 0; j < len; ++j) o[j] = f(as[j], bs[j]);
+        else if (sa == 1 && sb == 0)  // e.g. a per-channel or per-sample operand
+            for (int64_t j = 0; j < len; ++j) o[j] = f(as[j], bs[0]);
+        else if (sa == 0 && sb == 1)
+            for (int64_t j = 0; j < len; ++j) o[j] = f(as[0], bs[j]);
+        else
+            for (int64_t j = 0; j < len; ++j) o[j] = f(as[j * sa], bs[j * sb]);
+    });
+}
+
 // Written as the CUDA kernel writes it (1 / (1 + exp(-x))), so float results agree to the ulp.
 template <class T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
@@ -125,12 +229,27 @@ void store(void* p, int dtype, int64_t i, double v) {
 
 template <class W>
 void copy_words(int64_t n, W* dst, const StridedLayout& ldst, const W* src, const StridedLayout& lsrc) {
-    Index id(ldst), is(lsrc);
-    if (id.flat && is.flat) {
+    if (n == 0) return;
+    Rows<2> r;
+    const StridedLayout* const ls[2] = {&ldst, &lsrc};
+    if (!make_rows(r, ls)) {
+        Index id(ldst), is(lsrc);
+        parallel_for(n, [&](int64_t i) { dst[id(i)] = src[is(i)]; });
+        return;
+    }
+    const int64_t sd = r.stride(0), ss = r.stride(1), len = r.length;
+    if (r.count == 1 && sd == 1 && ss == 1) {
         std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(W));
         return;
     }
-    parallel_for(n, [&](int64_t i) { dst[id(i)] = src[is(i)]; });
+    for_rows(r.count, len, [&](int64_t row) {
+        W* d = dst + r.start(0, row);
+        const W* s = src + r.start(1, row);
+        if (sd == 1 && ss == 1)
+            std::memcpy(d, s, static_cast<size_t>(len) * sizeof(W));
+        else
+            for (int64_t j = 0; j < len; ++j) d[j * sd] = s[j * ss];
+    });
 }
 
 } // namespace
@@ -139,19 +258,47 @@ template <class T> void fill(int64_t n, T* out, T value) {
     parallel_for(n, [&](int64_t i) { out[i] = value; });
 }
 
+// The op is a template argument here, so the switch in unary_op/binary_op folds away and each loop
+// is specialised (and vectorised) for its op.
+template <UnaryOp OP, class T>
+void unary_as(int64_t n, T* out, const T* x, const StridedLayout& lx, T alpha, T beta) {
+    map_unary(n, out, x, lx, [alpha, beta](T v) { return unary_op(OP, v, alpha, beta); });
+}
+
+template <BinaryOp OP, class T>
+void binary_as(int64_t n, T* out, const T* a, const StridedLayout& la, const T* b, const StridedLayout& lb, T alpha,
+               T beta) {
+    map_binary(n, out, a, la, b, lb, [alpha, beta](T u, T v) { return binary_op(OP, u, v, alpha, beta); });
+}
+
 template <class T>
 void unary(UnaryOp op, int64_t n, T* out, const T* x, const StridedLayout& lx, double alpha, double beta) {
     const T a = static_cast<T>(alpha), b = static_cast<T>(beta);
-    Index ix(lx);
-    parallel_for(n, [&](int64_t i) { out[i] = unary_op(op, x[ix(i)], a, b); });
+    switch (op) {
+#define STF_UNARY(OP) \
+    case UnaryOp::OP: return unary_as<UnaryOp::OP>(n, out, x, lx, a, b);
+        STF_UNARY(Identity) STF_UNARY(Neg) STF_UNARY(Exp) STF_UNARY(Log) STF_UNARY(Sqrt) STF_UNARY(Rsqrt)
+        STF_UNARY(Square) STF_UNARY(Abs) STF_UNARY(Pow) STF_UNARY(Silu) STF_UNARY(Sigmoid) STF_UNARY(Clamp)
+        STF_UNARY(AddScalar) STF_UNARY(MulScalar) STF_UNARY(RSubScalar) STF_UNARY(RDivScalar) STF_UNARY(Sin)
+        STF_UNARY(Cos) STF_UNARY(NanToNum)
+#undef STF_UNARY
+    }
+    throw std::invalid_argument("cpu::unary: unknown op");
 }
 
 template <class T>
 void binary(BinaryOp op, int64_t n, T* out, const T* a, const StridedLayout& la, const T* b, const StridedLayout& lb,
             double alpha, double beta) {
     const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
-    Index ia(la), ib(lb);
-    parallel_for(n, [&](int64_t i) { out[i] = binary_op(op, a[ia(i)], b[ib(i)], al, be); });
+    switch (op) {
+#define STF_BINARY(OP) \
+    case BinaryOp::OP: return binary_as<BinaryOp::OP>(n, out, a, la, b, lb, al, be);
+        STF_BINARY(Add) STF_BINARY(Sub) STF_BINARY(Mul) STF_BINARY(Div) STF_BINARY(Maximum) STF_BINARY(Minimum)
+        STF_BINARY(Eq) STF_BINARY(Gt) STF_BINARY(Lt) STF_BINARY(SiluBackward) STF_BINARY(SigmoidBackward)
+        STF_BINARY(ClampBackward) STF_BINARY(AddScaled)
+#undef STF_BINARY
+    }
+    throw std::invalid_argument("cpu::binary: unknown op");
 }
 
 template <class T>

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <numeric>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -206,6 +207,71 @@ TEST_CASE_TEMPLATE("cpu binary: transposed operand against a broadcast row", T, 
         cpu::binary<T>(op, 12, out.data(), a.data(), la, b.data(), lb, 0.3, 0.8);
         CHECK(max_err(out, want) <= tol<T>());
     }
+}
+
+namespace {
+// A random layout of `sizes` over a buffer: each dimension either broadcast (stride 0) or stored in a
+// random order of dimensions, with padding between rows so nothing is accidentally contiguous.
+StridedLayout random_layout(const std::vector<int64_t>& sizes, std::mt19937& rng, bool allow_broadcast,
+                            int64_t& buffer_len) {
+    const int nd = static_cast<int>(sizes.size());
+    std::vector<int> order(nd);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    StridedLayout l;
+    l.ndim = nd;
+    int64_t stride = 1 + static_cast<int64_t>(rng() % 2);  // sometimes a stride-2 innermost walk
+    for (int k = nd - 1; k >= 0; --k) {
+        int d = order[k];
+        l.sizes[d] = sizes[d];
+        if (allow_broadcast && rng() % 4 == 0) {
+            l.strides[d] = 0;
+            continue;
+        }
+        l.strides[d] = stride;
+        stride *= sizes[d] + static_cast<int64_t>(rng() % 2);
+    }
+    buffer_len = stride * 2;
+    return l;
+}
+} // namespace
+
+TEST_CASE("cpu elementwise: row walks over random strided, broadcast and permuted layouts") {
+    // The kernels merge dimensions and walk rows; the reference walks every element through
+    // StridedLayout::offset. Shapes include one large enough for the parallel path.
+    std::mt19937 rng(17);
+    const std::vector<std::vector<int64_t>> shapes = {{7},       {3, 5},       {2, 1, 4},   {4, 3, 2, 5},
+                                                      {1, 1, 1}, {2, 3, 1, 6}, {8, 16, 32, 32}};
+    for (const auto& sizes : shapes)
+        for (int trial = 0; trial < 6; ++trial) {
+            CAPTURE(sizes.size());
+            CAPTURE(trial);
+            int64_t n = 1;
+            for (int64_t v : sizes) n *= v;
+            int64_t len_a = 0, len_b = 0, len_d = 0;
+            StridedLayout la = random_layout(sizes, rng, true, len_a), lb = random_layout(sizes, rng, true, len_b);
+            StridedLayout ld = random_layout(sizes, rng, false, len_d);
+            std::vector<float> a = random_vector<float>(size_t(len_a), -2.0, 2.0, 5 + trial);
+            std::vector<float> b = random_vector<float>(size_t(len_b), 0.5, 2.0, 9 + trial);
+
+            std::vector<float> out(static_cast<size_t>(n));
+            std::vector<double> want(static_cast<size_t>(n));
+            cpu::binary<float>(BinaryOp::AddScaled, n, out.data(), a.data(), la, b.data(), lb, 0.75, 0.0);
+            for (int64_t i = 0; i < n; ++i) want[i] = a[la.offset(i)] + 0.75 * b[lb.offset(i)];
+            CHECK(max_err(out, want) <= 1e-6);
+
+            cpu::unary<float>(UnaryOp::Exp, n, out.data(), a.data(), la, 0.0, 0.0);
+            for (int64_t i = 0; i < n; ++i) want[i] = std::exp(double(a[la.offset(i)]));
+            CHECK(max_err(out, want) <= 1e-6);
+
+            // A copy into a strided destination moves every element to its place and touches nothing else.
+            std::vector<uint32_t> src(static_cast<size_t>(len_a));
+            std::vector<uint32_t> dst(static_cast<size_t>(len_d), 0xDEADBEEFu), expect = dst;
+            for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<uint32_t>(i * 2654435761u);
+            for (int64_t i = 0; i < n; ++i) expect[ld.offset(i)] = src[la.offset(i)];
+            cpu::copy_strided(n, 4, dst.data(), ld, src.data(), la);
+            CHECK(dst == expect);
+        }
 }
 
 TEST_CASE_TEMPLATE("cpu binary: Maximum and Minimum treat NaN as std::max and std::min do", T, float, double) {
