@@ -11,6 +11,8 @@
 //
 // Images are unrolled a chunk at a time (OpenMP over images and channels), then the GEMMs run
 // serially, each one threaded by OpenBLAS; BLAS is never called from inside an OpenMP region.
+// Stride-1 rows are copied as blocks (only the padding is written element by element), and 1x1
+// convolutions skip the unrolling: an image [c, h, w] already is its col matrix.
 #include <algorithm>
 #include <vector>
 #include "tensor/cpu/kernels.h"
@@ -29,24 +31,48 @@ struct Geometry {
     int64_t cpg, kpg;  // input and output channels per group
     int64_t k_gemm;    // (c/groups)*r*s, the GEMM's inner dimension
     int64_t chunk;     // images unrolled per pass
+    bool pointwise;    // 1x1, stride 1, no padding: the image already is its col matrix [c, h*w]
 
     explicit Geometry(const ConvShape& s)
         : p(s.out_h()), q(s.out_w()), pq(p * q), image(s.c * s.h * s.w), rows(s.c * s.r * s.s), cpg(s.c / s.groups),
           kpg(s.k / s.groups), k_gemm(cpg * s.r * s.s),
-          chunk(std::clamp<int64_t>(kColBudget / std::max<int64_t>(rows * pq, 1), 1, std::max<int64_t>(s.n, 1))) {}
+          chunk(std::clamp<int64_t>(kColBudget / std::max<int64_t>(rows * pq, 1), 1, std::max<int64_t>(s.n, 1))),
+          pointwise(s.r == 1 && s.s == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0) {
+        if (pointwise) chunk = std::max<int64_t>(s.n, 1);  // nothing is unrolled: one pass
+    }
 };
+
+// For stride 1, the output columns ow whose tap ks reads inside the image, [lo, hi): a contiguous
+// run, so rows are copied (or added back) as blocks with zeros only at the edges.
+struct Run {
+    int64_t lo, hi;
+};
+inline Run inside_columns(const ConvShape& s, const Geometry& g, int64_t ks) {
+    const int64_t shift = ks - s.pad_w;  // iw = ow + shift
+    return {std::clamp<int64_t>(-shift, 0, g.q), std::clamp<int64_t>(s.w - shift, 0, g.q)};
+}
 
 // Unrolls channel ci of one image (x_c is its h*w plane) into its r*s rows of col (col_c).
 template <class T> void im2col_channel(const ConvShape& s, const Geometry& g, const T* x_c, T* col_c) {
     for (int64_t kr = 0; kr < s.r; ++kr)
         for (int64_t ks = 0; ks < s.s; ++ks) {
             T* row = col_c + (kr * s.s + ks) * g.pq;
+            const Run run = inside_columns(s, g, ks);
             for (int64_t oh = 0; oh < g.p; ++oh) {
                 const int64_t ih = oh * s.stride_h - s.pad_h + kr;
-                for (int64_t ow = 0; ow < g.q; ++ow) {
-                    const int64_t iw = ow * s.stride_w - s.pad_w + ks;
-                    const bool inside = ih >= 0 && ih < s.h && iw >= 0 && iw < s.w;
-                    row[oh * g.q + ow] = inside ? x_c[ih * s.w + iw] : T(0);
+                T* out = row + oh * g.q;
+                if (ih < 0 || ih >= s.h) {
+                    std::fill(out, out + g.q, T(0));
+                } else if (s.stride_w == 1) {
+                    const T* in = x_c + ih * s.w + (ks - s.pad_w);
+                    std::fill(out, out + run.lo, T(0));
+                    std::copy(in + run.lo, in + run.hi, out + run.lo);
+                    std::fill(out + run.hi, out + g.q, T(0));
+                } else {
+                    for (int64_t ow = 0; ow < g.q; ++ow) {
+                        const int64_t iw = ow * s.stride_w - s.pad_w + ks;
+                        out[ow] = iw >= 0 && iw < s.w ? x_c[ih * s.w + iw] : T(0);
+                    }
                 }
             }
         }
@@ -59,12 +85,19 @@ template <class T> void col2im_channel(const ConvShape& s, const Geometry& g, co
     for (int64_t kr = 0; kr < s.r; ++kr)
         for (int64_t ks = 0; ks < s.s; ++ks) {
             const T* row = col_c + (kr * s.s + ks) * g.pq;
+            const Run run = inside_columns(s, g, ks);
             for (int64_t oh = 0; oh < g.p; ++oh) {
                 const int64_t ih = oh * s.stride_h - s.pad_h + kr;
                 if (ih < 0 || ih >= s.h) continue;
-                for (int64_t ow = 0; ow < g.q; ++ow) {
-                    const int64_t iw = ow * s.stride_w - s.pad_w + ks;
-                    if (iw >= 0 && iw < s.w) dx_c[ih * s.w + iw] += row[oh * g.q + ow];
+                const T* in = row + oh * g.q;
+                if (s.stride_w == 1) {
+                    T* out = dx_c + ih * s.w + (ks - s.pad_w);
+                    for (int64_t ow = run.lo; ow < run.hi; ++ow) out[ow] += in[ow];
+                } else {
+                    for (int64_t ow = 0; ow < g.q; ++ow) {
+                        const int64_t iw = ow * s.stride_w - s.pad_w + ks;
+                        if (iw >= 0 && iw < s.w) dx_c[ih * s.w + iw] += in[ow];
+                    }
                 }
             }
         }
@@ -89,30 +122,42 @@ template <class T> void col2im_batch(const ConvShape& s, const Geometry& g, int6
 
 } // namespace
 
+// The col matrices of images n0 .. n0 + count - 1: the input itself for a pointwise convolution,
+// else unrolled into `buffer`.
+template <class T>
+const T* columns(const ConvShape& s, const Geometry& g, int64_t n0, int64_t count, const T* x, std::vector<T>& buffer) {
+    if (g.pointwise) return x + n0 * g.image;
+    buffer.resize(static_cast<size_t>(g.chunk * g.rows * g.pq));
+    im2col_batch(s, g, count, x + n0 * g.image, buffer.data());
+    return buffer.data();
+}
+
 template <class T> void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
     const Geometry g(s);
-    std::vector<T> col(static_cast<size_t>(g.chunk * g.rows * g.pq));
+    std::vector<T> buffer;
     for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
         const int64_t count = std::min(g.chunk, s.n - n0);
-        im2col_batch(s, g, count, x + n0 * g.image, col.data());
+        const T* col = columns(s, g, n0, count, x, buffer);
         // One batched GEMM per group; the weight is shared by every image (stride 0).
         for (int64_t gi = 0; gi < s.groups; ++gi)
             gemm<T>(false, false, g.kpg, g.pq, g.k_gemm, T(1), w + gi * g.kpg * g.k_gemm, g.k_gemm,
-                    col.data() + gi * g.k_gemm * g.pq, g.pq, T(0), y + (n0 * s.k + gi * g.kpg) * g.pq, g.pq, count,
-                    0, g.rows * g.pq, s.k * g.pq);
+                    col + gi * g.k_gemm * g.pq, g.pq, T(0), y + (n0 * s.k + gi * g.kpg) * g.pq, g.pq, count, 0,
+                    g.rows * g.pq, s.k * g.pq);
     }
 }
 
 template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, const T* w, T* dx) {
     const Geometry g(s);
-    std::vector<T> dcol(static_cast<size_t>(g.chunk * g.rows * g.pq));
+    std::vector<T> dcol_buffer(g.pointwise ? 0 : static_cast<size_t>(g.chunk * g.rows * g.pq));
     for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
         const int64_t count = std::min(g.chunk, s.n - n0);
+        // A pointwise convolution's col2im is the identity: the GEMM writes dx directly.
+        T* dcol = g.pointwise ? dx + n0 * g.image : dcol_buffer.data();
         for (int64_t gi = 0; gi < s.groups; ++gi)
             gemm<T>(true, false, g.k_gemm, g.pq, g.kpg, T(1), w + gi * g.kpg * g.k_gemm, g.k_gemm,
-                    dy + (n0 * s.k + gi * g.kpg) * g.pq, g.pq, T(0), dcol.data() + gi * g.k_gemm * g.pq, g.pq, count,
-                    0, s.k * g.pq, g.rows * g.pq);
-        col2im_batch(s, g, count, dcol.data(), dx + n0 * g.image);
+                    dy + (n0 * s.k + gi * g.kpg) * g.pq, g.pq, T(0), dcol + gi * g.k_gemm * g.pq, g.pq, count, 0,
+                    s.k * g.pq, g.rows * g.pq);
+        if (!g.pointwise) col2im_batch(s, g, count, dcol, dx + n0 * g.image);
     }
 }
 
@@ -121,14 +166,14 @@ template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, co
 template <class T> void conv2d_backward_weight(const ConvShape& s, const T* x, const T* dy, T* dw) {
     const Geometry g(s);
     std::fill(dw, dw + s.k * g.k_gemm, T(0));
-    std::vector<T> col(static_cast<size_t>(g.chunk * g.rows * g.pq));
+    std::vector<T> buffer;
     for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
         const int64_t count = std::min(g.chunk, s.n - n0);
-        im2col_batch(s, g, count, x + n0 * g.image, col.data());
+        const T* col = columns(s, g, n0, count, x, buffer);
         for (int64_t img = 0; img < count; ++img)
             for (int64_t gi = 0; gi < s.groups; ++gi)
                 gemm<T>(false, true, g.kpg, g.k_gemm, g.pq, T(1), dy + ((n0 + img) * s.k + gi * g.kpg) * g.pq, g.pq,
-                        col.data() + (img * g.rows + gi * g.k_gemm) * g.pq, g.pq, T(1), dw + gi * g.kpg * g.k_gemm,
+                        col + (img * g.rows + gi * g.k_gemm) * g.pq, g.pq, T(1), dw + gi * g.kpg * g.k_gemm,
                         g.k_gemm);
     }
 }

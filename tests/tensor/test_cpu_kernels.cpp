@@ -790,6 +790,17 @@ TEST_CASE_TEMPLATE("cpu conv2d: unequal strides and padding, 2x3 kernel", T, flo
     check_conv<T>(conv_shape(3, 3, 5, 8, 2, 2, 3, 1, 2, 0, 1, 1), tol<T>());
 }
 
+TEST_CASE_TEMPLATE("cpu conv2d: stride 1 with padding wider than the image, and pointwise", T, float, double) {
+    // Stride-1 rows are unrolled as blocks: 3x3 taps with padding 2 on a 2-wide image leave runs that
+    // are empty or one pixel long.
+    check_conv<T>(conv_shape(2, 3, 4, 2, 5, 3, 3, 1, 1, 2, 2, 1), tol<T>());
+    // 1x1, stride 1, no padding: no unrolling at all, with and without groups.
+    check_conv<T>(conv_shape(3, 6, 5, 4, 4, 1, 1, 1, 1, 0, 0, 1), tol<T>());
+    check_conv<T>(conv_shape(3, 6, 5, 4, 4, 1, 1, 1, 1, 0, 0, 2), tol<T>());
+    // 1x1 with padding still unrolls (the padding ring is zeros).
+    check_conv<T>(conv_shape(2, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1), tol<T>());
+}
+
 TEST_CASE("cpu conv2d: a batch unrolled in several chunks (double)") {
     // 32 channels * 3 * 3 taps * 85 * 85 outputs = 2.08M column entries per image, so conv.cpp
     // (budget 2^22) unrolls these 5 images as 2 + 2 + 1.
