@@ -52,20 +52,26 @@ STF_HD RowElement row_element(uint64_t i, uint64_t offset, uint64_t row_len, uin
     return {i % row_len, offset + (i / row_len) * row_stride};
 }
 
-STF_HD float uniform(uint64_t i, uint64_t offset, uint64_t seed) {
-    return to_unit(philox4x32_10(i / 4, offset, seed).w[i % 4]);
-}
+// Element k (0..3) of a block: elements 4b..4b+3 of a stream share block b, so a loop that walks
+// elements in order can compute each block once (the CPU kernels do).
+STF_HD float uniform_of(const Words& r, unsigned k) { return to_unit(r.w[k]); }
 
-// Box-Muller: elements 4b..4b+3 share block b; pairs (4b, 4b+1) and (4b+2, 4b+3) take the cos and
-// sin of one (u1, u2) draw.
-STF_HD float normal(uint64_t i, uint64_t offset, uint64_t seed) {
-    Words r = philox4x32_10(i / 4, offset, seed);
-    unsigned pair = static_cast<unsigned>(i % 4) / 2;
+// Box-Muller: pairs (4b, 4b+1) and (4b+2, 4b+3) take the cos and sin of one (u1, u2) draw.
+STF_HD float normal_of(const Words& r, unsigned k) {
+    unsigned pair = k / 2;
     float u1 = to_unit_open0(r.w[2 * pair]);
     float u2 = to_unit(r.w[2 * pair + 1]);
     float radius = sqrtf(-2.0f * logf(u1));
     float angle = 6.28318530717958647692f * u2;
-    return (i % 2 == 0) ? radius * cosf(angle) : radius * sinf(angle);
+    return (k % 2 == 0) ? radius * cosf(angle) : radius * sinf(angle);
+}
+
+STF_HD float uniform(uint64_t i, uint64_t offset, uint64_t seed) {
+    return uniform_of(philox4x32_10(i / 4, offset, seed), static_cast<unsigned>(i % 4));
+}
+
+STF_HD float normal(uint64_t i, uint64_t offset, uint64_t seed) {
+    return normal_of(philox4x32_10(i / 4, offset, seed), static_cast<unsigned>(i % 4));
 }
 
 } // namespace stf::philox
