@@ -122,22 +122,29 @@ template <class T> void col2im_batch(const ConvShape& s, const Geometry& g, int6
 
 } // namespace
 
-// The col matrices of images n0 .. n0 + count - 1: the input itself for a pointwise convolution,
-// else unrolled into `buffer`.
-template <class T>
-const T* columns(const ConvShape& s, const Geometry& g, int64_t n0, int64_t count, const T* x, std::vector<T>& buffer) {
-    if (g.pointwise) return x + n0 * g.image;
-    buffer.resize(static_cast<size_t>(g.chunk * g.rows * g.pq));
-    im2col_batch(s, g, count, x + n0 * g.image, buffer.data());
+// The unrolled-columns buffer, kept between calls: allocating (and zeroing) up to 16 MiB for every
+// convolution cost more than some of the convolutions. Every element used is written before it is read.
+template <class T> T* workspace(const Geometry& g) {
+    static thread_local std::vector<T> buffer;
+    const auto n = static_cast<size_t>(g.chunk * g.rows * g.pq);
+    if (buffer.size() < n) buffer.resize(n);
     return buffer.data();
+}
+
+// The col matrices of images n0 .. n0 + count - 1: the input itself for a pointwise convolution,
+// else unrolled into the workspace.
+template <class T> const T* columns(const ConvShape& s, const Geometry& g, int64_t n0, int64_t count, const T* x) {
+    if (g.pointwise) return x + n0 * g.image;
+    T* col = workspace<T>(g);
+    im2col_batch(s, g, count, x + n0 * g.image, col);
+    return col;
 }
 
 template <class T> void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
     const Geometry g(s);
-    std::vector<T> buffer;
     for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
         const int64_t count = std::min(g.chunk, s.n - n0);
-        const T* col = columns(s, g, n0, count, x, buffer);
+        const T* col = columns(s, g, n0, count, x);
         // One batched GEMM per group; the weight is shared by every image (stride 0).
         for (int64_t gi = 0; gi < s.groups; ++gi)
             gemm<T>(false, false, g.kpg, g.pq, g.k_gemm, T(1), w + gi * g.kpg * g.k_gemm, g.k_gemm,
@@ -148,11 +155,10 @@ template <class T> void conv2d_forward(const ConvShape& s, const T* x, const T* 
 
 template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, const T* w, T* dx) {
     const Geometry g(s);
-    std::vector<T> dcol_buffer(g.pointwise ? 0 : static_cast<size_t>(g.chunk * g.rows * g.pq));
     for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
         const int64_t count = std::min(g.chunk, s.n - n0);
         // A pointwise convolution's col2im is the identity: the GEMM writes dx directly.
-        T* dcol = g.pointwise ? dx + n0 * g.image : dcol_buffer.data();
+        T* dcol = g.pointwise ? dx + n0 * g.image : workspace<T>(g);
         for (int64_t gi = 0; gi < s.groups; ++gi)
             gemm<T>(true, false, g.k_gemm, g.pq, g.kpg, T(1), w + gi * g.kpg * g.k_gemm, g.k_gemm,
                     dy + (n0 * s.k + gi * g.kpg) * g.pq, g.pq, T(0), dcol + gi * g.k_gemm * g.pq, g.pq, count, 0,
@@ -166,10 +172,9 @@ template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, co
 template <class T> void conv2d_backward_weight(const ConvShape& s, const T* x, const T* dy, T* dw) {
     const Geometry g(s);
     std::fill(dw, dw + s.k * g.k_gemm, T(0));
-    std::vector<T> buffer;
     for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
         const int64_t count = std::min(g.chunk, s.n - n0);
-        const T* col = columns(s, g, n0, count, x, buffer);
+        const T* col = columns(s, g, n0, count, x);
         for (int64_t img = 0; img < count; ++img)
             for (int64_t gi = 0; gi < s.groups; ++gi)
                 gemm<T>(false, true, g.kpg, g.k_gemm, g.pq, T(1), dy + ((n0 + img) * s.k + gi * g.kpg) * g.pq, g.pq,
