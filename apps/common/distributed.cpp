@@ -24,12 +24,11 @@ struct ProcessGroup::Backend {
 
 namespace {
 
-// Launchers announce the job in the environment: OpenMPI, MPICH/Hydra and Slurm's PMI.
-int launched_size() {
-    for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"}) {
-        if (const char* v = std::getenv(name)) return std::max(1, std::atoi(v));
-    }
-    return std::getenv("PMIX_RANK") ? 2 : 1;  // PMIx without a size: treat as a job, the plugin counts
+// Launchers announce the job in the environment: OpenMPI, MPICH/Hydra, Slurm's PMI and PMIx.
+bool launched_by_mpi() {
+    for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
+        if (std::getenv(name)) return true;
+    return false;
 }
 
 ProcessGroup* g_created = nullptr;
@@ -53,7 +52,7 @@ ProcessGroup& ProcessGroup::world(double timeout_s) {
         auto* g = new ProcessGroup();  // never destroyed: MPI must outlive every static that uses it
         g->timeout_s_ = timeout_s;
         g_created = g;
-        if (launched_size() <= 1) return g;
+        if (!launched_by_mpi()) return g;
         std::string path = plugin_path();
         void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL);
         STF_CHECK(lib, "started by an MPI launcher, but the MPI plugin " << path << " cannot be loaded ("
@@ -85,7 +84,7 @@ ProcessGroup& ProcessGroup::world(double timeout_s) {
 ProcessGroup* ProcessGroup::if_created() { return g_created; }
 
 std::string ProcessGroup::describe() const {
-    if (!distributed()) return "single process";
+    if (!backend_) return "single process";
     return "MPI, rank " + std::to_string(rank_) + " of " + std::to_string(size_);
 }
 

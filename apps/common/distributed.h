@@ -25,7 +25,9 @@ public:
     int rank() const { return rank_; }
     int size() const { return size_; }
     bool is_root() const { return rank_ == 0; }
-    bool distributed() const { return size_ > 1; }
+    // Started by an MPI launcher: collectives go through MPI/NCCL, even for a job of one rank (which
+    // is how `mpirun -np 1` tests that path on a machine with one GPU).
+    bool distributed() const { return backend_ != nullptr; }
     // How the process was launched, for the start-up line: "single process" or "MPI, rank r of n".
     std::string describe() const;
 

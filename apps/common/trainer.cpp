@@ -3,7 +3,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -402,8 +401,6 @@ TrainSummary train(TrainOptions o) {
                               .c_str()
                         : "",
                   (long long)o.batch, (long long)o.batch_gpu, group.describe().c_str());
-    if (group.distributed())
-        std::snprintf(line + std::strlen(line), sizeof(line) - std::strlen(line), " (%d ranks)", group.size());
     log.line(line);
     if (resuming) {
         std::snprintf(line, sizeof(line), "Resumed from %s at kimg %.1f", o.resume.c_str(), p.cur_nimg / 1e3);

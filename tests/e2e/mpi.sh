@@ -52,6 +52,14 @@ train dsm-1proc --
 train dsm-rounds -- --batch-gpu 8
 same "DSM: two ranks end with the weights of one process at batch 16" dsm-1proc dsm-2ranks
 same "DSM: and of one process with --batch-gpu 8" dsm-1proc dsm-rounds
+# One rank through MPI: every collective runs (on one rank) and changes nothing.
+train dsm-1rank timeout 300 mpirun -np 1 --
+if "$bin/stf_info" --compare "$tmp/dsm-1proc/training-state-000000.safetensors" \
+       --to "$tmp/dsm-1rank/training-state-000000.safetensors" --tolerance 0 >/dev/null 2>&1; then
+    pass "mpirun -np 1 ends bit-identical to one process"
+else
+    fail "mpirun -np 1 differs from one process"
+fi
 grep -q "MPI, rank 0 of 2" "$tmp/dsm-2ranks.log" && pass "rank 0 reports the job" || fail "no rank line"
 [ "$(grep -c "^Starting training" "$tmp/dsm-2ranks.log")" = 1 ] && pass "only rank 0 prints" || fail "several ranks printed"
 

@@ -57,4 +57,15 @@ if [ -x devrun/bench_sample ]; then
     echo "== bench_sample Heun 18, batch 256"
     ./devrun/bench_sample --device cuda --batch 256 --steps 18 2>&1 | tee "$out/bench-sample.log" | tail -6
 fi
+# Data-parallel training through NCCL (issue 7): needs mpirun on the device machine and libstf_dist.so
+# in devrun/. One rank exercises the NCCL all-reduce and all-gather; several when there are GPUs.
+if [ -f devrun/libstf_dist.so ] && command -v mpirun >/dev/null && [ -n "${data:-}" ]; then
+    gpus=$(nvidia-smi -L | wc -l)
+    echo "== mpirun -np $gpus train_cifar (NCCL)"
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 mpirun -np "$gpus" ./devrun/train_cifar \
+        "${common[@]}" --stf --rbatch 1024 --rbatch-scope global --batch $((64 * gpus)) --duration 0.00384 \
+        --dist-timeout 60 --outdir "$out/run-nccl" 2>&1 | tail -4
+else
+    echo "NCCL path not run: needs mpirun and devrun/libstf_dist.so"
+fi
 exit "$status"
