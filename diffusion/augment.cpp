@@ -37,6 +37,18 @@ int32_t int_below(double u, int k) { return static_cast<int32_t>(std::floor(u * 
 // u * 2 - 1 in float32, exact for 24-bit uniforms: a uniform in [-1, 1).
 double symmetric(double u) { return static_cast<double>(static_cast<float>(u) * 2.0f - 1.0f); }
 
+enum class Dist { Uniform, Normal };
+
+// The parameter most transforms draw, one per image as EDM does: a value from `dist` mapped by `f`,
+// kept with probability `prob` and 0 otherwise (the value is drawn before the keep decision).
+template <class F> std::vector<double> gated(Generator& gen, int64_t n, Dist dist, double prob, F f) {
+    const std::vector<double> v = dist == Dist::Normal ? normal(gen, n) : uniform(gen, n), keep = uniform(gen, n);
+    std::vector<double> w(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) w[i] = happens(keep[i], prob) ? f(v[i]) : 0.0;
+    return w;
+}
+double as_is(double v) { return v; }
+
 // ---- small host matrices ---------------------------------------------------------------------------
 
 template <int N> struct Mat {
@@ -272,33 +284,21 @@ AugmentPipe::Result AugmentPipe::apply(const Tensor& images, Generator& gen) con
     std::vector<int32_t> bl(static_cast<size_t>(n * augment::kBlitParams), 0);
     auto blit_param = [&](int64_t i, int k) -> int32_t& { return bl[static_cast<size_t>(i * augment::kBlitParams + k)]; };
 
-    if (o_.xflip > 0) {
-        auto v = uniform(gen, n), keep = uniform(gen, n);
-        std::vector<double> lab(n);
-        for (int64_t i = 0; i < n; ++i) {
-            const int32_t f = happens(keep[i], o_.xflip * p) ? int_below(v[i], 2) : 0;
-            blit_param(i, 0) ^= f;
-            lab[i] = f;
-        }
-        add_label(lab);
-    }
-    if (o_.yflip > 0) {
-        auto v = uniform(gen, n), keep = uniform(gen, n);
-        std::vector<double> lab(n);
-        for (int64_t i = 0; i < n; ++i) {
-            const int32_t f = happens(keep[i], o_.yflip * p) ? int_below(v[i], 2) : 0;
-            blit_param(i, 1) ^= f;
-            lab[i] = f;
-        }
-        add_label(lab);
+    auto coin = [](double u) { return static_cast<double>(int_below(u, 2)); };
+    for (auto [prob, axis] : {std::pair{o_.xflip, 0}, std::pair{o_.yflip, 1}}) {
+        if (!(prob > 0)) continue;
+        std::vector<double> flip = gated(gen, n, Dist::Uniform, prob * p, coin);
+        for (int64_t i = 0; i < n; ++i) blit_param(i, axis) ^= static_cast<int32_t>(flip[i]);
+        add_label(flip);
     }
     if (o_.rotate_int > 0) {
         // w quarter turns counter-clockwise (as displayed): x-flip for w = 1, 2; y-flip for w = 2, 3;
         // then a transpose for w = 1, 3.
-        auto v = uniform(gen, n), keep = uniform(gen, n);
+        const std::vector<double> turns =
+            gated(gen, n, Dist::Uniform, o_.rotate_int * p, [](double u) { return double(int_below(u, 4)); });
         std::vector<double> lab0(n), lab1(n);
         for (int64_t i = 0; i < n; ++i) {
-            const int32_t q = happens(keep[i], o_.rotate_int * p) ? int_below(v[i], 4) : 0;
+            const auto q = static_cast<int32_t>(turns[i]);
             const int32_t fx = q == 1 || q == 2, fy = q == 2 || q == 3;
             blit_param(i, 0) ^= fx;
             blit_param(i, 1) ^= fy;
@@ -335,24 +335,22 @@ AugmentPipe::Result AugmentPipe::apply(const Tensor& images, Generator& gen) con
     // Each factor is composed only where its parameter is non-zero, so untouched images keep an exact
     // identity (mathematically the factors would be the identity anyway).
     std::vector<Mat3> g(static_cast<size_t>(n), Mat3::identity());
+    // An angle in [-pi * max, pi * max).
+    auto angle = [](double max) { return [max](double u) { return symmetric(u) * kPi * max; }; };
     if (o_.scale > 0) {
-        auto v = normal(gen, n), keep = uniform(gen, n);
-        std::vector<double> lab(n);
+        const std::vector<double> w_scale = gated(gen, n, Dist::Normal, o_.scale * p, as_is);
         for (int64_t i = 0; i < n; ++i) {
-            const double wi = happens(keep[i], o_.scale * p) ? v[i] : 0.0;
-            if (wi != 0) {
-                const double s = std::exp2(wi * o_.scale_std);
-                g[i] = g[i] * scale2d(1 / s, 1 / s);
-            }
-            lab[i] = wi;
+            if (w_scale[i] == 0) continue;
+            const double s = std::exp2(w_scale[i] * o_.scale_std);
+            g[i] = g[i] * scale2d(1 / s, 1 / s);
         }
-        add_label(lab);
+        add_label(w_scale);
     }
     if (o_.rotate_frac > 0) {
-        auto v = uniform(gen, n), keep = uniform(gen, n);
+        const std::vector<double> w_rot = gated(gen, n, Dist::Uniform, o_.rotate_frac * p, angle(o_.rotate_frac_max));
         std::vector<double> lab0(n), lab1(n);
         for (int64_t i = 0; i < n; ++i) {
-            const double wi = happens(keep[i], o_.rotate_frac * p) ? symmetric(v[i]) * kPi * o_.rotate_frac_max : 0.0;
+            const double wi = w_rot[i];
             if (wi != 0) g[i] = g[i] * rotate2d(wi);  // the output is the input rotated by -wi
             lab0[i] = std::cos(wi) - 1;
             lab1[i] = std::sin(wi);
@@ -398,45 +396,34 @@ AugmentPipe::Result AugmentPipe::apply(const Tensor& images, Generator& gen) con
     // ---- colour transformations: M acts on [r, g, b, 1], later transforms multiply on the left ----
     std::vector<Mat4> m(static_cast<size_t>(n), Mat4::identity());
     if (o_.brightness > 0) {
-        auto v = normal(gen, n), keep = uniform(gen, n);
-        std::vector<double> lab(n);
-        for (int64_t i = 0; i < n; ++i) {
-            const double wi = happens(keep[i], o_.brightness * p) ? v[i] : 0.0;
-            if (wi != 0) m[i] = translate3d(wi * o_.brightness_std) * m[i];
-            lab[i] = wi;
-        }
-        add_label(lab);
+        const std::vector<double> w_bright = gated(gen, n, Dist::Normal, o_.brightness * p, as_is);
+        for (int64_t i = 0; i < n; ++i)
+            if (w_bright[i] != 0) m[i] = translate3d(w_bright[i] * o_.brightness_std) * m[i];
+        add_label(w_bright);
     }
     if (o_.contrast > 0) {
-        auto v = normal(gen, n), keep = uniform(gen, n);
-        std::vector<double> lab(n);
-        for (int64_t i = 0; i < n; ++i) {
-            const double wi = happens(keep[i], o_.contrast * p) ? v[i] : 0.0;
-            if (wi != 0) m[i] = scale3d(std::exp2(wi * o_.contrast_std)) * m[i];
-            lab[i] = wi;
-        }
-        add_label(lab);
+        const std::vector<double> w_contrast = gated(gen, n, Dist::Normal, o_.contrast * p, as_is);
+        for (int64_t i = 0; i < n; ++i)
+            if (w_contrast[i] != 0) m[i] = scale3d(std::exp2(w_contrast[i] * o_.contrast_std)) * m[i];
+        add_label(w_contrast);
     }
     if (o_.lumaflip > 0) {
-        auto v = uniform(gen, n), keep = uniform(gen, n);
-        std::vector<double> lab(n);
+        const std::vector<double> flips = gated(gen, n, Dist::Uniform, o_.lumaflip * p, coin);
         for (int64_t i = 0; i < n; ++i) {
-            const int32_t f = happens(keep[i], o_.lumaflip * p) ? int_below(v[i], 2) : 0;
-            if (f) {  // mirror the colour along the luma axis: I - 2 a a^T
-                Mat4 flip = Mat4::identity();
-                const Mat4 proj = luma_projection();
-                for (int k = 0; k < 16; ++k) flip.a[k] -= 2 * proj.a[k];
-                m[i] = flip * m[i];
-            }
-            lab[i] = f;
+            if (flips[i] == 0) continue;
+            // mirror the colour along the luma axis: I - 2 a a^T
+            Mat4 flip = Mat4::identity();
+            const Mat4 proj = luma_projection();
+            for (int k = 0; k < 16; ++k) flip.a[k] -= 2 * proj.a[k];
+            m[i] = flip * m[i];
         }
-        add_label(lab);
+        add_label(flips);
     }
     if (o_.hue > 0) {
-        auto v = uniform(gen, n), keep = uniform(gen, n);
+        const std::vector<double> w_hue = gated(gen, n, Dist::Uniform, o_.hue * p, angle(o_.hue_max));
         std::vector<double> lab0(n), lab1(n);
         for (int64_t i = 0; i < n; ++i) {
-            const double wi = happens(keep[i], o_.hue * p) ? symmetric(v[i]) * kPi * o_.hue_max : 0.0;
+            const double wi = w_hue[i];
             if (wi != 0) m[i] = rotate_luma(wi) * m[i];
             lab0[i] = std::cos(wi) - 1;
             lab1[i] = std::sin(wi);
@@ -445,20 +432,17 @@ AugmentPipe::Result AugmentPipe::apply(const Tensor& images, Generator& gen) con
         add_label(lab1);
     }
     if (o_.saturation > 0) {
-        auto v = normal(gen, n), keep = uniform(gen, n);
-        std::vector<double> lab(n);
+        const std::vector<double> w_sat = gated(gen, n, Dist::Normal, o_.saturation * p, as_is);
         for (int64_t i = 0; i < n; ++i) {
-            const double wi = happens(keep[i], o_.saturation * p) ? v[i] : 0.0;
-            if (wi != 0) {  // keep the luma component, scale the chroma by 2^(w * std)
-                const double s = std::exp2(wi * o_.saturation_std);
-                const Mat4 proj = luma_projection();
-                Mat4 sat = Mat4::identity();
-                for (int k = 0; k < 16; ++k) sat.a[k] = proj.a[k] + (sat.a[k] - proj.a[k]) * s;
-                m[i] = sat * m[i];
-            }
-            lab[i] = wi;
+            if (w_sat[i] == 0) continue;
+            // keep the luma component, scale the chroma by 2^(w * std)
+            const double s = std::exp2(w_sat[i] * o_.saturation_std);
+            const Mat4 proj = luma_projection();
+            Mat4 sat = Mat4::identity();
+            for (int k = 0; k < 16; ++k) sat.a[k] = proj.a[k] + (sat.a[k] - proj.a[k]) * s;
+            m[i] = sat * m[i];
         }
-        add_label(lab);
+        add_label(w_sat);
     }
     bool any_colour = false;
     for (const Mat4& mi : m) any_colour = any_colour || !mi.is_identity();
