@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include "cuda/layout.h"
+#include "cuda/optim_math.h"
 
 namespace stf::cuda {
 
@@ -51,6 +52,12 @@ void normal(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_
 // 1 with probability p, else 0
 void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset, int64_t row_len = 0,
                uint64_t row_stride = 0);
+
+// --- optim.cu (arithmetic in cuda/optim_math.h) ---------------------------------------------------
+// One Adam step over a tensor's n elements: p, m and v updated in place from the gradient g.
+void adam_update(int64_t n, float* p, const float* g, float* m, float* v, const optim::AdamConstants<float>& k);
+// ema = net + beta * (ema - net)
+void ema_update(int64_t n, float* ema, const float* net, float beta);
 
 // --- stf.cu --------------------------------------------------------------------------------------
 // out[i, j] = sum_k (y[i, k] - x[j, k])^2 for y [b, d] and x [n, d], computed from the differences

@@ -39,24 +39,6 @@ Adam::Adam(std::vector<Tensor> params, Options o) : params_(std::move(params)), 
     }
 }
 
-void Adam::update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double lr) const {
-    const double t = static_cast<double>(steps_);
-    const double bias1 = 1 - std::pow(opt_.beta1, t);
-    const double bias2 = 1 - std::pow(opt_.beta2, t);
-    // m = b1 m + (1 - b1) g
-    ops::unary_(UnaryOp::MulScalar, m, opt_.beta1);
-    ops::binary_(BinaryOp::AddScaled, m, g, 1 - opt_.beta1);
-    // v = b2 v + (1 - b2) g^2
-    ops::unary_(UnaryOp::MulScalar, v, opt_.beta2);
-    ops::binary_(BinaryOp::AddScaled, v, ops::unary(UnaryOp::Square, g), 1 - opt_.beta2);
-    // denom = sqrt(v / bias2) + eps
-    Tensor denom = ops::unary(UnaryOp::MulScalar, v, 1 / bias2);
-    ops::unary_(UnaryOp::Sqrt, denom);
-    ops::unary_(UnaryOp::AddScalar, denom, opt_.eps);
-    // p -= lr * (m / bias1) / denom
-    ops::binary_(BinaryOp::AddScaled, p, ops::div(m, denom), -lr / bias1);
-}
-
 void Adam::step(double lr) {
     NoGradGuard no_grad;
     ++steps_;
@@ -65,7 +47,8 @@ void Adam::step(double lr) {
         if (!g.defined()) continue;
         STF_CHECK(g.shape() == params_[i].shape(),
                   "Adam: gradient " << describe(g) << " does not match parameter " << i << " " << describe(params_[i]));
-        update(params_[i], g, exp_avg_[i], exp_avg_sq_[i], lr);
+        ops::adam_update_(params_[i], ops::contiguous(g), exp_avg_[i], exp_avg_sq_[i],
+                          ops::AdamStep{lr, opt_.beta1, opt_.beta2, opt_.eps, steps_});
     }
 }
 
@@ -137,9 +120,7 @@ double Ema::beta(double batch_size, double cur_nimg, double halflife_kimg, doubl
 void Ema::update(double beta) {
     NoGradGuard no_grad;
     for (size_t i = 0; i < ema_.size(); ++i) {
-        ops::binary_(BinaryOp::Sub, ema_[i], net_[i]);  // ema - net
-        ops::unary_(UnaryOp::MulScalar, ema_[i], beta);
-        ops::binary_(BinaryOp::Add, ema_[i], net_[i]);  // net + beta * (ema - net)
+        ops::ema_update_(ema_[i], ops::contiguous(net_[i]), beta);  // net + beta * (ema - net)
     }
 }
 

@@ -44,7 +44,6 @@ public:
     const Options& options() const { return opt_; }
 
 private:
-    void update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, double lr) const;
     std::vector<Tensor> params_, exp_avg_, exp_avg_sq_;
     Options opt_;
     int64_t steps_ = 0;

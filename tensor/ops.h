@@ -97,6 +97,17 @@ GroupNormGrads group_norm_backward(const Tensor& dy, const Tensor& x, const Tens
 Tensor softmax(const Tensor& x, int dim, bool log = false);
 Tensor softmax_backward(const Tensor& dy, const Tensor& y, int dim, bool log = false);
 
+// ---- optimiser steps (fused, for nn/optim.h) ---------------------------------------------------------
+struct AdamStep {
+    double lr, beta1, beta2, eps;
+    int64_t t;  // the step number, from 1
+};
+// One Adam step in place on p and its moments m and v from the gradient g (all contiguous, same shape,
+// dtype and device).
+void adam_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamStep& step);
+// ema = net + beta * (ema - net), in place (both contiguous, same shape, dtype and device).
+void ema_update_(Tensor& ema, const Tensor& net, double beta);
+
 // ---- distances -------------------------------------------------------------------------------------
 // [b, n] squared Euclidean distances between the rows of y [b, d] and x [n, d], from the differences.
 Tensor sq_distances(const Tensor& y, const Tensor& x);

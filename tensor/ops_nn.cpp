@@ -1,4 +1,6 @@
 // Raw ops: matmul, convolution, group norm, softmax, concatenation and padding. See tensor/ops.h.
+#include <cmath>
+
 #include "tensor/dispatch.h"
 #include "tensor/ops.h"
 
@@ -329,6 +331,62 @@ Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads
     for (size_t d = 0; d < pads.size(); ++d) inner = narrow(inner, static_cast<int>(d), pads[d].first, x.shape()[d]);
     copy_(inner, x);
     return out;
+}
+
+// ---- optimiser steps -------------------------------------------------------------------------------
+
+static void check_optimiser_operand(const Tensor& t, const Tensor& like, const char* op, const char* what) {
+    check_same(t, like, op);
+    STF_CHECK(t.shape() == like.shape(), op << ": " << what << " " << describe(t) << " does not match " << describe(like));
+    STF_CHECK(t.is_contiguous(), op << ": " << what << " must be contiguous, got " << describe(t));
+}
+
+template <class T> static optim::AdamConstants<T> adam_constants(const AdamStep& s) {
+    const double t = static_cast<double>(s.t);
+    const double bias1 = 1 - std::pow(s.beta1, t), bias2 = 1 - std::pow(s.beta2, t);
+    return {static_cast<T>(s.beta1), static_cast<T>(1 - s.beta1), static_cast<T>(s.beta2),
+            static_cast<T>(1 - s.beta2), static_cast<T>(1 / bias2),  static_cast<T>(-s.lr / bias1),
+            static_cast<T>(s.eps)};
+}
+
+void adam_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamStep& step) {
+    const char* op = "adam_update_";
+    STF_CHECK(step.t >= 1, op << ": step number " << step.t << " must be at least 1");
+    check_optimiser_operand(p, p, op, "parameter");
+    check_optimiser_operand(g, p, op, "gradient");
+    check_optimiser_operand(m, p, op, "first moment");
+    check_optimiser_operand(v, p, op, "second moment");
+    const int64_t n = p.numel();
+    switch (backend_of(p, op)) {
+        case Backend::CpuF32:
+            cpu::adam_update<float>(n, p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(),
+                                    adam_constants<float>(step));
+            break;
+        case Backend::CpuF64:
+            cpu::adam_update<double>(n, p.data<double>(), g.data<double>(), m.data<double>(), v.data<double>(),
+                                     adam_constants<double>(step));
+            break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH(op, cuda::adam_update(n, p.data<float>(), g.data<float>(), m.data<float>(),
+                                                  v.data<float>(), adam_constants<float>(step)));
+            break;
+    }
+}
+
+void ema_update_(Tensor& ema, const Tensor& net, double beta) {
+    const char* op = "ema_update_";
+    check_optimiser_operand(ema, ema, op, "EMA tensor");
+    check_optimiser_operand(net, ema, op, "network tensor");
+    const int64_t n = ema.numel();
+    switch (backend_of(ema, op)) {
+        case Backend::CpuF32:
+            cpu::ema_update<float>(n, ema.data<float>(), net.data<float>(), static_cast<float>(beta));
+            break;
+        case Backend::CpuF64: cpu::ema_update<double>(n, ema.data<double>(), net.data<double>(), beta); break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH(op, cuda::ema_update(n, ema.data<float>(), net.data<float>(), static_cast<float>(beta)));
+            break;
+    }
 }
 
 }  // namespace stf::ops

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include "cuda/layout.h"
+#include "cuda/optim_math.h"
 
 namespace stf::cpu {
 
@@ -46,6 +47,10 @@ template <class T> void normal(int64_t n, T* out, double mean, double std, uint6
                                int64_t row_len = 0, uint64_t row_stride = 0);
 template <class T> void bernoulli(int64_t n, T* out, double p, uint64_t seed, uint64_t offset, int64_t row_len = 0,
                                   uint64_t row_stride = 0);
+
+// --- optim.cpp (arithmetic in cuda/optim_math.h) -------------------------------------------------
+template <class T> void adam_update(int64_t n, T* p, const T* g, T* m, T* v, const optim::AdamConstants<T>& k);
+template <class T> void ema_update(int64_t n, T* ema, const T* net, T beta);
 
 // --- stf.cpp --------------------------------------------------------------------------------------
 template <class T> void sq_distances(int64_t b, int64_t n, int64_t d, const T* y, const T* x, T* out);

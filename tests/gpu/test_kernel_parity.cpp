@@ -737,4 +737,27 @@ TEST_CASE("uniform, normal and bernoulli reproduce the CPU's Philox streams") {
     }
 }
 
+TEST_CASE("optim: fused Adam and EMA steps match their CPU twins") {
+    // Both sides run cuda/optim_math.h (optim.cu without fused multiply-adds): expected bit for bit.
+    for (int64_t n : kSizes) {
+        INFO("n = ", n);
+        std::vector<float> p = random_floats(n, -1, 1, 1), g = random_floats(n, -1e-3f, 1e-3f, 2);
+        std::vector<float> m = random_floats(n, -1e-3f, 1e-3f, 3), v = random_floats(n, 0, 1e-6f, 4);
+        const stf::optim::AdamConstants<float> k{0.9f, 0.1f, 0.999f, 0.001f, 1.0f / 0.00698f, -2e-3f / 0.5217f, 1e-8f};
+        DeviceArray<float> dp(p), dg(g), dm(m), dv(v);
+        stf::cuda::adam_update(n, dp.get(), dg.get(), dm.get(), dv.get(), k);
+        stf::cpu::adam_update<float>(n, p.data(), g.data(), m.data(), v.data(), k);
+        CHECK(rel_error(dp.download(), p) < kTol);
+        CHECK(rel_error(dm.download(), m) < kTol);
+        CHECK(rel_error(dv.download(), v) < kTol);
+        CHECK(dp.download() == p);
+
+        std::vector<float> ema = random_floats(n, -1, 1, 5);
+        DeviceArray<float> de(ema);
+        stf::cuda::ema_update(n, de.get(), dp.get(), 0.999f);
+        stf::cpu::ema_update<float>(n, ema.data(), p.data(), 0.999f);
+        CHECK(de.download() == ema);
+    }
+}
+
 #endif  // STF_WITH_CUDA

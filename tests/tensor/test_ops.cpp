@@ -145,3 +145,45 @@ TEST_CASE("in-place ops need contiguous tensors and matching broadcast") {
     CHECK_THROWS_WITH_AS(ops::unary_(UnaryOp::Neg, t), doctest::Contains("contiguous"), Error);
     CHECK_THROWS_WITH_AS(ops::binary_(BinaryOp::Add, a, seq({2, 1, 3})), doctest::Contains("does not broadcast"), Error);
 }
+
+TEST_CASE("the fused Adam step equals the elementwise ops it replaces, bit for bit in float") {
+    // The composed form nn::Adam used before (scale, scaled add, square, sqrt, divide), one op at a
+    // time in float: the fused kernel rounds the same operations in the same order.
+    const ops::AdamStep step{3e-3, 0.9, 0.999, 1e-8, 7};
+    Tensor p = randn({3, 50}, 1, DType::F32), g = ops::mul_scalar(randn({3, 50}, 2, DType::F32), 1e-3);
+    Tensor m = ops::mul_scalar(randn({3, 50}, 3, DType::F32), 1e-3);
+    Tensor v = ops::unary(UnaryOp::Square, ops::mul_scalar(randn({3, 50}, 4, DType::F32), 1e-3));
+    Tensor p2 = ops::clone(p), m2 = ops::clone(m), v2 = ops::clone(v);
+    ops::adam_update_(p, g, m, v, step);
+
+    const double bias1 = 1 - std::pow(step.beta1, 7.0), bias2 = 1 - std::pow(step.beta2, 7.0);
+    ops::unary_(UnaryOp::MulScalar, m2, step.beta1);
+    ops::binary_(BinaryOp::AddScaled, m2, g, 1 - step.beta1);
+    ops::unary_(UnaryOp::MulScalar, v2, step.beta2);
+    ops::binary_(BinaryOp::AddScaled, v2, ops::unary(UnaryOp::Square, g), 1 - step.beta2);
+    Tensor denom = ops::unary(UnaryOp::MulScalar, v2, 1 / bias2);
+    ops::unary_(UnaryOp::Sqrt, denom);
+    ops::unary_(UnaryOp::AddScalar, denom, step.eps);
+    ops::binary_(BinaryOp::AddScaled, p2, ops::div(m2, denom), -step.lr / bias1);
+    CHECK(p.to_vector() == p2.to_vector());
+    CHECK(m.to_vector() == m2.to_vector());
+    CHECK(v.to_vector() == v2.to_vector());
+
+    // The EMA: net + beta (ema - net), as three ops before.
+    Tensor ema = randn({3, 50}, 5, DType::F32), ema2 = ops::clone(ema);
+    ops::ema_update_(ema, p, 0.97);
+    ops::binary_(BinaryOp::Sub, ema2, p);
+    ops::unary_(UnaryOp::MulScalar, ema2, 0.97);
+    ops::binary_(BinaryOp::Add, ema2, p);
+    CHECK(ema.to_vector() == ema2.to_vector());
+}
+
+TEST_CASE("the fused optimiser ops name a mismatched operand") {
+    Tensor p = ops::zeros({4}), g = ops::zeros({5}), m = ops::zeros({4}), v = ops::zeros({4});
+    CHECK_THROWS_WITH_AS(ops::adam_update_(p, g, m, v, ops::AdamStep{1e-3, 0.9, 0.999, 1e-8, 1}),
+                         doctest::Contains("gradient"), Error);
+    CHECK_THROWS_WITH_AS(ops::adam_update_(p, m, m, v, ops::AdamStep{1e-3, 0.9, 0.999, 1e-8, 0}),
+                         doctest::Contains("step number 0"), Error);
+    Tensor d = ops::zeros({4}, DType::F64);
+    CHECK_THROWS_AS(ops::ema_update_(p, d, 0.5), Error);
+}
