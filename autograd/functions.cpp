@@ -401,6 +401,20 @@ Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor
                   });
 }
 
+Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps) {
+    ops::GroupNormOut o = ops::group_norm(x, gamma, beta, groups, eps);
+    return record("group_norm_silu", ops::unary(UnaryOp::Silu, o.y), {x, gamma, beta},
+                  [x = detach(x), gamma = gamma.defined() ? detach(gamma) : Tensor(),
+                   beta = beta.defined() ? detach(beta) : Tensor(), mean = o.mean, rstd = o.rstd, groups,
+                   eps](const Tensor& g) {
+                      // The forward pass again (same kernel, same numbers), then silu's and group_norm's backward.
+                      Tensor y = ops::group_norm(x, gamma, beta, groups, eps).y;
+                      Tensor dy = ops::binary(BinaryOp::SiluBackward, g, y);
+                      ops::GroupNormGrads d = ops::group_norm_backward(dy, x, gamma, mean, rstd, groups);
+                      return Grads{d.dx, d.dgamma, d.dbeta};
+                  });
+}
+
 static Tensor softmax_impl(const char* name, const Tensor& x, int dim, bool log) {
     Tensor y = ops::softmax(x, dim, log);
     return record(name, y, {x}, [y = detach(y), dim, log](const Tensor& g) {

@@ -87,6 +87,9 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
 
 // ---- normalisation, softmax, dropout, losses ---------------------------------------------------------
 Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
+// silu(group_norm(x)) without keeping the normalised tensor for the backward pass: it is recomputed
+// from x there. Saves one activation-sized tensor per use (EDM's blocks use it twice each).
+Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
 Tensor softmax(const Tensor& x, int dim);
 Tensor log_softmax(const Tensor& x, int dim);
 // Zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when !train or p == 0.

@@ -101,6 +101,7 @@ GroupNorm::GroupNorm(int64_t num_channels, double eps_, int groups, int min_chan
 }
 
 Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, num_groups, weight, bias, eps); }
+Tensor GroupNorm::forward_silu(const Tensor& x) const { return group_norm_silu(x, num_groups, weight, bias, eps); }
 
 // ---- noise embeddings ------------------------------------------------------------------------------
 
@@ -158,13 +159,13 @@ UNetBlock::UNetBlock(int64_t in, int64_t out, const Options& o, Generator& gen)
 }
 
 Tensor UNetBlock::forward(const Tensor& x_in, const Tensor& emb, Generator& dropout_gen) const {
-    Tensor x = conv0_->forward(silu(norm0_->forward(x_in)));
+    Tensor x = conv0_->forward(norm0_->forward_silu(x_in));
     Tensor params = unsqueeze(unsqueeze(affine_->forward(emb), 2), 3);  // [n, c, 1, 1]
     if (o_.adaptive_scale) {
         std::vector<Tensor> ss = split(params, {out_channels, out_channels}, 1);  // scale, shift
         x = silu(add(ss[1], mul(norm1_->forward(x), add(ss[0], 1.0))));
     } else {
-        x = silu(norm1_->forward(add(x, params)));
+        x = norm1_->forward_silu(add(x, params));
     }
     x = conv1_->forward(dropout(x, o_.dropout, is_training(), dropout_gen));
     x = add(x, skip_ ? skip_->forward(x_in) : x_in);

@@ -225,9 +225,9 @@ Tensor SongUNet::forward(const Tensor& x_in, const Tensor& noise_labels, const T
         if (contains(name, "aux_up")) {
             out = static_cast<const Conv2d&>(*m).forward(out);
         } else if (contains(name, "aux_norm")) {
-            tmp = static_cast<const GroupNorm&>(*m).forward(x);
+            tmp = static_cast<const GroupNorm&>(*m).forward_silu(x);  // EDM: aux_conv(silu(aux_norm(x)))
         } else if (contains(name, "aux_conv")) {
-            tmp = static_cast<const Conv2d&>(*m).forward(silu(tmp));
+            tmp = static_cast<const Conv2d&>(*m).forward(tmp);
             out = out.defined() ? add(tmp, out) : tmp;
         } else {
             const UNetBlock& block = static_cast<const UNetBlock&>(*m);

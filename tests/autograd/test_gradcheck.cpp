@@ -127,6 +127,23 @@ TEST_CASE("group norm, softmax, log-softmax, losses") {
           {randn({2, 4, 3, 3}, 31), randn({4}, 32), randn({4}, 33)});
     check("group_norm no affine", [](const Inputs& v) { return group_norm(v[0], 4, Tensor(), Tensor(), 1e-6); },
           {randn({2, 4, 2, 3}, 34)});
+    check("group_norm_silu", [](const Inputs& v) { return group_norm_silu(v[0], 2, v[1], v[2], 1e-5); },
+          {randn({2, 4, 3, 3}, 61), randn({4}, 62), randn({4}, 63)});
+    {
+        // The same function as silu(group_norm(x)), value and gradients.
+        Tensor x = randn({2, 4, 3, 3}, 64).set_requires_grad(), gamma = randn({4}, 65).set_requires_grad();
+        Tensor beta = randn({4}, 66).set_requires_grad(), w = randn({2, 4, 3, 3}, 67);
+        Tensor fused = group_norm_silu(x, 2, gamma, beta, 1e-5);
+        backward(sum(mul(fused, w)));
+        std::vector<double> fx = x.grad().to_vector(), fg = gamma.grad().to_vector(), fb = beta.grad().to_vector();
+        x.set_grad(Tensor()), gamma.set_grad(Tensor()), beta.set_grad(Tensor());
+        Tensor plain = silu(group_norm(x, 2, gamma, beta, 1e-5));
+        backward(sum(mul(plain, w)));
+        CHECK(fused.to_vector() == plain.to_vector());
+        CHECK(fx == x.grad().to_vector());
+        CHECK(fg == gamma.grad().to_vector());
+        CHECK(fb == beta.grad().to_vector());
+    }
     check("softmax", [](const Inputs& v) { return softmax(v[0], 1); }, {randn({3, 4, 2}, 35)});
     check("log_softmax", [](const Inputs& v) { return log_softmax(v[0], -1); }, {randn({3, 6}, 36)});
     check("squared_error_per_sample", [](const Inputs& v) { return squared_error_per_sample(v[0], v[1]); },

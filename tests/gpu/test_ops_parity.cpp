@@ -141,6 +141,8 @@ TEST_CASE("group norm, softmax, losses") {
            {ops::add_scalar(randn({2, 128, 16, 16}, 35), 3.0), positive({128}, 36), randn({128}, 37)});
     parity("group_norm small", [](const Inputs& v) { return group_norm(v[0], 3, v[1], v[2], 1e-5); },
            {randn({3, 6, 5, 7}, 38), positive({6}, 39), randn({6}, 40)});
+    parity("group_norm_silu", [](const Inputs& v) { return group_norm_silu(v[0], 32, v[1], v[2], 1e-6); },
+           {ops::add_scalar(randn({2, 128, 16, 16}, 44), 1.0), positive({128}, 45), randn({128}, 46)});
     parity("softmax", [](const Inputs& v) { return softmax(v[0], -1); }, {ops::mul_scalar(randn({37, 1030}, 41), 10.0)});
     parity("softmax dim 1", [](const Inputs& v) { return softmax(v[0], 1); }, {randn({4, 256, 3}, 42)});
     parity("log_softmax", [](const Inputs& v) { return log_softmax(v[0], -1); }, {randn({5, 4099}, 43)});
