@@ -13,17 +13,29 @@ struct Stats {
     double mean, rstd;
 };
 
+// Sums in double over kLanes interleaved partial sums, added up in a fixed order at the end: the
+// compiler may then keep the lanes in vector registers (a single running sum is a serial chain it must
+// not reorder), and the result still does not depend on the thread count.
+constexpr int kLanes = 8;
+template <class F> double lane_sum(int64_t count, F term) {
+    double lanes[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= count; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) lanes[l] += term(i + l);
+    for (; i < count; ++i) lanes[0] += term(i);
+    double sum = 0.0;
+    for (int l = 0; l < kLanes; ++l) sum += lanes[l];
+    return sum;
+}
+
 // Two passes (mean first, then squared deviations) rather than E[x^2] - E[x]^2, which cancels
 // catastrophically when the mean is large compared with the spread.
 template <class T> Stats block_stats(const T* x, int64_t count, double eps) {
-    double sum = 0.0;
-    for (int64_t i = 0; i < count; ++i) sum += x[i];
-    const double mean = sum / static_cast<double>(count);
-    double sq = 0.0;
-    for (int64_t i = 0; i < count; ++i) {
-        double d = x[i] - mean;
-        sq += d * d;
-    }
+    const double mean = lane_sum(count, [x](int64_t i) { return double(x[i]); }) / static_cast<double>(count);
+    const double sq = lane_sum(count, [x, mean](int64_t i) {
+        const double d = double(x[i]) - mean;
+        return d * d;
+    });
     const double var = sq / static_cast<double>(count);  // biased, as in the paper and PyTorch
     return {mean, 1.0 / std::sqrt(var + eps)};
 }
@@ -37,12 +49,10 @@ void block_backward(int64_t cpg, int64_t hw, int64_t first_channel, const T* x, 
     double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
     for (int64_t ch = 0; ch < cpg; ++ch) {
         const double gm = gamma ? double(gamma[first_channel + ch]) : 1.0;
-        for (int64_t p = 0; p < hw; ++p) {
-            const int64_t i = ch * hw + p;
-            const double dxhat = dy[i] * gm;
-            sum_dxhat += dxhat;
-            sum_dxhat_xhat += dxhat * (x[i] - mean) * rstd;
-        }
+        const T* dyc = dy + ch * hw;
+        const T* xc = x + ch * hw;
+        sum_dxhat += gm * lane_sum(hw, [dyc](int64_t p) { return double(dyc[p]); });
+        sum_dxhat_xhat += gm * rstd * lane_sum(hw, [dyc, xc, mean](int64_t p) { return double(dyc[p]) * (xc[p] - mean); });
     }
     const double count = static_cast<double>(cpg * hw);
     const double mean_dxhat = sum_dxhat / count, mean_dxhat_xhat = sum_dxhat_xhat / count;
@@ -70,10 +80,8 @@ void affine_grads(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x, const
             const double m = mean[ng], rs = rstd[ng];
             const T* xs = x + (s * c + ch) * hw;
             const T* dys = dy + (s * c + ch) * hw;
-            for (int64_t p = 0; p < hw; ++p) {
-                acc_gamma += dys[p] * (xs[p] - m) * rs;
-                acc_beta += dys[p];
-            }
+            acc_gamma += rs * lane_sum(hw, [dys, xs, m](int64_t p) { return double(dys[p]) * (xs[p] - m); });
+            acc_beta += lane_sum(hw, [dys](int64_t p) { return double(dys[p]); });
         }
         if (dgamma) dgamma[ch] = static_cast<T>(acc_gamma);
         if (dbeta) dbeta[ch] = static_cast<T>(acc_beta);
