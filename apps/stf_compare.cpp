@@ -14,8 +14,9 @@ target and once with the Stable Target Field target; draws the same seeds' image
 snapshot with EDM's Heun sampler; and measures each set's Fréchet distance (FD) to the test set on the
 penultimate features of a small classifier trained by this framework on the dataset's labels
 (./train_classifier; trained here first unless --classifier is given). A row "data" gives the FD of as
-many real training images: the floor at this sample size. Writes under --outdir: results.csv
-(method,kimg,steps,final_loss,fd,samples,train_seconds,sample_seconds), loss_bands.csv, loss.png (both
+many real training images: the floor at this sample size; fd_std is the FD's standard deviation over
+bootstrap resamples of the samples (the noise of drawing N images, not of training). Writes under --outdir:
+results.csv (method,kimg,steps,final_loss,fd,fd_std,samples,train_seconds,sample_seconds), loss_bands.csv, loss.png (both
 runs' loss per tick), loss_bands_var.png (variance of the per-image loss per sigma band and tick, from each
 run's stats.jsonl), samples_dsm.png, samples_stf.png, samples_*.npy, the runs dsm/ and stf/, and
 classifier.safetensors when trained here.
@@ -23,7 +24,8 @@ classifier.safetensors when trained here.
 presets (each flag given explicitly still wins)
   --preset cpu         DDPM++-small (train_cifar --preset small's network) on Fashion-MNIST on the CPU:
                        4.8 kimg per method (150 steps of 32), reference batch 256, 500 samples each with
-                       Heun 10 (19 evaluations), classifier 1 epoch; about 35-40 minutes on 2 cores
+                       Heun 10 (19 evaluations), classifier 2 epochs (unless --classifier);
+                       about 35-45 minutes on 2 cores
   --preset gpu         the same network on CUDA: 1000 kimg per method (batch 128), reference batch 1024,
                        10000 samples each, classifier 10 epochs
 data and output
@@ -45,6 +47,9 @@ network (for quick tests)
 classifier
   --classifier FILE    use this checkpoint from ./train_classifier instead of training one
   --classifier-epochs E / --classifier-steps N   budget when training one here
+  --rescore            no training or sampling: recompute the FDs of a finished comparison in --outdir from
+                       its samples_*.npy and runs, with --classifier (e.g. a better-trained one)
+  --bootstrap N        resamples of each model's samples for the FD's spread, fd_std (default 50; 0: none)
   --device cpu|cuda    (default: the preset's)
 )";
 
@@ -76,6 +81,8 @@ int main(int argc, char** argv) {
         o.classifier = f.str("classifier", "");
         o.classifier_train.epochs = f.real("classifier-epochs", o.classifier_train.epochs);
         o.classifier_train.steps = f.integer("classifier-steps", 0);
+        o.rescore = f.boolean("rescore");
+        o.bootstrap = f.integer("bootstrap", o.bootstrap);
         t.device = f.str("device", t.device);
         f.check_all_used();
         STF_CHECK(t.max_images >= 0 && o.max_test_images >= 0, "--max-images and --max-test-images must be >= 0");

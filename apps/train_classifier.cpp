@@ -24,8 +24,8 @@ with the defaults.
   --steps N            optimiser steps instead of --epochs
   --batch N            images per step (default 128)
   --lr LR              Adam learning rate, decayed to 0 by a cosine (default 2e-3)
-  --channels 16,32,64   channels per stage; each stage after the first halves the resolution; the
-                       features are the last stage's channels, averaged over pixels (default 16,32,64)
+  --channels 16,32,64,128  channels per stage; each stage after the first halves the resolution; the
+                       features are the last stage's channels, averaged over pixels (default 16,32,64,128)
   --convs N            3x3 convolutions per stage (default 2)
   --res R              input resolution: smaller images are padded to R x R (default 32, as the diffusion
                        models see Fashion-MNIST)

@@ -22,7 +22,7 @@ struct ClassifierConfig {
     int64_t in_channels = 1;
     int64_t resolution = 32;  // input images are resolution x resolution
     int64_t num_classes = 10;
-    std::vector<int64_t> channels = {16, 32, 64};
+    std::vector<int64_t> channels = {16, 32, 64, 128};
     int64_t convs_per_stage = 2;
 
     int64_t feature_dim() const { return channels.empty() ? 0 : channels.back(); }

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <numeric>
 #include <sstream>
 
@@ -150,15 +151,35 @@ void write_band_summary(const fs::path& out, const std::vector<std::pair<std::st
 
 void write_results(const fs::path& out, const std::vector<CompareRow>& rows) {
     std::ostringstream csv;
-    csv << "method,kimg,steps,final_loss,fd,samples,train_seconds,sample_seconds\n";
+    csv << "method,kimg,steps,final_loss,fd,fd_std,samples,train_seconds,sample_seconds\n";
     for (const CompareRow& r : rows) {
         char line[256];
-        std::snprintf(line, sizeof line, "%s,%.3f,%lld,%.6g,%.6g,%lld,%.1f,%.1f\n", r.method.c_str(), r.kimg,
-                      (long long)r.steps, r.final_loss, r.fd, (long long)r.samples, r.train_seconds, r.sample_seconds);
+        std::snprintf(line, sizeof line, "%s,%.3f,%lld,%.6g,%.6g,%.3g,%lld,%.1f,%.1f\n", r.method.c_str(), r.kimg,
+                      (long long)r.steps, r.final_loss, r.fd, r.fd_std, (long long)r.samples, r.train_seconds,
+                      r.sample_seconds);
         csv << line;
     }
     std::string text = csv.str();
     write_file_atomic((out / "results.csv").string(), text.data(), text.size());
+}
+
+// Training and sampling times of an earlier results.csv, by method (a rescore keeps them).
+std::map<std::string, std::pair<double, double>> previous_times(const fs::path& csv_path) {
+    std::map<std::string, std::pair<double, double>> times;
+    std::ifstream in(csv_path);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+        std::vector<std::string> cells;
+        std::stringstream ss(line);
+        for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(cell);
+        if (cells.size() < 3) continue;
+        try {
+            times[cells[0]] = {std::stod(cells[cells.size() - 2]), std::stod(cells.back())};
+        } catch (const std::exception&) {
+        }
+    }
+    return times;
 }
 
 void check_options(const CompareOptions& o) {
@@ -168,6 +189,8 @@ void check_options(const CompareOptions& o) {
     STF_CHECK(o.sample_batch >= 1, "stf_compare: --sample-batch must be >= 1, got " << o.sample_batch);
     STF_CHECK(o.train.duration_mimg > 0, "stf_compare: --kimg must be positive");
     STF_CHECK(o.train.resume.empty(), "stf_compare: runs start from scratch (no --resume)");
+    STF_CHECK(o.bootstrap >= 0, "stf_compare: --bootstrap must be >= 0, got " << o.bootstrap);
+    STF_CHECK(!o.rescore || !o.classifier.empty(), "stf_compare: --rescore needs --classifier FILE");
 }
 
 }  // namespace
@@ -183,6 +206,7 @@ RunStats read_run_stats(const std::string& path) {
             json j = json::parse(line);
             s.kimg.push_back(j.at("kimg").get<double>());
             s.loss.push_back(number_or_nan(j.at("loss")));
+            s.step.push_back(j.contains("step") ? number_or_nan(j["step"]) : NAN);
             for (size_t b = 0; b < kLossBandNames.size(); ++b) {
                 const json& band = j.at("loss_bands").at(kLossBandNames[b]);
                 s.band_count[b].push_back(number_or_nan(band.at("count")));
@@ -216,9 +240,9 @@ CompareOptions compare_preset(const std::string& name) {
     t.dump_ticks = 0;
     t.progress_bar = false;
     if (name == "cpu") {
-        // About 35-40 minutes on 2 shared cores: classifier ~4, training ~8 (DSM) and ~10 (STF), sampling
-        // ~8 per method. Heun 10 steps (19 evaluations) instead of 18 buys twice the samples; both methods
-        // get the same sampler.
+        // About 35-45 minutes on 2 shared cores: classifier ~8 (skip it with --classifier), training ~8 (DSM)
+        // and ~10 (STF), sampling ~8 per method. Heun 10 steps (19 evaluations) instead of 18 buys twice the
+        // samples; both methods get the same sampler.
         t.device = "cpu";
         t.batch = 32;
         t.rbatch = 256;
@@ -229,7 +253,7 @@ CompareOptions compare_preset(const std::string& name) {
         o.samples = 500;
         o.heun_steps = 10;
         o.sample_batch = 100;
-        o.classifier_train.epochs = 1;
+        o.classifier_train.epochs = 2;
         o.outdir = "compare-runs/cpu";
     } else if (name == "gpu") {
         // Not run yet (no GPU was available when it was written): 100x the CPU preset's images.
@@ -251,6 +275,86 @@ CompareOptions compare_preset(const std::string& name) {
     }
     return o;
 }
+
+std::pair<double, double> fd_with_bootstrap(const Tensor& features, const FeatureStats& reference, int64_t resamples,
+                                            uint64_t seed) {
+    FeatureStats own = feature_stats(features);
+    double fd = frechet_distance(own, reference);
+    if (resamples <= 0) return {fd, NAN};
+    std::vector<double> f = features.to_vector();
+    int64_t n = own.count, dim = own.dim;
+    std::vector<double> picked(f.size());
+    double sum = 0, sum_sq = 0;
+    Generator gen(seed);
+    for (int64_t r = 0; r < resamples; ++r) {
+        std::vector<double> u = ops::rand({n}, gen, DType::F64).to_vector();
+        for (int64_t i = 0; i < n; ++i) {
+            int64_t j = std::min(n - 1, static_cast<int64_t>(u[i] * static_cast<double>(n)));
+            std::copy(f.begin() + j * dim, f.begin() + (j + 1) * dim, picked.begin() + i * dim);
+        }
+        double v = frechet_distance(feature_stats(picked, n, dim), reference);
+        sum += v;
+        sum_sq += v * v;
+    }
+    double mean = sum / static_cast<double>(resamples);
+    double var = std::max(0.0, sum_sq / static_cast<double>(resamples) - mean * mean);
+    return {fd, std::sqrt(var * static_cast<double>(resamples) / std::max<double>(1, static_cast<double>(resamples - 1)))};
+}
+
+namespace {
+
+struct Scorer {
+    const nn::Classifier& clf;
+    const FeatureStats& reference;
+    Device device;
+    int64_t bootstrap;
+    uint64_t seed;
+    void score(const Tensor& images, CompareRow& row) const {
+        Tensor features = classifier_features(clf, images, device);
+        std::tie(row.fd, row.fd_std) = fd_with_bootstrap(features, reference, bootstrap, seed);
+    }
+};
+
+// Trains one method, samples from its final EMA snapshot and writes its samples; the row lacks the FD.
+CompareRow train_and_sample(const CompareOptions& o, const std::string& method, const fs::path& out, Tensor& images) {
+    TrainOptions t = o.train;
+    t.stf = method == "stf";
+    t.outdir = (out / method).string();
+    fs::remove(fs::path(t.outdir) / "stats.jsonl");  // the trainer appends: a rerun starts a fresh file
+    std::printf("== training %s (%g kimg, seed %llu)\n", method.c_str(), t.duration_mimg * 1e3,
+                (unsigned long long)t.seed);
+    std::fflush(stdout);
+    auto start = std::chrono::steady_clock::now();
+    TrainSummary summary = train(t);
+    CompareRow row{method, summary.kimg, summary.steps, summary.last_loss, 0, NAN, o.samples, seconds_since(start), 0};
+
+    std::printf("== sampling %lld images from %s with Heun %d steps\n", (long long)o.samples, summary.snapshot.c_str(),
+                o.heun_steps);
+    start = std::chrono::steady_clock::now();
+    Device device = Device::parse(o.train.device);
+    nn::LoadedNetwork net = nn::load_network(summary.snapshot);
+    net.net->to(device);
+    net.net->eval();
+    images = sample_images(*net.net, net.config.unet, o.samples, o.heun_steps, o.sample_batch, device);
+    row.sample_seconds = seconds_since(start);
+    write_npy((out / ("samples_" + method + ".npy")).string(), images);
+    return row;
+}
+
+// A finished method's row and samples from outdir, for --rescore.
+CompareRow reload(const std::string& method, const fs::path& out, Tensor& images) {
+    fs::path npy = out / ("samples_" + method + ".npy");
+    STF_CHECK(fs::exists(npy), "stf_compare --rescore: " << npy.string() << " is missing (run the comparison first)");
+    images = read_npy(npy.string());
+    RunStats s = read_run_stats((out / method / "stats.jsonl").string());
+    auto times = previous_times(out / "results.csv");
+    auto it = times.find(method);
+    std::pair<double, double> secs = it == times.end() ? std::pair<double, double>{NAN, NAN} : it->second;
+    int64_t steps = std::isfinite(s.step.back()) ? static_cast<int64_t>(s.step.back()) : 0;
+    return {method, s.kimg.back(), steps, s.loss.back(), 0, NAN, images.size(0), secs.first, secs.second};
+}
+
+}  // namespace
 
 CompareResult run_comparison(const CompareOptions& o) {
     check_options(o);
@@ -279,55 +383,38 @@ CompareResult run_comparison(const CompareOptions& o) {
     result.classifier_accuracy = reference.accuracy;
     std::printf("== feature classifier %s: test accuracy %.2f%% on %lld images, %lld features\n",
                 result.classifier.c_str(), 100 * reference.accuracy, (long long)test.size(), (long long)cc.feature_dim());
+    Scorer scorer{*clf.net, reference.stats, device, o.bootstrap, o.train.seed + 2};
 
     std::vector<std::pair<std::string, RunStats>> stats;
-    for (bool use_stf : {false, true}) {
-        std::string method = use_stf ? "stf" : "dsm";
-        TrainOptions t = o.train;
-        t.stf = use_stf;
-        t.outdir = (out / method).string();
-        fs::remove(fs::path(t.outdir) / "stats.jsonl");  // the trainer appends: a rerun starts a fresh file
-        std::printf("== training %s (%g kimg, seed %llu)\n", method.c_str(), t.duration_mimg * 1e3,
-                    (unsigned long long)t.seed);
-        std::fflush(stdout);
-        auto start = std::chrono::steady_clock::now();
-        TrainSummary summary = train(t);
-        CompareRow row{method, summary.kimg, summary.steps, summary.last_loss, 0, o.samples, seconds_since(start), 0};
-
-        std::printf("== sampling %lld images from %s with Heun %d steps\n", (long long)o.samples,
-                    summary.snapshot.c_str(), o.heun_steps);
-        start = std::chrono::steady_clock::now();
-        nn::LoadedNetwork net = nn::load_network(summary.snapshot);
-        net.net->to(device);
-        net.net->eval();
-        Tensor images = sample_images(*net.net, net.config.unet, o.samples, o.heun_steps, o.sample_batch, device);
-        row.sample_seconds = seconds_since(start);
-        write_npy((out / ("samples_" + method + ".npy")).string(), images);
+    for (const std::string method : {"dsm", "stf"}) {
+        Tensor images;
+        CompareRow row = o.rescore ? reload(method, out, images) : train_and_sample(o, method, out, images);
         write_image_grid((out / ("samples_" + method + ".png")).string(),
-                         ops::narrow(images, 0, 0, std::min(o.grid_images, o.samples)));
-        Tensor features = classifier_features(*clf.net, quantise_like_png(images), device);
-        row.fd = frechet_distance(feature_stats(features), reference.stats);
-        std::printf("== %s: FD %.4f, final loss %.4f, %.0f s training, %.0f s sampling\n", method.c_str(), row.fd,
-                    row.final_loss, row.train_seconds, row.sample_seconds);
+                         ops::narrow(images, 0, 0, std::min(o.grid_images, images.size(0))));
+        scorer.score(quantise_like_png(images), row);
+        std::printf("== %s: FD %.4f (bootstrap std %.4f), final loss %.4f, %.0f s training, %.0f s sampling\n",
+                    method.c_str(), row.fd, row.fd_std, row.final_loss, row.train_seconds, row.sample_seconds);
         std::fflush(stdout);
         result.rows.push_back(row);
-        stats.emplace_back(method, read_run_stats((fs::path(t.outdir) / "stats.jsonl").string()));
+        stats.emplace_back(method, read_run_stats((out / method / "stats.jsonl").string()));
     }
 
     // The floor: training images (a seeded random choice) against the test set at the same sample size.
     ImageDataset train_data = ImageDataset::load(o.train.data, cc.resolution);
     if (o.train.max_images > 0) train_data = train_data.subset(o.train.max_images);
     InfiniteSampler pick(train_data.size(), o.train.seed + 1);
-    int64_t n_real = std::min(o.samples, train_data.size());
-    Tensor real = classifier_features(*clf.net, train_data.batch(pick.next(n_real)), device);
-    result.rows.push_back({"data", 0, 0, NAN, frechet_distance(feature_stats(real), reference.stats), n_real, 0, 0});
+    int64_t n_real = std::min(result.rows.front().samples, train_data.size());
+    CompareRow data_row{"data", 0, 0, NAN, 0, NAN, n_real, 0, 0};
+    scorer.score(train_data.batch(pick.next(n_real)), data_row);
+    result.rows.push_back(data_row);
 
     write_results(out, result.rows);
     write_loss_plots(out, stats[0].second, stats[1].second);
     write_band_summary(out, stats);
     std::printf("== results (%s/results.csv)\n", out.string().c_str());
     for (const CompareRow& r : result.rows)
-        std::printf("  %-4s  kimg %-7.2f FD %-9.4f final loss %.4f\n", r.method.c_str(), r.kimg, r.fd, r.final_loss);
+        std::printf("  %-4s  kimg %-7.2f FD %-9.4f +- %-8.4f final loss %.4f\n", r.method.c_str(), r.kimg, r.fd, r.fd_std,
+                    r.final_loss);
     return result;
 }
 

@@ -5,10 +5,12 @@
 // of each model's samples to the test set is computed on them (apps/common/frechet.h).
 #pragma once
 #include <array>
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "apps/common/classifier_training.h"
+#include "apps/common/frechet.h"
 #include "apps/common/trainer.h"
 
 namespace stf::apps {
@@ -18,7 +20,7 @@ inline constexpr std::array<const char*, 4> kLossBandNames = {"sigma<0.2", "0.2<
 
 // One training run's stats.jsonl: one entry per tick; NaN where a band had no samples (JSON null).
 struct RunStats {
-    std::vector<double> kimg, loss;
+    std::vector<double> kimg, loss, step;
     std::array<std::vector<double>, 4> band_count, band_mean, band_var;
 };
 // Throws stf::Error naming the file when it is missing or a line is not the JSON the trainer writes.
@@ -35,6 +37,10 @@ struct CompareOptions {
     int heun_steps = 18;
     int64_t sample_batch = 100;
     int64_t grid_images = 64;        // images in each sample grid
+    int64_t bootstrap = 50;          // resamples of each model's samples for the FD's spread (0: none)
+    // Recompute the FDs with `classifier` from outdir's samples_*.npy and runs' stats.jsonl, without training
+    // or sampling (e.g. to score a finished comparison with a better classifier).
+    bool rescore = false;
 };
 
 // "cpu": DDPM++-small (train_cifar --preset small's network) on Fashion-MNIST on the CPU, about 35 minutes
@@ -47,6 +53,7 @@ struct CompareRow {
     int64_t steps = 0;
     double final_loss = 0;   // mean loss of the last tick (NaN for data)
     double fd = 0;           // Fréchet distance to the test set on classifier features
+    double fd_std = NAN;     // its standard deviation over bootstrap resamples of the samples
     int64_t samples = 0;
     double train_seconds = 0, sample_seconds = 0;
 };
@@ -56,6 +63,12 @@ struct CompareResult {
     double classifier_accuracy = 0;
     std::string classifier;
 };
+
+// FD of `features` [N, D] to `reference`, and the standard deviation of the FD over `resamples` bootstrap
+// resamples (N features drawn with replacement, seeded; NaN when resamples is 0). How much the FD moves
+// with the particular samples drawn, not the spread over training seeds.
+std::pair<double, double> fd_with_bootstrap(const Tensor& features, const FeatureStats& reference,
+                                            int64_t resamples, uint64_t seed);
 
 // Writes under outdir: dsm/ and stf/ (the training runs), classifier.safetensors (when trained here),
 // results.csv, loss_bands.csv, loss.png, loss_bands_var.png, samples_dsm.png, samples_stf.png and

@@ -91,3 +91,18 @@ TEST_CASE("train_classifier in-process: a few steps on a slice of Fashion-MNIST,
     o.data = tmp.path.string();
     CHECK_THROWS_WITH_AS(train_classifier(o), doctest::Contains("no test split beside"), Error);
 }
+
+TEST_CASE("fd_with_bootstrap: the plain FD, and a seeded spread that shrinks with more samples") {
+    auto gaussian_features = [](int64_t n, uint64_t seed) {
+        Generator g(seed);
+        return ops::randn({n, 4}, g, DType::F64);
+    };
+    FeatureStats reference = feature_stats(gaussian_features(4000, 1));
+    Tensor few = gaussian_features(50, 2), many = gaussian_features(800, 3);
+    auto [fd, sd] = fd_with_bootstrap(few, reference, 40, 7);
+    CHECK(fd == doctest::Approx(frechet_distance(feature_stats(few), reference)));
+    CHECK(sd > 0);
+    CHECK(fd_with_bootstrap(few, reference, 40, 7).second == sd);  // seeded
+    CHECK(fd_with_bootstrap(many, reference, 40, 7).second < sd);
+    CHECK(std::isnan(fd_with_bootstrap(few, reference, 0, 7).second));
+}

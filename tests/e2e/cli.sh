@@ -87,6 +87,11 @@ for f in loss.png loss_bands_var.png samples_dsm.png samples_stf.png classifier.
 done
 cmp -s "$tmp/cmp/samples_dsm.npy" "$tmp/cmp/samples_stf.npy" && fail "DSM and STF samples are identical" \
     || pass "DSM and STF models differ"
+fd_of() { cut -d, -f5 "$1" | tr '\n' ' '; }
+before_fd=$(fd_of "$tmp/cmp/results.csv")
+"$bin/stf_compare" "${cmp_tiny[@]}" --classifier "$tmp/cmp/classifier.safetensors" --rescore --outdir "$tmp/cmp" \
+    >"$tmp/rescore.log" 2>&1 && [ "$(fd_of "$tmp/cmp/results.csv")" = "$before_fd" ] \
+    && pass "stf_compare --rescore with the same classifier reproduces the FDs" || fail "rescore: $(tail -3 "$tmp/rescore.log")"
 expect_error "stf_compare with a network as classifier" "is not an stf classifier" "$bin/stf_compare" "${cmp_tiny[@]}" \
     --classifier "$snap" --outdir "$tmp/cmp2"
 expect_error "stf_compare without a preset" "give --preset cpu" "$bin/stf_compare" --outdir "$tmp/cmp3"
