@@ -114,15 +114,20 @@ void write_loss_plots(const fs::path& out, const RunStats& dsm, const RunStats& 
                         {{"DSM", dsm.kimg, dsm.loss, dsm_color}, {"STF", stf.kimg, stf.loss, stf_color}},
                         PlotOptions{.title = "training loss per tick", .x_label = "kimg", .y_label = "loss",
                                     .log_y = true});
-    std::vector<Series> bands;
+    // One panel per band (DSM and STF in the same colours as loss.png), tiled 2 x 2 into one PNG.
+    const int pw = 480, ph = 320;
+    std::vector<uint8_t> tiled(static_cast<size_t>(4 * pw * ph * 3), 255);
     for (size_t b = 0; b < kLossBandNames.size(); ++b) {
-        std::string name = kLossBandNames[b];
-        bands.push_back({"DSM " + name, dsm.kimg, dsm.band_var[b], palette_color(2 * b)});
-        bands.push_back({"STF " + name, stf.kimg, stf.band_var[b], palette_color(2 * b + 1)});
+        std::vector<uint8_t> panel = render_line_plot(
+            {{"DSM", dsm.kimg, dsm.band_var[b], dsm_color}, {"STF", stf.kimg, stf.band_var[b], stf_color}},
+            PlotOptions{.title = std::string("loss variance, ") + kLossBandNames[b], .x_label = "kimg",
+                        .y_label = "var", .log_y = true, .width = pw, .height = ph});
+        int x0 = static_cast<int>(b % 2) * pw, y0 = static_cast<int>(b / 2) * ph;
+        for (int y = 0; y < ph; ++y)
+            std::copy(panel.begin() + static_cast<size_t>(y * pw * 3), panel.begin() + static_cast<size_t>((y + 1) * pw * 3),
+                      tiled.begin() + static_cast<size_t>(((y0 + y) * 2 * pw + x0) * 3));
     }
-    write_line_plot_png((out / "loss_bands_var.png").string(), bands,
-                        PlotOptions{.title = "loss variance per sigma band, per tick", .x_label = "kimg",
-                                    .y_label = "var of per-image loss", .log_y = true, .width = 800, .height = 500});
+    write_png((out / "loss_bands_var.png").string(), tiled.data(), 2 * ph, 2 * pw, 3);
 }
 
 // Per method and band: samples seen, and the mean over the second half of the ticks of the band's loss mean
