@@ -11,7 +11,7 @@ static const char* kUsage = R"(usage: train_classifier [options]
 Trains the small image classifier of nn/classifier.h on labelled images (Fashion-MNIST by default) with
 Adam and a cosine learning-rate decay, prints its test accuracy, and writes it as a safetensors file with
 metadata format "stf-classifier", config (the network's JSON), test_accuracy and data. ./stf_compare
-computes its Fréchet distances on this network's penultimate features. About 6 minutes on 2 CPU cores
+computes its Fréchet distances on this network's penultimate features. About 8 minutes on 2 idle CPU cores
 with the defaults.
 
   --data PATH          labelled training images: IDX (labels beside them) or CIFAR-10 binary

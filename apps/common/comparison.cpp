@@ -38,7 +38,7 @@ Tensor quantise_like_png(const Tensor& images) {
     return ops::contiguous(ops::permute(ops::from_vector(values, {n, h, w, c}), {0, 3, 1, 2}));
 }
 
-// Images for seeds first_seed .. first_seed + count - 1 with the Heun sampler, as ./sample draws them
+// Images for seeds 0 .. count - 1 with the Heun sampler, as ./sample --seeds 0-(count-1) draws them
 // (latents N(0, I) per seed, sampler in float64, network in float32 on its device).
 Tensor sample_images(const nn::Precond& net, const nn::SongUNetConfig& u, int64_t count, int heun_steps,
                      int64_t batch, Device device) {
@@ -261,7 +261,7 @@ CompareOptions compare_preset(const std::string& name) {
         o.classifier_train.epochs = 2;
         o.outdir = "compare-runs/cpu";
     } else if (name == "gpu") {
-        // Not run yet (no GPU was available when it was written): 100x the CPU preset's images.
+        // Not run yet (no GPU was available when it was written): about 200x the CPU preset's images.
         t.device = "cuda";
         t.batch = 128;
         t.rbatch = 1024;

@@ -72,7 +72,7 @@ grep -q "test accuracy .* on 128 images" "$tmp/clf.log" && [ -s "$tmp/clf/c.safe
     && pass "classifier accuracy printed, checkpoint written" || fail "classifier output: $(cat "$tmp/clf.log")"
 [ "$(grep -c '^step' "$tmp/clf.log")" -eq 2 ] && pass "classifier progress lines" || fail "classifier progress lines"
 cmp_tiny=(--preset cpu --max-images 256 --max-test-images 128 --kimg 0.064 --batch 16 --rbatch 32 --tick 0.032 --cbase 8
-          --cres 1,2 --blocks 1 --samples 8 --heun 2 --sample-batch 4)
+          --cres 1,2 --blocks 1 --samples 8 --heun 2 --sample-batch 4 --bootstrap 5)
 if "$bin/stf_compare" "${cmp_tiny[@]}" --classifier-steps 3 --outdir "$tmp/cmp" >"$tmp/cmp.log" 2>&1; then
     pass "stf_compare"
 else
