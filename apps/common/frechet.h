@@ -29,7 +29,7 @@ struct SymmetricEigen {
     std::vector<double> vectors;  // [n x n], row-major; column k is the eigenvector of values[k]
 };
 // Eigendecomposition of a symmetric matrix (a: n x n row-major; only symmetry up to rounding is assumed)
-// by cyclic Jacobi rotations, until the off-diagonal mass is below 1e-15 of the total (or 100 sweeps).
+// by cyclic Jacobi rotations, until the off-diagonal part's Frobenius norm is below 1e-15 of the whole (or 100 sweeps).
 SymmetricEigen symmetric_eigen(const std::vector<double>& a, int64_t n);
 // The symmetric positive semi-definite square root; eigenvalues below 0 (rounding) count as 0.
 std::vector<double> sqrt_psd(const std::vector<double>& a, int64_t n);
