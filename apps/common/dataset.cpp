@@ -347,6 +347,31 @@ ImageDataset ImageDataset::load(const std::string& path, int64_t pad_to) {
 
 std::string ImageDataset::default_fashion_mnist_path() { return "/usr/share/datasets/fashion-mnist"; }
 
+std::string ImageDataset::test_split_path(const std::string& path) {
+    std::error_code ec;
+    fs::path dir = fs::is_directory(path, ec) ? fs::path(path) : fs::path(path).parent_path();
+    for (const char* name : {"t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte.gz",
+                             "t10k-images.idx3-ubyte", "test_batch.bin", "cifar-10-batches-bin/test_batch.bin"})
+        if (is_file(dir / name)) return (dir / name).string();
+    return "";
+}
+
+std::vector<int> load_labels(const std::string& path) {
+    std::error_code ec;
+    STF_CHECK(fs::exists(path, ec), "load_labels: '" << path << "' does not exist");
+    if (peek_magic(path) == 0x00000801u || path.find("idx1") != std::string::npos) {
+        Idx idx = read_idx(path, 1, "labels");  // reports bad magic and truncation with the file name
+        return std::vector<int>(idx.data.begin(), idx.data.end());
+    }
+    STF_CHECK(ends_with(path, ".bin") || ends_with(path, ".bin.gz"),
+              "load_labels: '" << path << "' is neither an IDX1 label file (magic " << hex32(peek_magic(path))
+                               << ", expected 0x00000801) nor a CIFAR-10 batch (*.bin)");
+    std::vector<uint8_t> pixels;
+    std::vector<int> labels;
+    read_cifar_file(path, pixels, labels);
+    return labels;
+}
+
 const uint8_t* ImageDataset::image(int64_t i) const {
     STF_CHECK(i >= 0 && i < n_, "ImageDataset::image: index " << i << " out of range for " << n_ << " images");
     return pixels_.data() + i * image_bytes();

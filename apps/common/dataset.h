@@ -29,6 +29,10 @@ public:
     static ImageDataset load(const std::string& path, int64_t pad_to = 32);
     // Where Debian's dataset-fashion-mnist package puts its files.
     static std::string default_fashion_mnist_path();
+    // The held-out split that goes with a training set at `path` (a directory, or a file inside one):
+    // t10k-images-idx3-ubyte[.gz] for IDX, test_batch.bin for CIFAR-10 (there or in cifar-10-batches-bin/).
+    // "" when there is none.
+    static std::string test_split_path(const std::string& path);
 
     int64_t size() const { return n_; }
     int64_t channels() const { return c_; }
@@ -58,6 +62,11 @@ private:
     int num_classes_ = 0;
     std::string source_;
 };
+
+// Labels alone, one int per image: an IDX1 label file (magic 0x00000801, gzipped or not), or a CIFAR-10
+// batch file, whose label is the first byte of each 3073-byte record. Throws stf::Error naming the file for
+// a missing file, bad magic, truncation or trailing data, a size that is not whole records, or an empty file.
+std::vector<int> load_labels(const std::string& path);
 
 // An endless stream of indices into 0..n-1: each epoch is a fresh permutation computed from
 // (seed, epoch) alone (Fisher-Yates driven by Philox4x32-10 with key = seed, counter offset = epoch),

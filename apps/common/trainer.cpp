@@ -127,7 +127,6 @@ private:
 // noisy each band's target is) and, with STF, the effective sample size of the reference weights.
 struct SigmaBands {
     static constexpr double kEdges[3] = {0.2, 1.0, 5.0};
-    static constexpr const char* kNames[4] = {"sigma<0.2", "0.2<=sigma<1", "1<=sigma<5", "sigma>=5"};
     double count[4] = {}, loss_sum[4] = {}, loss_sq[4] = {}, ess_sum[4] = {}, ess_count[4] = {};
     static int band(double sigma) {
         int b = 0;
@@ -481,10 +480,10 @@ TrainSummary train(TrainOptions o) {
                           {"lr", nn::edm_learning_rate(o.lr, p.cur_nimg, o.lr_rampup_mimg * 1000)}};
             auto finite_or_null = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
             for (int b = 0; b < 4; ++b) {
-                stats["loss_bands"][SigmaBands::kNames[b]] = {{"count", bands.count[b]},
+                stats["loss_bands"][kSigmaBandNames[b]] = {{"count", bands.count[b]},
                                                               {"mean", finite_or_null(bands.loss_mean(b))},
                                                               {"var", finite_or_null(bands.loss_var(b))}};
-                if (o.stf) stats["ess"][SigmaBands::kNames[b]] = finite_or_null(bands.ess_mean(b));
+                if (o.stf) stats["ess"][kSigmaBandNames[b]] = finite_or_null(bands.ess_mean(b));
             }
             std::ofstream(out / "stats.jsonl", std::ios::app) << stats.dump() << "\n";
             curve_x.push_back(kimg);

@@ -1,6 +1,7 @@
 // EDM training with the DSM or STF objective: the loop behind ./train_cifar, kept here so tests can
 // drive it in-process (e.g. to check that a resumed run ends bit-exactly where an uninterrupted one does).
 #pragma once
+#include <array>
 #include <functional>
 #include <string>
 
@@ -39,6 +40,9 @@ struct TrainOptions {
     std::string to_json() const;
     static TrainOptions from_json(const std::string& json);
 };
+
+// The noise-level bands of stats.jsonl's "loss_bands" and "ess" entries, in order.
+inline constexpr std::array<const char*, 4> kSigmaBandNames = {"sigma<0.2", "0.2<=sigma<1", "1<=sigma<5", "sigma>=5"};
 
 struct TrainSummary {
     int64_t steps = 0;

@@ -260,6 +260,63 @@ TEST_CASE("dataset errors: missing path, empty directory, truncation, bad magic,
     CHECK(has(e, "neither"));
 }
 
+TEST_CASE("load_labels: IDX1 files (gzipped or not) and CIFAR-10 batches; the test split beside a training set") {
+    TempDir tmp;
+    write_bytes(tmp.file("t10k-labels-idx1-ubyte"), idx_labels(7));
+    write_gz(tmp.file("train-labels-idx1-ubyte.gz"), idx_labels(5));
+    std::vector<int> want7, want5;
+    for (int i = 0; i < 7; ++i) want7.push_back((i * 3) % 10);
+    for (int i = 0; i < 5; ++i) want5.push_back((i * 3) % 10);
+    CHECK(load_labels(tmp.file("t10k-labels-idx1-ubyte")) == want7);
+    CHECK(load_labels(tmp.file("train-labels-idx1-ubyte.gz")) == want5);
+
+    write_cifar(tmp.path / "cifar", 4);
+    std::vector<int> cifar = load_labels((tmp.path / "cifar" / "data_batch_2.bin").string());
+    REQUIRE(cifar.size() == 4);
+    for (int r = 0; r < 4; ++r) CHECK(cifar[r] == cifar_label(2, r));
+
+    // The held-out split: t10k beside IDX training images, test_batch.bin beside CIFAR-10 batches.
+    CHECK(ImageDataset::test_split_path(tmp.path.string()).empty());
+    write_gz(tmp.file("t10k-images-idx3-ubyte.gz"), idx_images(2));
+    CHECK(ImageDataset::test_split_path(tmp.path.string()) == tmp.file("t10k-images-idx3-ubyte.gz"));
+    CHECK(ImageDataset::test_split_path(tmp.file("train-labels-idx1-ubyte.gz")) == tmp.file("t10k-images-idx3-ubyte.gz"));
+    fs::copy_file(tmp.path / "cifar" / "data_batch_1.bin", tmp.path / "cifar" / "test_batch.bin");
+    CHECK(ImageDataset::test_split_path((tmp.path / "cifar").string()) == (tmp.path / "cifar" / "test_batch.bin").string());
+}
+
+TEST_CASE("load_labels errors name the file and what was expected") {
+    TempDir tmp;
+    std::string e = error_of([&] { load_labels(tmp.file("missing-labels-idx1-ubyte")); });
+    CHECK(has(e, "missing-labels-idx1-ubyte"));
+    CHECK(has(e, "does not exist"));
+
+    write_bytes(tmp.file("images-as-labels-idx1-ubyte"), idx_images(2));
+    e = error_of([&] { load_labels(tmp.file("images-as-labels-idx1-ubyte")); });
+    CHECK(has(e, "images-as-labels-idx1-ubyte"));
+    CHECK(has(e, "bad magic 0x00000803"));
+    CHECK(has(e, "0x00000801"));
+
+    std::string labels = idx_labels(9);
+    write_bytes(tmp.file("cut-labels-idx1-ubyte"), labels.substr(0, labels.size() - 3));
+    e = error_of([&] { load_labels(tmp.file("cut-labels-idx1-ubyte")); });
+    CHECK(has(e, "cut-labels-idx1-ubyte"));
+    CHECK(has(e, "truncated"));
+
+    write_bytes(tmp.file("long-labels-idx1-ubyte"), labels + "x");
+    e = error_of([&] { load_labels(tmp.file("long-labels-idx1-ubyte")); });
+    CHECK(has(e, "size mismatch"));
+
+    write_bytes(tmp.file("odd.bin"), std::string(3073 + 5, '\1'));
+    e = error_of([&] { load_labels(tmp.file("odd.bin")); });
+    CHECK(has(e, "odd.bin"));
+    CHECK(has(e, "3073-byte"));
+
+    write_bytes(tmp.file("notes.txt"), "hello world");
+    e = error_of([&] { load_labels(tmp.file("notes.txt")); });
+    CHECK(has(e, "notes.txt"));
+    CHECK(has(e, "neither an IDX1 label file"));
+}
+
 TEST_CASE("batch scales to [-1, 1] in float32; label_batch is one-hot; subset keeps the first images") {
     std::vector<uint8_t> px(4 * 2 * 2);
     for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>(i * 17);  // 0 .. 255
@@ -676,4 +733,22 @@ TEST_CASE("Fashion-MNIST from Debian's package, when installed") {
     CHECK(border == 0);
     CHECK(inside > 0);
     MESSAGE("Fashion-MNIST: " << d.source());
+}
+
+TEST_CASE("Fashion-MNIST test labels from Debian's package, when installed") {
+    std::string dir = ImageDataset::default_fashion_mnist_path();
+    if (!fs::exists(fs::path(dir) / "t10k-labels-idx1-ubyte.gz")) {
+        MESSAGE("skipped: Fashion-MNIST not found at " << dir << " (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    CHECK(ImageDataset::test_split_path(dir) == dir + "/t10k-images-idx3-ubyte.gz");
+    std::vector<int> labels = load_labels(dir + "/t10k-labels-idx1-ubyte.gz");
+    REQUIRE(labels.size() == 10000);
+    std::vector<int> counts(10, 0);
+    for (int l : labels) {
+        REQUIRE(l >= 0);
+        REQUIRE(l < 10);
+        ++counts[l];
+    }
+    for (int k = 0; k < 10; ++k) CHECK(counts[k] == 1000);
 }

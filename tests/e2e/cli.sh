@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End to end through the programs users run: train a tiny STF model on Fashion-MNIST, sample from its
-# snapshot to PNGs, a grid and .npy, and check the errors users meet. Usage: cli.sh BUILD_DIR
+# snapshot to PNGs, a grid and .npy, and check the errors users meet; toy_stf, train_classifier and
+# stf_compare for a few steps on tiny data. Usage: cli.sh BUILD_DIR
 bin="$1"
 source "$(dirname "$0")/lib.sh"
 data=/usr/share/datasets/fashion-mnist
@@ -51,5 +52,39 @@ if "$bin/toy_stf" --dim 2 --modes 3 --steps 20 --batch 16 --rbatch 16,32 --seeds
 [ -s "$tmp/toy/toy.png" ] && [ -s "$tmp/toy/toy_gradvar.png" ] && [ -s "$tmp/toy/toy_target.png" ] \
     && pass "toy plots written" || fail "toy plots missing"
 expect_error "toy_stf --dim 1" "--dim must be in 2..64" "$bin/toy_stf" --dim 1 --outdir "$tmp/toy2"
+
+# 5. train_classifier and stf_compare: a few steps on a slice of Fashion-MNIST
+if "$bin/train_classifier" --max-images 256 --max-test-images 128 --channels 8,8,16,16 --convs 1 --steps 10 --batch 32 \
+    --log-every 5 --out "$tmp/clf/c.safetensors" >"$tmp/clf.log" 2>&1; then pass "train_classifier"
+else fail "train_classifier: $(tail -5 "$tmp/clf.log")"; fi
+grep -q "test accuracy .* on 128 images" "$tmp/clf.log" && [ -s "$tmp/clf/c.safetensors" ] \
+    && pass "classifier accuracy printed, checkpoint written" || fail "classifier output: $(cat "$tmp/clf.log")"
+[ "$(grep -c '^step' "$tmp/clf.log")" -eq 2 ] && pass "classifier progress lines" || fail "classifier progress lines"
+cmp_tiny=(--preset cpu --max-images 256 --max-test-images 128 --kimg 0.064 --batch 16 --rbatch 32 --tick 0.032 --cbase 8
+          --cres 1,2 --blocks 1 --samples 8 --heun 2 --sample-batch 4 --bootstrap 5)
+if "$bin/stf_compare" "${cmp_tiny[@]}" --classifier-steps 3 --outdir "$tmp/cmp" >"$tmp/cmp.log" 2>&1; then
+    pass "stf_compare"
+else
+    fail "stf_compare: $(tail -5 "$tmp/cmp.log")"
+fi
+[ "$(cut -d, -f1 "$tmp/cmp/results.csv" 2>/dev/null | tr '\n' ' ')" = "method dsm stf data " ] \
+    && pass "results.csv: dsm, stf and the data floor" || fail "results.csv: $(cat "$tmp/cmp/results.csv" 2>&1)"
+[ "$(wc -l <"$tmp/cmp/loss_bands.csv" 2>/dev/null)" -eq 9 ] && pass "loss_bands.csv: 2 methods x 4 bands" \
+    || fail "loss_bands.csv rows"
+for f in loss.png loss_bands_var.png samples_dsm.png samples_stf.png classifier.safetensors dsm/stats.jsonl stf/stats.jsonl; do
+    [ -s "$tmp/cmp/$f" ] || fail "stf_compare did not write $f"
+done
+cmp -s "$tmp/cmp/samples_dsm.npy" "$tmp/cmp/samples_stf.npy" && fail "DSM and STF samples are identical" \
+    || pass "DSM and STF models differ"
+fd_of() { cut -d, -f5 "$1" | tr '\n' ' '; }
+before_fd=$(fd_of "$tmp/cmp/results.csv")
+"$bin/stf_compare" "${cmp_tiny[@]}" --classifier "$tmp/cmp/classifier.safetensors" --rescore --outdir "$tmp/cmp" \
+    >"$tmp/rescore.log" 2>&1 && [ "$(fd_of "$tmp/cmp/results.csv")" = "$before_fd" ] \
+    && pass "stf_compare --rescore with the same classifier reproduces the FDs" || fail "rescore: $(tail -3 "$tmp/rescore.log")"
+expect_error "stf_compare with a network as classifier" "is not an stf classifier" "$bin/stf_compare" "${cmp_tiny[@]}" \
+    --classifier "$snap" --outdir "$tmp/cmp2"
+expect_error "stf_compare without a preset" "give --preset cpu" "$bin/stf_compare" --outdir "$tmp/cmp3"
+expect_error "train_classifier on unlabelled data" "no test split beside" "$bin/train_classifier" --data "$tmp/img" \
+    --out "$tmp/clf/x.safetensors"
 
 finish e2e
