@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
         apps::TrainOptions o;
         std::string preset = f.str("preset", "");
         if (preset == "small") {
-            // A DDPM++ of 1.3M parameters on 28x28 Fashion-MNIST padded to 32x32, STF-ready: about 7
+            // A DDPM++ of 1.3M parameters on 28x28 Fashion-MNIST padded to 32x32, STF-ready: about 4
             // minutes on 2 CPU cores (225 steps of 32 images).
             o.data = apps::ImageDataset::default_fashion_mnist_path();
             o.device = "cpu";
