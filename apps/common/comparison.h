@@ -43,8 +43,9 @@ struct CompareOptions {
     bool rescore = false;
 };
 
-// "cpu": DDPM++-small (train_cifar --preset small's network) on Fashion-MNIST on the CPU, 30-40 minutes
-// on 2 cores in all; "gpu": the same network with a larger budget on CUDA. Throws for other names.
+// "cpu": DDPM++-small (train_cifar --preset small's network) on Fashion-MNIST on the CPU, about 9 minutes
+// on 2 idle cores (plus 8 to train the classifier); "gpu": the same network with a larger budget on
+// CUDA. Throws for other names.
 CompareOptions compare_preset(const std::string& name);
 
 struct CompareRow {

@@ -71,6 +71,28 @@ TrainOptions TrainOptions::from_json(const std::string& text) {
     return o;
 }
 
+TrainOptions TrainOptions::small() {
+    TrainOptions o;
+    o.data = ImageDataset::default_fashion_mnist_path();
+    o.device = "cpu";
+    o.net.unet.model_channels = 32;
+    o.net.unet.channel_mult = {1, 2, 2};
+    o.net.unet.num_blocks = 1;
+    o.net.unet.dropout = 0.1;
+    o.rbatch = 256;
+    o.batch = 32;
+    o.duration_mimg = 0.0072;
+    o.lr = 2e-3;
+    o.lr_rampup_mimg = 0.0005;
+    o.ema_mimg = 0.001;
+    o.augment = 0;
+    o.tick_kimg = 0.8;
+    o.snap_ticks = 3;
+    o.dump_ticks = 3;
+    o.outdir = "training-runs/small";
+    return o;
+}
+
 static void validate(const TrainOptions& o, int ranks) {
     STF_CHECK(o.batch >= 1, "--batch must be positive, got " << o.batch);
     STF_CHECK(o.batch % ranks == 0, "--batch " << o.batch << " must split evenly over the " << ranks << " ranks");

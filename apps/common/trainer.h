@@ -39,6 +39,10 @@ struct TrainOptions {
 
     std::string to_json() const;
     static TrainOptions from_json(const std::string& json);
+    // train_cifar --preset small: a DDPM++ of 1.3M parameters (32 channels, [1, 2, 2], one block per
+    // resolution, dropout 0.1) on Fashion-MNIST padded to 32x32, on the CPU, STF-ready (reference batch
+    // 256), 225 steps of 32 images. ./stf_compare's presets start from it too.
+    static TrainOptions small();
 };
 
 // The noise-level bands of stats.jsonl's "loss_bands" and "ess" entries, in order.
