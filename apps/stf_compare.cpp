@@ -74,10 +74,7 @@ int main(int argc, char** argv) {
         o.samples = f.integer("samples", o.samples);
         o.heun_steps = static_cast<int>(f.integer("heun", o.heun_steps));
         o.sample_batch = f.integer("sample-batch", o.sample_batch);
-        t.net.unet.model_channels = f.integer("cbase", t.net.unet.model_channels);
-        t.net.unet.channel_mult = f.int_list("cres", t.net.unet.channel_mult);
-        t.net.unet.num_blocks = f.integer("blocks", t.net.unet.num_blocks);
-        t.net.unet.attn_resolutions = f.int_list("attn", t.net.unet.attn_resolutions);
+        apps::model_size_flags(f, t.net.unet);
         o.classifier = f.str("classifier", "");
         o.classifier_train.epochs = f.real("classifier-epochs", o.classifier_train.epochs);
         o.classifier_train.steps = f.integer("classifier-steps", 0);

@@ -81,12 +81,9 @@ int main(int argc, char** argv) {
         nn::NetworkConfig c = nn::NetworkConfig::preset(flags.str("arch", "ddpmpp"));
         c.precond = flags.str("precond", "edm");
         c.unet.augment_dim = flags.integer("augment-dim", 0);
-        c.unet.model_channels = flags.integer("cbase", c.unet.model_channels);
-        c.unet.channel_mult = flags.int_list("cres", c.unet.channel_mult);
-        c.unet.num_blocks = flags.integer("blocks", c.unet.num_blocks);
+        apps::model_size_flags(flags, c.unet);
         c.unet.img_resolution = flags.integer("res", c.unet.img_resolution);
         c.unet.in_channels = c.unet.out_channels = flags.integer("channels", c.unet.in_channels);
-        c.unet.attn_resolutions = flags.int_list("attn", c.unet.attn_resolutions);
         bool forward = !flags.boolean("no-forward");
         flags.check_all_used();
 

@@ -75,10 +75,7 @@ int main(int argc, char** argv) {
         }
         o.net.unet.dropout = f.real("dropout", base.dropout);
         o.net.precond = f.str("precond", "edm");
-        o.net.unet.model_channels = f.integer("cbase", o.net.unet.model_channels);
-        o.net.unet.channel_mult = f.int_list("cres", o.net.unet.channel_mult);
-        o.net.unet.num_blocks = f.integer("blocks", o.net.unet.num_blocks);
-        o.net.unet.attn_resolutions = f.int_list("attn", o.net.unet.attn_resolutions);
+        apps::model_size_flags(f, o.net.unet);
         o.pad_to = f.integer("res", o.pad_to);
         o.data = f.str("data", o.data);
         o.max_images = f.integer("max-images", o.max_images);

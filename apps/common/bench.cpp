@@ -26,10 +26,7 @@ nn::NetworkConfig network_flags(Flags& f) {
     nn::NetworkConfig net = nn::NetworkConfig::preset(f.str("arch", "ddpmpp"));
     net.precond = f.str("precond", "edm");
     nn::SongUNetConfig& u = net.unet;
-    u.model_channels = f.integer("cbase", u.model_channels);
-    u.channel_mult = f.int_list("cres", u.channel_mult);
-    u.num_blocks = f.integer("blocks", u.num_blocks);
-    u.attn_resolutions = f.int_list("attn", u.attn_resolutions);
+    model_size_flags(f, u);
     u.img_resolution = f.integer("res", 32);
     u.in_channels = u.out_channels = f.integer("channels", 3);
     u.dropout = f.real("dropout", 0.13);

@@ -90,6 +90,13 @@ void Flags::check_all_used() const {
         STF_CHECK(used_.count(name), "unknown flag --" << name << "\n\n" << usage_);
 }
 
+void model_size_flags(Flags& f, nn::SongUNetConfig& u) {
+    u.model_channels = f.integer("cbase", u.model_channels);
+    u.channel_mult = f.int_list("cres", u.channel_mult);
+    u.num_blocks = f.integer("blocks", u.num_blocks);
+    u.attn_resolutions = f.int_list("attn", u.attn_resolutions);
+}
+
 int run_program(const char* name, int argc, char** argv, const char* usage, const std::function<void(Flags&)>& body) {
     try {
         Flags flags(argc, argv, usage);

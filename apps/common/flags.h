@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "nn/song_unet.h"
+
 namespace stf::apps {
 
 class Flags {
@@ -33,6 +35,10 @@ private:
     std::map<std::string, std::string> values_;
     std::set<std::string> used_;
 };
+
+// The model-size flags every program that builds a SongUNet takes, defaulting to what u holds:
+// --cbase (model_channels), --cres (channel_mult), --blocks (num_blocks), --attn (attn_resolutions).
+void model_size_flags(Flags& f, nn::SongUNetConfig& u);
 
 // A program's main: parses the flags, prints `usage` for --help, runs `body`, and turns any error into
 // "NAME: error: MESSAGE" on stderr with exit status 1.
