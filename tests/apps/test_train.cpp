@@ -5,20 +5,18 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include "apps/common/trainer.h"
 #include "nn/safetensors.h"
+#include "tests/temp_files.h"
 
 using namespace stf;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path = fs::temp_directory_path() / ("stf_test_train_" + std::to_string(::getpid()));
-    TempDir() { fs::create_directories(path); }
-    ~TempDir() { fs::remove_all(path); }
+struct TempDir : test::TempDir {
+    TempDir() : test::TempDir("stf_test_train") {}
 };
 
 apps::TrainOptions tiny(const fs::path& outdir, bool stf) {
