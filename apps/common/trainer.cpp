@@ -475,7 +475,8 @@ TrainSummary train(TrainOptions o) {
                         "; lower --lr or resume from the last training state");
         if (device.is_cuda()) cuda::synchronize();
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - tick_clock).count();
-        double imgs = p.cur_nimg - tick_clock_nimg;
+        const double imgs = p.cur_nimg - tick_clock_nimg, sec_per_kimg = secs / (imgs / 1e3);
+        const double img_per_sec = imgs / secs, mem_gib = peak_memory_gib(device);
         std::string ess_text;
         if (o.stf) {
             char e[160];
@@ -484,8 +485,8 @@ TrainSummary train(TrainOptions o) {
             ess_text = e;
         }
         std::snprintf(line, sizeof(line), "tick %-4lld kimg %-9.1f loss %-8.4f sec/kimg %-7.2f img/s %-8.1f mem %.2f GiB%s",
-                      (long long)p.tick, p.cur_nimg / 1e3, loss, secs / (imgs / 1e3), imgs / secs,
-                      peak_memory_gib(device), ess_text.c_str());
+                      (long long)p.tick, p.cur_nimg / 1e3, loss, sec_per_kimg, img_per_sec, mem_gib,
+                      ess_text.c_str());
         log.line(line);
         summary.last_loss = loss;
         bool snap = done || (o.snap_ticks > 0 && p.tick % o.snap_ticks == 0);
@@ -496,9 +497,9 @@ TrainSummary train(TrainOptions o) {
                           {"kimg", kimg},
                           {"step", p.step},
                           {"loss", loss},
-                          {"sec_per_kimg", secs / (imgs / 1e3)},
-                          {"img_per_sec", imgs / secs},
-                          {"peak_mem_gib", peak_memory_gib(device)},
+                          {"sec_per_kimg", sec_per_kimg},
+                          {"img_per_sec", img_per_sec},
+                          {"peak_mem_gib", mem_gib},
                           {"lr", nn::edm_learning_rate(o.lr, p.cur_nimg, o.lr_rampup_mimg * 1000)}};
             auto finite_or_null = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
             for (int b = 0; b < 4; ++b) {
