@@ -17,14 +17,16 @@ constexpr int64_t kParallelMin = 1 << 12;  // Philox is ~40 integer ops per draw
 template <class F>
 void for_each_draw(int64_t n, uint64_t seed, uint64_t offset, int64_t row_len, uint64_t row_stride, F f) {
     if (n <= 0) return;
+    // The last row may be partial (n need not be a multiple of row_len): it takes its row's first elements.
     const int64_t len = row_len > 0 ? row_len : n, blocks_per_row = (len + 3) / 4;
-    const int64_t blocks = (n / len) * blocks_per_row;
+    const int64_t blocks = ((n + len - 1) / len) * blocks_per_row;
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
     for (int64_t b = 0; b < blocks; ++b) {
         const int64_t row = b / blocks_per_row, block = b % blocks_per_row;
+        const int64_t first = block * 4, last = std::min({first + 4, len, n - row * len});
+        if (first >= last) continue;
         const philox::Words words = philox::philox4x32_10(static_cast<uint64_t>(block),
                                                           offset + static_cast<uint64_t>(row) * row_stride, seed);
-        const int64_t first = block * 4, last = std::min(first + 4, len);
         for (int64_t j = first; j < last; ++j) f(row * len + j, words, static_cast<unsigned>(j - first));
     }
 }

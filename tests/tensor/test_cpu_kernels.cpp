@@ -671,6 +671,26 @@ TEST_CASE("cpu random: row-split draws give each row the stream at its own offse
     }
 }
 
+TEST_CASE("cpu random: a row-split draw may end in a partial row") {
+    // 17 elements in rows of 7: rows 0 and 1 whole, row 2 the first 3 elements of its stream. Each
+    // element is philox::row_element's definition, the one the CUDA kernels evaluate per thread.
+    const int64_t n = 17, len = 7;
+    const uint64_t seed = 5, offset = 40, stride = 2048;
+    std::vector<float> u(n, -1.0f), b(n, -1.0f);
+    cpu::uniform<float>(n, u.data(), 0.0, 1.0, seed, offset, len, stride);
+    cpu::bernoulli<float>(n, b.data(), 0.3, seed, offset, len, stride);
+    for (int64_t i = 0; i < n; ++i) {
+        CAPTURE(i);
+        const philox::RowElement e = philox::row_element(uint64_t(i), offset, len, stride);
+        const float want = philox::uniform(e.index, e.offset, seed);
+        CHECK(u[i] == want);
+        CHECK(b[i] == (want < 0.3f ? 1.0f : 0.0f));
+    }
+    std::vector<float> single(1, -1.0f);
+    cpu::normal<float>(1, single.data(), 0.0, 1.0, seed, offset, len, stride);
+    CHECK(single[0] == philox::normal(0, offset, seed));
+}
+
 TEST_CASE_TEMPLATE("cpu gemm: all transpose combinations, padded leading dims, batched", T, float, double) {
     const int64_t m = 3, n = 4, k = 5, batch = 3;
     const T alpha = T(1.5), beta = T(-0.5);
