@@ -5,9 +5,12 @@
 // that enough threads are in flight to hide memory latency. All kernels use a grid-stride loop, so one
 // launch of a bounded grid covers any n, and 64-bit indices, so n may exceed 2^31.
 //
-// Strided inputs go through StridedLayout::offset(i), which costs a few integer divisions per element;
-// when every operand is contiguous the launchers take a flat path instead, and for unary and binary
-// maps a float4 path that moves 16 bytes per load and store.
+// When every operand is contiguous the launchers take a flat path, and for unary and binary maps a
+// float4 path that moves 16 bytes per load and store. Strided operands (broadcasts, slices, transposes)
+// go through an IndexMap (cuda/layout.h): dimensions merged where the layouts allow, 32-bit indices and
+// divisions by multiply-and-shift, so the index arithmetic stays below the memory time. Only when an
+// offset would not fit in 31 bits do they fall back to StridedLayout::offset, a 64-bit division per
+// dimension and operand, several times slower (measured on an H100: docs/perf.md, version 2).
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
@@ -97,6 +100,15 @@ __global__ void unary_strided_kernel(UnaryOp op, int64_t n, float* out, const fl
     for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = apply_unary(op, x[lx.offset(i)], alpha, beta);
 }
 
+__global__ void unary_mapped_kernel(UnaryOp op, uint32_t n, float* out, const float* x, IndexMap<1> map, float alpha,
+                                    float beta) {
+    for (uint32_t i = global_thread(); i < n; i += grid_threads()) {
+        uint32_t off[1];
+        map.offsets(i, off);
+        out[i] = apply_unary(op, x[off[0]], alpha, beta);
+    }
+}
+
 __global__ void unary_contiguous_kernel(UnaryOp op, int64_t n, float* out, const float* x, float alpha, float beta) {
     for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = apply_unary(op, x[i], alpha, beta);
 }
@@ -119,6 +131,15 @@ __global__ void binary_strided_kernel(BinaryOp op, int64_t n, float* out, const 
                                       const float* b, StridedLayout lb, float alpha, float beta) {
     for (int64_t i = global_thread(); i < n; i += grid_threads())
         out[i] = apply_binary(op, a[la.offset(i)], b[lb.offset(i)], alpha, beta);
+}
+
+__global__ void binary_mapped_kernel(BinaryOp op, uint32_t n, float* out, const float* a, const float* b,
+                                     IndexMap<2> map, float alpha, float beta) {
+    for (uint32_t i = global_thread(); i < n; i += grid_threads()) {
+        uint32_t off[2];
+        map.offsets(i, off);
+        out[i] = apply_binary(op, a[off[0]], b[off[1]], alpha, beta);
+    }
 }
 
 __global__ void binary_contiguous_kernel(BinaryOp op, int64_t n, float* out, const float* a, const float* b,
@@ -146,6 +167,15 @@ __global__ void where_strided_kernel(int64_t n, float* out, const float* cond, S
         out[i] = cond[lc.offset(i)] != 0.0f ? a[la.offset(i)] : b[lb.offset(i)];
 }
 
+__global__ void where_mapped_kernel(uint32_t n, float* out, const float* cond, const float* a, const float* b,
+                                   IndexMap<3> map) {
+    for (uint32_t i = global_thread(); i < n; i += grid_threads()) {
+        uint32_t off[3];
+        map.offsets(i, off);
+        out[i] = cond[off[0]] != 0.0f ? a[off[1]] : b[off[2]];
+    }
+}
+
 __global__ void where_contiguous_kernel(int64_t n, float* out, const float* cond, const float* a, const float* b) {
     for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = cond[i] != 0.0f ? a[i] : b[i];
 }
@@ -160,11 +190,26 @@ __global__ void copy_strided_kernel(int64_t n, T* dst, StridedLayout ldst, const
 }
 
 template <class T>
+__global__ void copy_mapped_kernel(uint32_t n, T* dst, const T* src, IndexMap<2> map) {
+    for (uint32_t i = global_thread(); i < n; i += grid_threads()) {
+        uint32_t off[2];
+        map.offsets(i, off);
+        dst[off[0]] = src[off[1]];
+    }
+}
+
+template <class T>
 void launch_copy_strided(int64_t n, void* dst, const StridedLayout& ldst, const void* src, const StridedLayout& lsrc) {
-    copy_strided_kernel<T><<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, static_cast<T*>(dst), ldst,
-                                                                             static_cast<const T*>(src), lsrc);
+    IndexMap<2> map;
+    if (make_index_map<2>({&ldst, &lsrc}, map))
+        copy_mapped_kernel<T><<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(
+            static_cast<uint32_t>(n), static_cast<T*>(dst), static_cast<const T*>(src), map);
+    else
+        copy_strided_kernel<T><<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(
+            n, static_cast<T*>(dst), ldst, static_cast<const T*>(src), lsrc);
     STF_CUDA_CHECK_LAUNCH();
 }
+
 
 // ---- bf16 -----------------------------------------------------------------------------------------
 // bfloat16 is the top half of a float32: same sign and 8-bit exponent, 7 mantissa bits.
@@ -204,7 +249,12 @@ void unary(UnaryOp op, int64_t n, float* out, const float* x, const StridedLayou
     if (n <= 0) return;
     cudaStream_t s = current_stream();
     if (!lx.is_contiguous()) {
-        unary_strided_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(op, n, out, x, lx, alpha, beta);
+        IndexMap<1> map;
+        if (make_index_map<1>({&lx}, map))
+            unary_mapped_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(op, static_cast<uint32_t>(n), out, x, map,
+                                                                           alpha, beta);
+        else
+            unary_strided_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(op, n, out, x, lx, alpha, beta);
         STF_CUDA_CHECK_LAUNCH();
         return;
     }
@@ -228,7 +278,12 @@ void binary(BinaryOp op, int64_t n, float* out, const float* a, const StridedLay
     if (n <= 0) return;
     cudaStream_t s = current_stream();
     if (!la.is_contiguous() || !lb.is_contiguous()) {
-        binary_strided_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(op, n, out, a, la, b, lb, alpha, beta);
+        IndexMap<2> map;
+        if (make_index_map<2>({&la, &lb}, map))
+            binary_mapped_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(op, static_cast<uint32_t>(n), out, a, b, map,
+                                                                            alpha, beta);
+        else
+            binary_strided_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(op, n, out, a, la, b, lb, alpha, beta);
         STF_CUDA_CHECK_LAUNCH();
         return;
     }
@@ -252,8 +307,11 @@ void where(int64_t n, float* out, const float* cond, const StridedLayout& lc, co
            const float* b, const StridedLayout& lb) {
     if (n <= 0) return;
     cudaStream_t s = current_stream();
+    IndexMap<3> map;
     if (lc.is_contiguous() && la.is_contiguous() && lb.is_contiguous())
         where_contiguous_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(n, out, cond, a, b);
+    else if (make_index_map<3>({&lc, &la, &lb}, map))
+        where_mapped_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(static_cast<uint32_t>(n), out, cond, a, b, map);
     else
         where_strided_kernel<<<blocks_for(n), kGridStrideThreads, 0, s>>>(n, out, cond, lc, a, la, b, lb);
     STF_CUDA_CHECK_LAUNCH();

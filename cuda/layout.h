@@ -45,6 +45,92 @@ struct StridedLayout {
     }
 };
 
+// Division by a divisor fixed before a kernel starts, as one multiply-high, an add and a shift instead
+// of the dozens of instructions of an integer division (Granlund & Montgomery, "Division by invariant
+// integers using multiplication", PLDI 1994). Exact for dividends and divisors below 2^31.
+struct FastDivider {
+    uint32_t divisor = 1, magic = 1, shift = 0;
+
+    FastDivider() = default;
+    explicit FastDivider(uint32_t d) : divisor(d) {
+        while (shift < 31 && (uint32_t(1) << shift) < d) ++shift;  // shift = ceil(log2 d)
+        const uint64_t one = 1;
+        magic = static_cast<uint32_t>(((one << 32) * ((one << shift) - d)) / d + 1);
+    }
+    STF_HD uint32_t div(uint32_t n) const {
+#if defined(__CUDA_ARCH__)
+        const uint32_t t = __umulhi(n, magic);
+#else
+        const uint32_t t = static_cast<uint32_t>((static_cast<uint64_t>(n) * magic) >> 32);
+#endif
+        return (t + n) >> shift;
+    }
+};
+
+// The element offsets of N operands that walk the same index space (an output and its inputs), in
+// 32-bit arithmetic. Built from StridedLayouts by make_index_map, which drops size-1 dimensions and
+// merges neighbours that are contiguous with each other in every operand: a [n, c, h, w] add of a
+// per-channel [c] bias becomes three dimensions, a slice copy of a concatenation two. Dimension 0 is
+// the innermost, so a kernel's unrolled loop over kMaxDims indexes the arrays with constants.
+template <int N>
+struct IndexMap {
+    int ndim = 0;
+    FastDivider sizes[kMaxDims];
+    uint32_t strides[kMaxDims][N] = {};
+
+    STF_HD void offsets(uint32_t linear, uint32_t (&off)[N]) const {
+        for (int k = 0; k < N; ++k) off[k] = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+        for (int d = 0; d < kMaxDims; ++d) {
+            if (d == ndim) break;
+            const uint32_t q = sizes[d].div(linear), i = linear - q * sizes[d].divisor;
+            linear = q;
+            for (int k = 0; k < N; ++k) off[k] += i * strides[d][k];
+        }
+    }
+};
+
+// Fills `map` for N layouts of the same sizes. Returns false, leaving the caller to its 64-bit path,
+// when the sizes differ, a stride is negative, or an index or offset would not fit in 31 bits.
+template <int N>
+bool make_index_map(const StridedLayout* const (&layouts)[N], IndexMap<N>& map) {
+    const StridedLayout& first = *layouts[0];
+    constexpr int64_t kLimit = int64_t(1) << 31;
+    if (first.numel() >= kLimit) return false;
+    int64_t sizes[kMaxDims], strides[kMaxDims][N], extent[N] = {};
+    int ndim = 0;
+    for (int d = first.ndim - 1; d >= 0; --d) {  // innermost first
+        for (int k = 0; k < N; ++k) {
+            const StridedLayout& l = *layouts[k];
+            if (l.ndim != first.ndim || l.sizes[d] != first.sizes[d] || l.strides[d] < 0) return false;
+        }
+        const int64_t size = first.sizes[d];
+        if (size == 1) continue;
+        for (int k = 0; k < N; ++k) extent[k] += (size - 1) * layouts[k]->strides[d];
+        bool merges = ndim > 0;
+        for (int k = 0; k < N && merges; ++k)
+            merges = layouts[k]->strides[d] == strides[ndim - 1][k] * sizes[ndim - 1];
+        if (merges) {
+            sizes[ndim - 1] *= size;
+            continue;
+        }
+        sizes[ndim] = size;
+        for (int k = 0; k < N; ++k) strides[ndim][k] = layouts[k]->strides[d];
+        ++ndim;
+    }
+    for (int k = 0; k < N; ++k)
+        if (extent[k] >= kLimit) return false;
+    map = IndexMap<N>{};
+    map.ndim = ndim;
+    for (int d = 0; d < ndim; ++d) {
+        map.sizes[d] = FastDivider(static_cast<uint32_t>(sizes[d]));
+        for (int k = 0; k < N; ++k) map.strides[d][k] = static_cast<uint32_t>(strides[d][k]);
+    }
+    return true;
+}
+
 // out = f(x; alpha, beta)
 enum class UnaryOp {
     Identity,   // x

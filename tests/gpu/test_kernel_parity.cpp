@@ -11,6 +11,7 @@
 // A build without CUDA has no stf::cuda kernels to link against; its GPU suite is main.cpp's skip.
 #if !defined(STF_WITH_CUDA) || STF_WITH_CUDA
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -154,11 +155,12 @@ StridedLayout make_layout(const std::vector<int64_t>& sizes, std::vector<int64_t
     return l;
 }
 
-// Storage elements a layout reaches: one past its largest offset (strides are non-negative here).
+// Storage elements a layout reaches past its base: one past its largest offset. A view with negative
+// strides (a reversal) sets its View::offset to cover the offsets below the base.
 int64_t span(const StridedLayout& l) {
     if (l.numel() == 0) return 0;
     int64_t s = 1;
-    for (int d = 0; d < l.ndim; ++d) s += (l.sizes[d] - 1) * l.strides[d];
+    for (int d = 0; d < l.ndim; ++d) s += (l.sizes[d] - 1) * std::max<int64_t>(l.strides[d], 0);
     return s;
 }
 
@@ -204,6 +206,14 @@ std::vector<ViewPair> pair_views() {
     v.push_back({"[3, 1, 5] with [1, 4, 5] to [3, 4, 5]",
                  {"", make_layout({3, 4, 5}, {5, 0, 1})},
                  {"", make_layout({3, 4, 5}, {0, 5, 1})}});
+    // The shapes of the U-Net: a per-channel operand, a channel slice of a skip concatenation.
+    v.push_back({"b channel broadcast [4, 6, 5, 7]", {"", make_layout({4, 6, 5, 7})},
+                 {"", make_layout({4, 6, 5, 7}, {0, 1, 0, 0})}});
+    v.push_back({"a channel slice of [4, 10, 5, 7], b [n, c, 1, 1] broadcast",
+                 {"", make_layout({4, 6, 5, 7}, {350, 35, 7, 1}), 70},
+                 {"", make_layout({4, 6, 5, 7}, {6, 1, 0, 0})}});
+    // A negative stride has no 32-bit index map: the 64-bit path.
+    v.push_back({"b reversed [1000]", {"", make_layout({1000})}, {"", make_layout({1000}, {-1}), 999}});
     return v;
 }
 
@@ -440,6 +450,10 @@ template <class T> void check_copy_strided() {
     cases.push_back({"transposed source [37, 29]", {"", make_layout({37, 29})}, {"", make_layout({37, 29}, {1, 37})}});
     cases.push_back({"transposed destination [37, 29]", {"", make_layout({37, 29}, {1, 37})}, {"", make_layout({37, 29})}});
     cases.push_back({"broadcast source [5, 1000]", {"", make_layout({5, 1000})}, {"", make_layout({5, 1000}, {0, 1})}});
+    cases.push_back({"into a channel slice of [4, 10, 5, 7]", {"", make_layout({4, 6, 5, 7}, {350, 35, 7, 1}), 140},
+                     {"", make_layout({4, 6, 5, 7})}});
+    cases.push_back({"reversed source [1000] (the 64-bit path)", {"", make_layout({1000})},
+                     {"", make_layout({1000}, {-1}), 999}});
     cases.push_back({"permuted destination, stepped source [4, 5, 6]",
                      {"", make_layout({4, 5, 6}, {5, 1, 20})},
                      {"", make_layout({4, 5, 6}, {60, 12, 2}), 1}});
