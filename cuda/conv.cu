@@ -8,7 +8,7 @@
 // Algorithm selection policy (choose_algorithm below):
 //   1. Benchmark every algorithm with cudnnFind*AlgorithmEx on the caller's own buffers (their outputs
 //      are overwritten anyway) and a temporary workspace as large as the hungriest algorithm that fits
-//      kWorkspaceCap (1 GiB) needs.
+//      kWorkspaceCap (4 GiB) needs.
 //   2. Keep the algorithms that ran successfully, fit the cap and honour the TF32 setting
 //      (cuda/math_mode.h): with TF32 off only CUDNN_FMA_MATH ones, i.e. true float32 arithmetic.
 //   3. Forward: take the fastest (every forward algorithm is deterministic).
@@ -37,7 +37,10 @@
 namespace stf::cuda {
 namespace {
 
-constexpr size_t kWorkspaceCap = size_t(1) << 30;  // 1 GiB: FFT algorithms can ask for far more
+// FFT algorithms can ask for far more. Winograd's transform buffers grow with the batch: a 3x3
+// convolution of 256 channels at 32x32 needs about 1.2 GB at batch 256. With a 1 GiB cap cuDNN chose
+// an implicit GEMM there that took 63% of a batch-256 network evaluation on an H100 (docs/perf.md).
+constexpr size_t kWorkspaceCap = size_t(4) << 30;
 constexpr float kDeterminismSlack = 1.10f;          // a deterministic algorithm may be up to 10% slower
 // Benchmarks are noisy for tiny convolutions; below this many milliseconds of difference, a
 // deterministic algorithm counts as just as fast.
