@@ -621,8 +621,13 @@ TEST_CASE("group_norm forward and backward match the CPU twins") {
     };
     // Groups of 2 or 3 values are left out: their dx is nearly 0 by cancellation (y is +-1 whatever x
     // is), so float and double answers differ in relative terms although both are right.
-    const Shape shapes[] = {{1, 1, 1, 1},  {2, 16, 1, 2},   {2, 4, 7, 2},     {3, 32, 99, 8},
-                            {2, 8, 4099, 4}, {1, 4, 65537, 1}, {4, 64, 64, 32}, {2, 3, 1000, 3}};
+    // The register-cached kernels take hw % 4 == 0 and groups of up to 8192 values: the U-Net's
+    // [n, 256, 32x32] in 32 groups is exactly 8192; {1, 16, 2048, 2} is just over, {2, 8, 6, 2} has
+    // whole float4s per group but not per channel. Both go to the general kernels.
+    const Shape shapes[] = {{1, 1, 1, 1},     {2, 16, 1, 2},   {2, 4, 7, 2},     {3, 32, 99, 8},
+                            {2, 8, 4099, 4},  {1, 4, 65537, 1}, {4, 64, 64, 32}, {2, 3, 1000, 3},
+                            {3, 256, 1024, 32}, {2, 64, 256, 32}, {2, 12, 16, 4}, {1, 16, 2048, 2},
+                            {2, 8, 6, 2}};
     const float eps = 1e-5f;
     uint32_t seed = 800;
     for (const Shape& s : shapes) {
