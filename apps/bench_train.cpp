@@ -41,6 +41,8 @@ step
   --peak-tflops T      arithmetic limit for the share (default: CUDA 67 fp32 / 495 tf32, NVIDIA's H100 SXM
                        datasheet; CPU the measured sgemm rate)
   --seed N             (default 0)
+  --profile            CUDA: record the last timed step for `ncu --profile-from-start off` (per-kernel
+                       times; the kernels run serialised under the profiler, so ms/step is then meaningless)
 )";
 
 double ms_since(std::chrono::steady_clock::time_point start) {
@@ -76,7 +78,9 @@ int main(int argc, char** argv) {
         Device device = apps::bench_device(f);
         double peak_flag = f.real("peak-tflops", 0);
         uint64_t seed = static_cast<uint64_t>(f.integer("seed", 0));
+        bool profile = f.boolean("profile");
         f.check_all_used();
+        STF_CHECK(!profile || device.is_cuda(), "--profile records a CUDA step; it needs --device cuda");
         STF_CHECK(batch >= 1, "--batch must be positive, got " << batch);
         STF_CHECK(rbatch == 0 || rbatch >= batch,
                   "--rbatch " << rbatch << " is smaller than --batch " << batch << ": the reference batch must contain the batch");
@@ -142,12 +146,19 @@ int main(int argc, char** argv) {
                     rbatch > 0 ? ("STF target, reference batch " + std::to_string(rbatch)).c_str() : "DSM target",
                     augment, u.dropout, (long long)warmup, (long long)steps);
         for (int64_t i = 0; i < warmup; ++i) step();
+        // Peak memory as the reference's anchor measures it (DESIGN.md section 6): over the timed steps,
+        // after the warm-up, so cuDNN's one-off algorithm search (its scratch buffer) is reported apart.
+        const double warmup_peak_gib = apps::peak_memory_gib(device);
+        if (device.is_cuda()) cuda::reset_peak();
         std::vector<double> ms;
         for (int64_t i = 0; i < steps; ++i) {
+            const bool record = profile && i == steps - 1;
             apps::sync(device);
+            if (record) cuda::profiler_start();
             auto start = std::chrono::steady_clock::now();
             step();
             apps::sync(device);
+            if (record) cuda::profiler_stop();
             ms.push_back(ms_since(start));
         }
         double mean_ms = 0;
@@ -167,8 +178,12 @@ int main(int argc, char** argv) {
             double target_ms = stf_target_ms(data, batch, loss_options, device, device.is_cuda() ? 20 : 3);
             std::printf("STF target alone: %.3f ms = %.2f%% of the step\n", target_ms, 100 * target_ms / mean_ms);
         }
-        std::printf("peak memory: %.2f GiB (%s)\n", apps::peak_memory_gib(device),
-                    device.is_cuda() ? "caching allocator, tensors only" : "process peak resident set");
+        if (device.is_cuda())
+            std::printf("peak memory: %.2f GiB over the timed steps; %.2f GiB in the warm-up with cuDNN's algorithm "
+                        "search (caching allocator, tensors and workspaces)\n",
+                        apps::peak_memory_gib(device), warmup_peak_gib);
+        else
+            std::printf("peak memory: %.2f GiB (process peak resident set)\n", apps::peak_memory_gib(device));
         std::printf("img/s: %.2f\n", static_cast<double>(batch) / (mean_ms / 1e3));
     });
 }
