@@ -29,6 +29,8 @@ sampling
   --peak-tflops T      arithmetic limit for the share (default: CUDA 67 fp32 / 495 tf32, NVIDIA's H100 SXM
                        datasheet; CPU the measured sgemm rate)
   --seed N             latents and initial weights (default 0)
+  --profile            CUDA: record one network evaluation, after the warm-up and outside the timing, for
+                       `ncu --profile-from-start off` (per-kernel times)
 )";
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -51,6 +53,7 @@ int main(int argc, char** argv) {
         std::string mode = f.str("mode", "fp32");
         double peak_flag = f.real("peak-tflops", 0);
         uint64_t seed = static_cast<uint64_t>(f.integer("seed", 0));
+        bool profile = f.boolean("profile");
         f.check_all_used();
         for (const char* flag : {"arch", "precond", "cbase", "cres", "blocks", "attn", "res", "channels", "dropout"})
             STF_CHECK(net_path.empty() || !f.given(flag),
@@ -90,6 +93,12 @@ int main(int argc, char** argv) {
         };
         Tensor latents = ops::randn({batch, u.in_channels, u.img_resolution, u.img_resolution}, gen, DType::F64);
         for (int i = 0; i < 2; ++i) denoise(latents, 1.0);  // warm-up: cuDNN algorithm choice, allocator, threads
+        if (profile) {
+            STF_CHECK(device.is_cuda(), "--profile records a CUDA network evaluation; it needs --device cuda");
+            cuda::profiler_start();
+            denoise(latents, 1.0);
+            cuda::profiler_stop();
+        }
         network_seconds = 0;
         calls = 0;
 

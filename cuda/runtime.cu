@@ -12,6 +12,8 @@
 
 #include <mutex>
 
+#include <cuda_profiler_api.h>
+
 #include "cuda/check.h"
 
 namespace stf::cuda {
@@ -129,6 +131,8 @@ void memset_zero(void* dst, size_t bytes) {
 }
 
 void synchronize() { STF_CUDA_CHECK(cudaStreamSynchronize(get_stream())); }
+void profiler_start() { STF_CUDA_CHECK(cudaProfilerStart()); }
+void profiler_stop() { STF_CUDA_CHECK(cudaProfilerStop()); }
 
 void* stream() { return get_stream(); }
 

@@ -29,6 +29,10 @@ void copy_device_to_host(void* dst, const void* src, size_t bytes);  // waits fo
 void copy_device_to_device(void* dst, const void* src, size_t bytes);
 void memset_zero(void* dst, size_t bytes);
 void synchronize();
+// Brackets the region an external profiler records when started with profiling off (Nsight Compute's
+// `ncu --profile-from-start off`); without a profiler attached both are no-ops.
+void profiler_start();
+void profiler_stop();
 
 // Opaque handles (cudaStream_t, cublasHandle_t, cudnnHandle_t) for the .cu files.
 void* stream();

@@ -30,6 +30,8 @@ void copy_device_to_host(void*, const void*, size_t) { no_cuda("copy_device_to_h
 void copy_device_to_device(void*, const void*, size_t) { no_cuda("copy_device_to_device"); }
 void memset_zero(void*, size_t) { no_cuda("memset_zero"); }
 void synchronize() { no_cuda("synchronize"); }
+void profiler_start() { no_cuda("profiler_start"); }
+void profiler_stop() { no_cuda("profiler_stop"); }
 
 void* stream() { no_cuda("stream"); }
 void* cublas_handle() { no_cuda("cublas_handle"); }

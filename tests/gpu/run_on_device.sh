@@ -1,26 +1,102 @@
 #!/usr/bin/env bash
-# Runs the GPU suite, the CUDA demo, a short paper-config training run plus sampling and the benchmarks
-# on a GPU machine, from binaries built elsewhere: copy build/{test_gpu,stf_demo,train_cifar,sample,
-# bench_stf_target,bench_kernels,bench_train,bench_sample} and the
-# non-CUDA shared libraries they need (OpenBLAS, gfortran, quadmath, gomp) into devrun/, carry devrun/
-# there and run this script from the repository root. CIFAR-10 cannot be downloaded there, so the
-# training run uses random images in CIFAR-10's binary format: it measures speed, not quality.
+# Everything a GPU session checks and measures, in one call on a GPU machine, from binaries built
+# elsewhere (see "Preparing devrun/" below). Sections run in order of importance, each under its own
+# time limit, and the whole script stops starting sections when BUDGET seconds (default 540) are used
+# (ONLY=REGEX runs just the sections whose names match):
+#   1. the GPU suite (test_gpu: every CUDA op against its CPU twin), the CUDA demo, the STF target bench
+#   2. bench_train (DDPM++ batch 64: fp32 STF 1024, TF32 STF, fp32 DSM; NCSN++ fp32 STF), bench_sample
+#      (Heun 18, batch 256)
+#   3. Nsight Compute per-kernel times of one fp32 and one TF32 STF training step and one sampling evaluation
+#      (summarise them here with tools/ncu_summary.py)
+#   4. data-parallel training through NCCL under mpirun (issue 7)
+#   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), bench_kernels
+# What comes back in $OUT: device.log (every section's full output), ncu-step.csv, ncu-step-tf32.csv,
+# ncu-sample.csv, grid.png. CIFAR-10 cannot be downloaded there, so the training runs use random images in CIFAR-10's
+# binary format: they measure speed, not quality.
+#
+# Preparing devrun/ (ignored by git), on the build machine after `cmake --build build` with STF_CUDA=ON:
+#   cp build/{test_gpu,stf_demo,train_cifar,sample,bench_stf_target,bench_kernels,bench_train,bench_sample,
+#      libstf_dist.so} devrun/
+#   plus the non-CUDA shared libraries they need (OpenBLAS, gfortran, quadmath, gomp, z), and optionally
+#   devrun/ompi.tar.gz: Debian's OpenMPI runtime (orterun, orted, libmpi and its plugins, PMIx, hwloc,
+#   libevent) as a tar of absolute paths, unpacked there without overwriting anything when the machine
+#   has no mpirun. `tar -czf devrun.tar.gz devrun` keeps the carried tree under the 64 MiB limit; this
+#   script unpacks devrun.tar.gz when it finds it.
 set -uo pipefail
-out="${OUT:-/tmp}"
+out="${OUT:-/tmp/stf-device}"
+mkdir -p "$out"
+log="$out/device.log"
+budget="${BUDGET:-540}"
+summary=()
+
+# section NAME LIMIT_S TAIL_LINES COMMAND...: runs COMMAND under a time limit, appends its output to
+# device.log and prints its last lines and its status.
+section() {
+    local name=$1 limit=$2 lines=$3
+    shift 3
+    if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then
+        summary+=("$name: not selected")
+        return 1
+    fi
+    local left=$((budget - SECONDS))
+    if ((left < 20)); then
+        summary+=("$name: skipped (budget spent)")
+        return 1
+    fi
+    ((limit > left - 5)) && limit=$((left - 5))
+    echo "== $name"
+    echo "== $name: $*" >>"$log"
+    local t0=$SECONDS part
+    part=$(mktemp)
+    timeout -k 5 "$limit" "$@" >"$part" 2>&1
+    local rc=$?
+    cat "$part" >>"$log"
+    tail -n "$lines" "$part"
+    rm -f "$part"
+    summary+=("$name: rc $rc, $((SECONDS - t0)) s")
+    return "$rc"
+}
+
+[ -f devrun.tar.gz ] && tar -xzf devrun.tar.gz
 cudnn=$(find /usr/local/cuda* /opt /usr/lib -name 'libcudnn.so.9' 2>/dev/null | head -1)
-export LD_LIBRARY_PATH="$PWD/devrun:${cudnn:+$(dirname "$cudnn"):}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+nccl=$(find /usr/local/cuda* /usr/lib /opt -name 'libnccl.so.2' 2>/dev/null | head -1)
+export LD_LIBRARY_PATH="$PWD/devrun:${cudnn:+$(dirname "$cudnn"):}${nccl:+$(dirname "$nccl"):}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee -a "$log"
 missing=$(ldd devrun/test_gpu | grep "not found")
 [ -n "$missing" ] && { echo "missing libraries: $missing"; exit 1; }
-./devrun/test_gpu 2>&1 | tee "$out/test_gpu.log" | tail -12
-status=${PIPESTATUS[0]}
-./devrun/stf_demo --device cuda --steps 100 2>&1 | tail -2
-[ -x devrun/bench_stf_target ] && ./devrun/bench_stf_target --device cuda
 
-if [ -x devrun/train_cifar ]; then
-    data=/tmp/synthetic-cifar/cifar-10-batches-bin
-    mkdir -p "$data"
-    python3 -c "
+# 1. Correctness.
+section test_gpu 150 12 ./devrun/test_gpu
+gpu_suite=$?
+section stf_demo 40 2 ./devrun/stf_demo --device cuda --steps 100
+section bench_stf_target 60 8 ./devrun/bench_stf_target --device cuda
+
+# 2. Speed (docs/perf.md).
+section train-fp32-stf 70 8 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode fp32 --rbatch 1024
+section train-tf32-stf 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode tf32 --rbatch 1024
+section train-fp32-dsm 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode fp32
+section sample-heun18 90 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18
+section train-ncsnpp-stf 70 4 ./devrun/bench_train --device cuda --arch ncsnpp --batch 64 --steps 20 --mode fp32 --rbatch 1024
+
+# 3. Where the time goes.
+ncu=$(command -v ncu || find /opt/nvidia /usr/local/cuda* -name ncu -type f 2>/dev/null | head -1)
+if [ -n "$ncu" ]; then
+    profile=("$ncu" --profile-from-start off --clock-control none --cache-control none
+             --metrics gpu__time_duration.sum --csv)
+    section ncu-step 150 2 "${profile[@]}" --log-file "$out/ncu-step.csv" ./devrun/bench_train --device cuda \
+        --batch 64 --rbatch 1024 --steps 1 --warmup 2 --profile
+    section ncu-step-tf32 150 2 "${profile[@]}" --log-file "$out/ncu-step-tf32.csv" ./devrun/bench_train --device cuda \
+        --mode tf32 --batch 64 --rbatch 1024 --steps 1 --warmup 2 --profile
+    section ncu-sample 90 2 "${profile[@]}" --log-file "$out/ncu-sample.csv" ./devrun/bench_sample --device cuda \
+        --batch 256 --steps 1 --euler --profile
+else
+    summary+=("ncu: not found")
+fi
+
+# Random images in CIFAR-10's binary format, for the runs below.
+data=/tmp/synthetic-cifar/cifar-10-batches-bin
+mkdir -p "$data"
+python3 -c "
 import numpy as np
 rng = np.random.default_rng(0)
 for i in range(1, 6):
@@ -29,43 +105,44 @@ for i in range(1, 6):
     rec[:, 1:] = rng.integers(0, 256, (1000, 3072))
     rec.tofile('$data/data_batch_%d.bin' % i)
 "
-    common=(--data "$data" --arch ddpmpp --batch 64 --augment 0.12 --dropout 0.13 --tick 1.28 --snap 0 --dump 0
-            --device cuda --no-progress)
-    ./devrun/train_cifar "${common[@]}" --stf --rbatch 1024 --duration 0.00384 --outdir "$out/run-stf" 2>&1 | tail -4
-    ./devrun/train_cifar "${common[@]}" --duration 0.00384 --outdir "$out/run-dsm" 2>&1 | tail -3
-    snap=$(ls "$out"/run-stf/network-snapshot-*.safetensors | tail -1)
-    ./devrun/sample --net "$snap" --seeds 0-255 --batch 256 --heun 18 --device cuda --grid "$out/grid.png" 2>&1 | tail -3
-    rm -f "$out"/run-*/training-state-*.safetensors "$out"/run-*/network-snapshot-*.safetensors
+common=(--data "$data" --arch ddpmpp --augment 0.12 --dropout 0.13 --tick 1.28 --snap 0 --dump 0
+        --device cuda --no-progress)
+
+# 4. Data-parallel training through NCCL: one rank per GPU, the global STF reference batch.
+if [ -f devrun/libstf_dist.so ]; then
+    if ! command -v mpirun >/dev/null && [ -f devrun/ompi.tar.gz ]; then
+        tar --skip-old-files -xzf devrun/ompi.tar.gz -C / && ldconfig
+    fi
+    mpirun=$(command -v mpirun || command -v mpirun.openmpi || command -v orterun)
+    if [ -n "$mpirun" ]; then
+        gpus=$(nvidia-smi -L | wc -l)
+        export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader \
+               OMPI_MCA_mca_base_component_show_load_errors=0 OMPI_MCA_plm_rsh_agent=false
+        section nccl-np$gpus 150 6 "$mpirun" --oversubscribe -np "$gpus" ./devrun/train_cifar "${common[@]}" --stf \
+            --rbatch 1024 --rbatch-scope global --batch $((64 * gpus)) --duration 0.00384 --dist-timeout 60 \
+            --outdir "$out/run-nccl"
+        section single-for-nccl 90 3 ./devrun/train_cifar "${common[@]}" --stf --rbatch 1024 --batch $((64 * gpus)) \
+            --duration 0.00384 --outdir "$out/run-single"
+        nccl_snap=$(ls "$out"/run-nccl/network-snapshot-*.safetensors 2>/dev/null | tail -1)
+        single_snap=$(ls "$out"/run-single/network-snapshot-*.safetensors 2>/dev/null | tail -1)
+        if [ -n "$nccl_snap" ] && [ -n "$single_snap" ] && [ -x devrun/stf_info ]; then
+            section nccl-vs-single 30 4 ./devrun/stf_info --compare "$nccl_snap" --to "$single_snap" --tolerance 1e-4
+        fi
+    else
+        summary+=("nccl: no mpirun (carry devrun/ompi.tar.gz)")
+    fi
 fi
-# Benchmarks (docs/perf.md): every kernel against the measured ceilings, then DDPM++ training steps at
-# batch 64 (fp32 STF 1024 and DSM, TF32 STF, NCSN++ fp32 STF) and Heun-18 sampling at batch 256.
-# About 3 minutes on an H100; full outputs in $OUT/bench-*.log.
-if [ -x devrun/bench_kernels ]; then
-    ./devrun/bench_kernels 2>&1 | tee "$out/bench-kernels.log" | tail -32
-fi
-if [ -x devrun/bench_train ]; then
-    for run in "fp32-stf --mode fp32 --rbatch 1024" "fp32-dsm --mode fp32" "tf32-stf --mode tf32 --rbatch 1024" \
-               "ncsnpp-stf --arch ncsnpp --mode fp32 --rbatch 1024"; do
-        set -- $run
-        name=$1
-        shift
-        echo "== bench_train $*"
-        ./devrun/bench_train --device cuda --batch 64 --steps 30 "$@" 2>&1 | tee "$out/bench-train-$name.log" | tail -7
-    done
-fi
-if [ -x devrun/bench_sample ]; then
-    echo "== bench_sample Heun 18, batch 256"
-    ./devrun/bench_sample --device cuda --batch 256 --steps 18 2>&1 | tee "$out/bench-sample.log" | tail -6
-fi
-# Data-parallel training through NCCL (issue 7): needs mpirun on the device machine and libstf_dist.so
-# in devrun/. One rank exercises the NCCL all-reduce and all-gather; several when there are GPUs.
-if [ -f devrun/libstf_dist.so ] && command -v mpirun >/dev/null && [ -n "${data:-}" ]; then
-    gpus=$(nvidia-smi -L | wc -l)
-    echo "== mpirun -np $gpus train_cifar (NCCL)"
-    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 300 mpirun -np "$gpus" ./devrun/train_cifar \
-        "${common[@]}" --stf --rbatch 1024 --rbatch-scope global --batch $((64 * gpus)) --duration 0.00384 \
-        --dist-timeout 60 --outdir "$out/run-nccl" 2>&1 | tail -4
-else
-    echo "NCCL path not run: needs mpirun and devrun/libstf_dist.so"
-fi
-exit "$status"
+
+# 5. The apps on CUDA, then every kernel against the measured ceilings.
+section train_cifar-stf 90 4 ./devrun/train_cifar "${common[@]}" --batch 64 --stf --rbatch 1024 --duration 0.00384 \
+    --outdir "$out/run-stf"
+section train_cifar-dsm 90 3 ./devrun/train_cifar "${common[@]}" --batch 64 --duration 0.00384 --outdir "$out/run-dsm"
+snap=$(ls "$out"/run-stf/network-snapshot-*.safetensors 2>/dev/null | tail -1)
+[ -n "$snap" ] && section sample-grid 60 3 ./devrun/sample --net "$snap" --seeds 0-255 --batch 256 --heun 18 \
+    --device cuda --grid "$out/grid.png"
+rm -rf "$out"/run-*
+section bench_kernels 120 32 ./devrun/bench_kernels
+
+echo "== summary (${SECONDS} s)"
+printf '%s\n' "${summary[@]}" | tee -a "$log"
+exit "$gpu_suite"
