@@ -821,6 +821,15 @@ TEST_CASE_TEMPLATE("cpu conv2d: stride 1 with padding wider than the image, and 
     check_conv<T>(conv_shape(2, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1), tol<T>());
 }
 
+TEST_CASE_TEMPLATE("cpu conv2d: stride-1 data gradients computed as a flipped forward convolution", T, float,
+                   double) {
+    // backward_data_as_forward: a 3x2 kernel with unequal padding (1, 0), more outputs than inputs,
+    // a non-square image; no padding; 5x5 with padding 2 (the U-Net's are 3x3 with padding 1).
+    check_conv<T>(conv_shape(2, 3, 6, 5, 4, 3, 2, 1, 1, 1, 0, 1), tol<T>());
+    check_conv<T>(conv_shape(2, 4, 5, 7, 3, 3, 3, 1, 1, 0, 0, 1), tol<T>());
+    check_conv<T>(conv_shape(1, 2, 6, 6, 5, 5, 5, 1, 1, 2, 2, 1), tol<T>());
+}
+
 TEST_CASE("cpu conv2d: a batch unrolled in several chunks (double)") {
     // 32 channels * 3 * 3 taps * 85 * 85 outputs = 2.08M column entries per image, so conv.cpp
     // (budget 2^22) unrolls these 5 images as 2 + 2 + 1.
