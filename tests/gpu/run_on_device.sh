@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a GPU session checks and measures, in one call on a GPU machine, from binaries built
-# elsewhere (see "Preparing devrun/" below). Sections run in order of importance, each under its own
+# elsewhere (see "Preparing it" below). Sections run in order of importance, each under its own
 # time limit, and the whole script stops starting sections when BUDGET seconds (default 540) are used
 # (ONLY=REGEX runs just the sections whose names match):
 #   1. the GPU suite (test_gpu: every CUDA op against its CPU twin), the CUDA demo, the STF target bench
@@ -8,20 +8,17 @@
 #      (Heun 18, batch 256)
 #   3. Nsight Compute per-kernel times of one fp32 and one TF32 STF training step and one sampling evaluation
 #      (summarise them here with tools/ncu_summary.py)
-#   4. data-parallel training through NCCL under mpirun (issue 7)
+#   4. data-parallel training through NCCL under mpirun, compared with a single-process run
 #   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), bench_kernels
 # What comes back in $OUT: device.log (every section's full output), ncu-step.csv, ncu-step-tf32.csv,
-# ncu-sample.csv, grid.png. CIFAR-10 cannot be downloaded there, so the training runs use random images in CIFAR-10's
-# binary format: they measure speed, not quality.
+# ncu-sample.csv, grid.png. CIFAR-10 cannot be downloaded there, so the training runs use random images
+# in CIFAR-10's binary format: they measure speed, not quality. Its last output lines are a summary, one
+# line per section with its exit status and seconds.
 #
-# Preparing devrun/ (ignored by git), on the build machine after `cmake --build build` with STF_CUDA=ON:
-#   cp build/{test_gpu,stf_demo,train_cifar,sample,bench_stf_target,bench_kernels,bench_train,bench_sample,
-#      libstf_dist.so} devrun/
-#   plus the non-CUDA shared libraries they need (OpenBLAS, gfortran, quadmath, gomp, z), and optionally
-#   devrun/ompi.tar.gz: Debian's OpenMPI runtime (orterun, orted, libmpi and its plugins, PMIx, hwloc,
-#   libevent) as a tar of absolute paths, unpacked there without overwriting anything when the machine
-#   has no mpirun. `tar -czf devrun.tar.gz devrun` keeps the carried tree under the 64 MiB limit; this
-#   script unpacks devrun.tar.gz when it finds it.
+# Preparing it, on the build machine: `bash tests/gpu/pack_devrun.sh` after a CUDA build packs the
+# programs, the non-CUDA libraries they load and (optionally) Debian's OpenMPI runtime into
+# devrun.tar.gz; carry that file, and this script unpacks it. The OpenMPI tar is unpacked only where the
+# machine has no mpirun, and never over existing files.
 set -uo pipefail
 out="${OUT:-/tmp/stf-device}"
 mkdir -p "$out"

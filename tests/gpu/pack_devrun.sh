@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Packs what tests/gpu/run_on_device.sh needs on a GPU machine into devrun.tar.gz (git ignores it), from
+# a CUDA build made here: the programs (stripped), the non-CUDA shared libraries they load (OpenBLAS,
+# gfortran, quadmath, gomp, z; the machine has CUDA, cuBLAS, cuDNN and NCCL itself) and, where this
+# machine has Debian's OpenMPI, its runtime as a tar of absolute paths (orterun, orted, libmpi and its
+# plugins, PMIx, hwloc, libevent) for machines without mpirun. About 32 MB.
+#
+#   cmake -S . -B build -DSTF_CUDA=ON && cmake --build build -j
+#   bash tests/gpu/pack_devrun.sh [build]        # then carry devrun.tar.gz and run run_on_device.sh
+set -euo pipefail
+build="${1:-build}"
+programs=(test_gpu stf_demo train_cifar sample stf_info bench_stf_target bench_kernels bench_train bench_sample)
+for p in "${programs[@]}"; do
+    [ -x "$build/$p" ] || { echo "pack_devrun: $build/$p missing: build with -DSTF_CUDA=ON first" >&2; exit 1; }
+done
+grep -q "STF_CUDA:STRING=ON" "$build/CMakeCache.txt" ||
+    { echo "pack_devrun: $build is not a CUDA build (configure with -DSTF_CUDA=ON)" >&2; exit 1; }
+
+rm -rf devrun devrun.tar.gz
+mkdir devrun
+cp "${programs[@]/#/$build/}" devrun/
+[ -f "$build/libstf_dist.so" ] && cp "$build/libstf_dist.so" devrun/
+strip --strip-unneeded devrun/*
+
+# The shared libraries the programs load that are not part of CUDA, as this machine resolves them.
+ldd devrun/test_gpu devrun/train_cifar | awk '/=> \// {print $3}' | sort -u |
+    grep -E '/lib(openblas|gfortran|quadmath|gomp|z)\.so' | xargs -I{} cp -L {} devrun/
+
+lib=usr/lib/x86_64-linux-gnu
+if [ -d "/$lib/openmpi" ] && [ -x /usr/bin/orterun ]; then
+    deps=$(cd / && ls -d $lib/libmpi.so.40* $lib/libmpi_cxx.so.40* $lib/libopen-rte.so.40* $lib/libopen-pal.so.40* \
+        $lib/libhwloc.so.15* $lib/libevent_core-2.1.so.7* $lib/libevent_pthreads-2.1.so.7* $lib/libnuma.so.1* \
+        $lib/libmca_common_*.so.* $lib/liboshmem.so.40* $lib/libpmix.so.2* $lib/libudev.so.1* 2>/dev/null)
+    # shellcheck disable=SC2086  # word splitting of $deps is intended
+    (cd / && tar --dereference -czf "$OLDPWD/devrun/ompi.tar.gz" usr/bin/orterun usr/bin/orted usr/bin/mpirun.openmpi \
+        "$lib/openmpi" "$lib/pmix2" usr/share/openmpi etc/openmpi $deps)
+fi
+tar -czf devrun.tar.gz devrun
+echo "devrun.tar.gz: $(du -h devrun.tar.gz | cut -f1) ($(ls devrun | wc -l) files)"
