@@ -477,6 +477,9 @@ TrainSummary train(TrainOptions o) {
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - tick_clock).count();
         const double imgs = p.cur_nimg - tick_clock_nimg, sec_per_kimg = secs / (imgs / 1e3);
         const double img_per_sec = imgs / secs, mem_gib = peak_memory_gib(device);
+        // On a GPU the peak is per tick, as in EDM's loop: tick 0's includes cuDNN's one-off algorithm
+        // search (its scratch buffer), which would otherwise stand in every later line.
+        if (device.is_cuda()) cuda::reset_peak();
         std::string ess_text;
         if (o.stf) {
             char e[160];
