@@ -3,7 +3,8 @@
 // Every kernel here is memory bound: each element is loaded, touched by a few arithmetic instructions
 // and stored. What matters is that consecutive threads touch consecutive addresses (coalescing), and
 // that enough threads are in flight to hide memory latency. All kernels use a grid-stride loop, so one
-// launch of a bounded grid covers any n, and 64-bit indices, so n may exceed 2^31.
+// launch of a bounded grid covers any n, and 64-bit indices, so n may exceed 2^31 (the IndexMap
+// kernels below use 32-bit ones, and are chosen only where n and every offset fit).
 //
 // When every operand is contiguous the launchers take a flat path, and for unary and binary maps a
 // float4 path that moves 16 bytes per load and store. Strided operands (broadcasts, slices, transposes)
@@ -209,7 +210,6 @@ void launch_copy_strided(int64_t n, void* dst, const StridedLayout& ldst, const 
             n, static_cast<T*>(dst), ldst, static_cast<const T*>(src), lsrc);
     STF_CUDA_CHECK_LAUNCH();
 }
-
 
 // ---- bf16 -----------------------------------------------------------------------------------------
 // bfloat16 is the top half of a float32: same sign and 8-bit exponent, 7 mantissa bits.
