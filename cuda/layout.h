@@ -45,6 +45,41 @@ struct StridedLayout {
     }
 };
 
+// The same K layouts (of the same sizes) with size-1 dimensions dropped and neighbours merged where
+// every layout stores them back to back (the outer stride is the inner one times the inner size). A
+// contiguous tensor becomes one dimension, a per-channel operand over [n, c, h, w] three. Offsets are
+// unchanged: element i lands where it did. Returns false when the layouts' sizes differ.
+template <int K>
+bool merge_dimensions(const StridedLayout* const (&in)[K], StridedLayout (&out)[K]) {
+    const StridedLayout& first = *in[0];
+    for (int k = 1; k < K; ++k) {
+        if (in[k]->ndim != first.ndim) return false;
+        for (int d = 0; d < first.ndim; ++d)
+            if (in[k]->sizes[d] != first.sizes[d]) return false;
+    }
+    for (int k = 0; k < K; ++k) out[k].ndim = 0;
+    for (int d = 0; d < first.ndim; ++d) {
+        if (first.sizes[d] == 1) continue;  // size-1 dimensions move nothing
+        bool merge = out[0].ndim > 0;
+        for (int k = 0; k < K && merge; ++k) {
+            const StridedLayout& l = out[k];
+            merge = l.strides[l.ndim - 1] == in[k]->strides[d] * in[k]->sizes[d];
+        }
+        for (int k = 0; k < K; ++k) {
+            StridedLayout& l = out[k];
+            if (merge) {
+                l.sizes[l.ndim - 1] *= in[k]->sizes[d];
+                l.strides[l.ndim - 1] = in[k]->strides[d];
+            } else {
+                l.sizes[l.ndim] = in[k]->sizes[d];
+                l.strides[l.ndim] = in[k]->strides[d];
+                ++l.ndim;
+            }
+        }
+    }
+    return true;
+}
+
 // Division by a divisor fixed before a kernel starts, as one multiply-high, an add and a shift instead
 // of the dozens of instructions of an integer division (Granlund & Montgomery, "Division by invariant
 // integers using multiplication", PLDI 1994). Exact for dividends and divisors below 2^31.
@@ -68,10 +103,10 @@ struct FastDivider {
 };
 
 // The element offsets of N operands that walk the same index space (an output and its inputs), in
-// 32-bit arithmetic. Built from StridedLayouts by make_index_map, which drops size-1 dimensions and
-// merges neighbours that are contiguous with each other in every operand: a [n, c, h, w] add of a
-// per-channel [c] bias becomes three dimensions, a slice copy of a concatenation two. Dimension 0 is
-// the innermost, so a kernel's unrolled loop over kMaxDims indexes the arrays with constants.
+// 32-bit arithmetic. Built from StridedLayouts by make_index_map over merge_dimensions: a [n, c, h, w]
+// add of a per-channel [c] bias becomes three dimensions, a slice copy of a concatenation two.
+// Dimension 0 is the innermost, so a kernel's unrolled loop over kMaxDims indexes the arrays with
+// constants.
 template <int N>
 struct IndexMap {
     int ndim = 0;
@@ -96,37 +131,25 @@ struct IndexMap {
 // when the sizes differ, a stride is negative, or an index or offset would not fit in 31 bits.
 template <int N>
 bool make_index_map(const StridedLayout* const (&layouts)[N], IndexMap<N>& map) {
-    const StridedLayout& first = *layouts[0];
     constexpr int64_t kLimit = int64_t(1) << 31;
-    if (first.numel() >= kLimit) return false;
-    int64_t sizes[kMaxDims], strides[kMaxDims][N], extent[N] = {};
-    int ndim = 0;
-    for (int d = first.ndim - 1; d >= 0; --d) {  // innermost first
-        for (int k = 0; k < N; ++k) {
-            const StridedLayout& l = *layouts[k];
-            if (l.ndim != first.ndim || l.sizes[d] != first.sizes[d] || l.strides[d] < 0) return false;
-        }
-        const int64_t size = first.sizes[d];
-        if (size == 1) continue;
-        for (int k = 0; k < N; ++k) extent[k] += (size - 1) * layouts[k]->strides[d];
-        bool merges = ndim > 0;
-        for (int k = 0; k < N && merges; ++k)
-            merges = layouts[k]->strides[d] == strides[ndim - 1][k] * sizes[ndim - 1];
-        if (merges) {
-            sizes[ndim - 1] *= size;
-            continue;
-        }
-        sizes[ndim] = size;
-        for (int k = 0; k < N; ++k) strides[ndim][k] = layouts[k]->strides[d];
-        ++ndim;
-    }
+    if (layouts[0]->numel() >= kLimit) return false;
     for (int k = 0; k < N; ++k)
-        if (extent[k] >= kLimit) return false;
+        for (int d = 0; d < layouts[k]->ndim; ++d)
+            if (layouts[k]->strides[d] < 0) return false;
+    StridedLayout merged[N];
+    if (!merge_dimensions<N>(layouts, merged)) return false;
+    for (int k = 0; k < N; ++k) {
+        int64_t extent = 0;  // the largest offset: merging keeps it
+        for (int d = 0; d < merged[k].ndim; ++d) extent += (merged[k].sizes[d] - 1) * merged[k].strides[d];
+        if (extent >= kLimit) return false;
+    }
+    const int ndim = merged[0].ndim;
     map = IndexMap<N>{};
     map.ndim = ndim;
-    for (int d = 0; d < ndim; ++d) {
-        map.sizes[d] = FastDivider(static_cast<uint32_t>(sizes[d]));
-        for (int k = 0; k < N; ++k) map.strides[d][k] = static_cast<uint32_t>(strides[d][k]);
+    for (int d = 0; d < ndim; ++d) {  // innermost first
+        const int from = ndim - 1 - d;
+        map.sizes[d] = FastDivider(static_cast<uint32_t>(merged[0].sizes[from]));
+        for (int k = 0; k < N; ++k) map.strides[d][k] = static_cast<uint32_t>(merged[k].strides[from]);
     }
     return true;
 }

@@ -41,32 +41,7 @@ template <int K> struct Rows {
 
 // Returns false when the layouts do not share their sizes (the caller then walks element by element).
 template <int K> bool make_rows(Rows<K>& r, const StridedLayout* const (&ls)[K]) {
-    const StridedLayout& first = *ls[0];
-    for (int k = 1; k < K; ++k) {
-        if (ls[k]->ndim != first.ndim) return false;
-        for (int d = 0; d < first.ndim; ++d)
-            if (ls[k]->sizes[d] != first.sizes[d]) return false;
-    }
-    for (int k = 0; k < K; ++k) r.layout[k].ndim = 0;
-    for (int d = 0; d < first.ndim; ++d) {
-        if (first.sizes[d] == 1) continue;  // size-1 dimensions move nothing
-        bool merge = r.layout[0].ndim > 0;
-        for (int k = 0; k < K && merge; ++k) {
-            const StridedLayout& l = r.layout[k];
-            merge = l.strides[l.ndim - 1] == ls[k]->strides[d] * ls[k]->sizes[d];
-        }
-        for (int k = 0; k < K; ++k) {
-            StridedLayout& l = r.layout[k];
-            if (merge) {
-                l.sizes[l.ndim - 1] *= ls[k]->sizes[d];
-                l.strides[l.ndim - 1] = ls[k]->strides[d];
-            } else {
-                l.sizes[l.ndim] = ls[k]->sizes[d];
-                l.strides[l.ndim] = ls[k]->strides[d];
-                ++l.ndim;
-            }
-        }
-    }
+    if (!merge_dimensions<K>(ls, r.layout)) return false;
     const StridedLayout& merged = r.layout[0];
     r.length = merged.ndim ? merged.sizes[merged.ndim - 1] : 1;
     r.count = merged.numel() / r.length;
