@@ -447,40 +447,68 @@ void softmax_cases(Bench& b) {
     }
 }
 
-void group_norm_cases(Bench& b) {
+// One GroupNorm variant: plain, or fused as in EDM's blocks (offset [n, c] added first, SiLU after).
+void group_norm_variant(Bench& b, bool fused) {
     // DDPM++'s 32x32 activations: 256 channels in 32 groups, batch from --size.
     const int64_t c = 256, hw = 1024, g = 32, batch = std::max<int64_t>(1, b.elems() / (c * hw)), n = batch * c * hw;
     const std::string shape = dims({batch, c, hw}) + " g" + std::to_string(g);
+    const std::string name = fused ? "group_norm_silu_offset" : "group_norm";
     std::vector<float> x = uniform_floats(n, -2, 3), gamma = uniform_floats(c, 0.5, 1.5), beta = uniform_floats(c);
-    std::vector<double> xd = to_f64(x), gd = to_f64(gamma), bd = to_f64(beta);
+    std::vector<float> offset = uniform_floats(batch * c);
+    std::vector<double> xd = to_f64(x), gd = to_f64(gamma), bd = to_f64(beta), od = to_f64(offset);
+    const GroupNormFusion<double> fusion_d{fused ? od.data() : nullptr, fused};
     std::vector<double> y(n), mean(batch * g), rstd(batch * g);
-    cpu::group_norm_forward<double>(batch, c, hw, g, 1e-6, xd.data(), gd.data(), bd.data(), y.data(), mean.data(),
-                                    rstd.data());
-    Buf bx = Buf::of(x), bg = Buf::of(gamma), bb = Buf::of(beta), out(n * 4), bm(batch * g * 4), br(batch * g * 4);
-    if (b.wants("group_norm_forward")) {
-        b.measure({"group_norm_forward", shape, 0, 0, 8.0 * n}, {&out, &bm, &br},
-                  [&] { TWIN(group_norm_forward, batch, c, hw, g, 1e-6f, bx.f(), bg.f(), bb.f(), out.f(), bm.f(), br.f()); },
+    cpu::group_norm_forward<double>(batch, c, hw, g, 1e-6, xd.data(), gd.data(), bd.data(), fusion_d, y.data(),
+                                    mean.data(), rstd.data());
+    Buf bx = Buf::of(x), bg = Buf::of(gamma), bb = Buf::of(beta), bo = Buf::of(offset), out(n * 4), bm(batch * g * 4),
+        br(batch * g * 4);
+    const GroupNormFusion<float> fusion{fused ? bo.f() : nullptr, fused};
+    if (b.wants(name + "_forward")) {
+        b.measure({name + "_forward", shape, 0, 0, 8.0 * n}, {&out, &bm, &br},
+                  [&] {
+                      TWIN(group_norm_forward, batch, c, hw, g, 1e-6f, bx.f(), bg.f(), bb.f(), fusion, out.f(), bm.f(),
+                           br.f());
+                  },
                   [&] { return std::max(rel_error(out.download(), y), rel_error(br.download(), rstd)); });
     }
-    if (b.wants("group_norm_backward")) {
+    if (b.wants(name + "_backward")) {
         std::vector<float> dy = uniform_floats(n);
         std::vector<double> dx(n), dgamma(c), dbeta(c);
-        cpu::group_norm_backward<double>(batch, c, hw, g, xd.data(), gd.data(), mean.data(), rstd.data(),
-                                         to_f64(dy).data(), dx.data(), dgamma.data(), dbeta.data());
+        cpu::group_norm_backward<double>(batch, c, hw, g, xd.data(), gd.data(), bd.data(), fusion_d, mean.data(),
+                                         rstd.data(), to_f64(dy).data(), dx.data(), dgamma.data(), dbeta.data());
         std::vector<float> mean_f(mean.begin(), mean.end()), rstd_f(rstd.begin(), rstd.end());
         bm.upload(mean_f.data());
         br.upload(rstd_f.data());
         Buf bdy = Buf::of(dy), bdg(c * 4), bdb(c * 4);
-        b.measure({"group_norm_backward", shape, 0, 0, 12.0 * n}, {&out, &bdg, &bdb},
+        b.measure({name + "_backward", shape, 0, 0, 12.0 * n}, {&out, &bdg, &bdb},
                   [&] {
-                      TWIN(group_norm_backward, batch, c, hw, g, bx.f(), bg.f(), bm.f(), br.f(), bdy.f(), out.f(),
-                           bdg.f(), bdb.f());
+                      TWIN(group_norm_backward, batch, c, hw, g, bx.f(), bg.f(), bb.f(), fusion, bm.f(), br.f(),
+                           bdy.f(), out.f(), bdg.f(), bdb.f());
                   },
                   [&] {
                       return std::max({rel_error(out.download(), dx), rel_error(bdg.download(), dgamma),
                                        rel_error(bdb.download(), dbeta)});
                   });
     }
+}
+
+void group_norm_cases(Bench& b) {
+    group_norm_variant(b, false);
+    group_norm_variant(b, true);
+}
+
+// EDM's residual tail, (conv1 + skip + biases) * skip_scale, at the 32x32 activations' shape.
+void residual_cases(Bench& b) {
+    if (!b.wants("scaled_residual")) return;
+    const int64_t c = 256, hw = 1024, batch = std::max<int64_t>(1, b.elems() / (c * hw)), n = batch * c * hw;
+    std::vector<float> a = uniform_floats(n), bv = uniform_floats(n), bias = uniform_floats(c);
+    std::vector<double> ref(n);
+    cpu::scaled_residual<double>(batch, c, hw, to_f64(a).data(), to_f64(bv).data(), to_f64(bias).data(),
+                                 0.7071067811865476, ref.data());
+    Buf ba = Buf::of(a), bb = Buf::of(bv), bbias = Buf::of(bias), out(n * 4);
+    b.measure({"scaled_residual", dims({batch, c, hw}), 0, 0, 12.0 * n}, {&out},
+              [&] { TWIN(scaled_residual, batch, c, hw, ba.f(), bb.f(), bbias.f(), 0.70710678f, out.f()); },
+              [&] { return rel_error(out.download(), ref); });
 }
 
 void random_cases(Bench& b) {
@@ -598,6 +626,7 @@ int main(int argc, char** argv) {
         reduce_cases(b);
         softmax_cases(b);
         group_norm_cases(b);
+        residual_cases(b);
         random_cases(b);
         stf_cases(b);
         augment_cases(b);

@@ -394,24 +394,43 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
 Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps) {
     ops::GroupNormOut o = ops::group_norm(x, gamma, beta, groups, eps);
     return record("group_norm", o.y, {x, gamma, beta},
-                  [x = detach(x), gamma = gamma.defined() ? detach(gamma) : Tensor(), mean = o.mean, rstd = o.rstd,
+                  [x = detach(x), gamma = gamma.defined() ? detach(gamma) : Tensor(),
+                   beta = beta.defined() ? detach(beta) : Tensor(), mean = o.mean, rstd = o.rstd,
                    groups](const Tensor& g) {
-                      ops::GroupNormGrads d = ops::group_norm_backward(g, x, gamma, mean, rstd, groups);
+                      ops::GroupNormGrads d = ops::group_norm_backward(g, x, gamma, beta, mean, rstd, groups);
                       return Grads{d.dx, d.dgamma, d.dbeta};
                   });
 }
 
-Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps) {
-    ops::GroupNormOut o = ops::group_norm(x, gamma, beta, groups, eps);
-    return record("group_norm_silu", ops::unary(UnaryOp::Silu, o.y), {x, gamma, beta},
+Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
+                       const Tensor& offset) {
+    ops::FusedGroupNorm fused{offset.defined() ? detach(offset) : Tensor(), true};
+    ops::GroupNormOut o = ops::group_norm(x, gamma, beta, groups, eps, fused);
+    bool g_offset = needs_grad(offset);
+    return record("group_norm_silu", o.y, {x, gamma, beta, offset},
                   [x = detach(x), gamma = gamma.defined() ? detach(gamma) : Tensor(),
-                   beta = beta.defined() ? detach(beta) : Tensor(), mean = o.mean, rstd = o.rstd, groups,
-                   eps](const Tensor& g) {
-                      // The forward pass again (same kernel, same numbers), then silu's and group_norm's backward.
-                      Tensor y = ops::group_norm(x, gamma, beta, groups, eps).y;
-                      Tensor dy = ops::binary(BinaryOp::SiluBackward, g, y);
-                      ops::GroupNormGrads d = ops::group_norm_backward(dy, x, gamma, mean, rstd, groups);
-                      return Grads{d.dx, d.dgamma, d.dbeta};
+                   beta = beta.defined() ? detach(beta) : Tensor(), fused, mean = o.mean, rstd = o.rstd, groups,
+                   g_offset](const Tensor& g) {
+                      ops::GroupNormGrads d = ops::group_norm_backward(g, x, gamma, beta, mean, rstd, groups, fused);
+                      // x' = x + offset[n, c]: the offset's gradient is dx summed over each channel's positions.
+                      Tensor d_offset;
+                      if (g_offset) d_offset = ops::sum(ops::reshape(d.dx, {x.size(0), x.size(1), -1}), {2});
+                      return Grads{d.dx, d.dgamma, d.dbeta, d_offset};
+                  });
+}
+
+Tensor scaled_residual(const Tensor& a, const Tensor& b, const Tensor& bias, double scale) {
+    bool g_bias = needs_grad(bias);
+    return record("scaled_residual", ops::scaled_residual(a, b, bias, scale), {a, b, bias},
+                  [scale, g_bias](const Tensor& g) {
+                      Tensor ga = ops::mul_scalar(g, scale);  // a and b share one gradient tensor
+                      Tensor gbias;
+                      if (g_bias) {
+                          std::vector<int> dims{0};
+                          for (int d = 2; d < g.ndim(); ++d) dims.push_back(d);
+                          gbias = ops::sum(ga, dims);
+                      }
+                      return Grads{ga, ga, gbias};
                   });
 }
 

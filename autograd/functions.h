@@ -87,9 +87,15 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
 
 // ---- normalisation, softmax, dropout, losses ---------------------------------------------------------
 Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
-// silu(group_norm(x)) without keeping the normalised tensor for the backward pass: it is recomputed
-// from x there. Saves one activation-sized tensor per use (EDM's blocks use it twice each).
-Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
+// silu(group_norm(x + offset[:, :, None, None])) as one kernel each way (cuda/group_norm_math.h), without
+// keeping the normalised tensor for the backward pass: it is recomputed from x there. offset [n, c] (a
+// convolution's bias plus the noise embedding, in EDM's blocks) may be undefined.
+Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps = 1e-5,
+                       const Tensor& offset = Tensor());
+// (a + b + bias[c]) * scale in one pass: a residual connection and its skip scale, with the biases of
+// the convolutions that made a and b folded into bias. a and b [n, c, ...] of one shape; bias [c] or
+// undefined.
+Tensor scaled_residual(const Tensor& a, const Tensor& b, const Tensor& bias, double scale);
 Tensor softmax(const Tensor& x, int dim);
 Tensor log_softmax(const Tensor& x, int dim);
 // Zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when !train or p == 0.

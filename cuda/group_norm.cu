@@ -17,6 +17,7 @@
 
 #include "cuda/block_reduce.cuh"
 #include "cuda/check.h"
+#include "cuda/group_norm_math.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
 
@@ -29,11 +30,21 @@ constexpr int64_t kMaxBlocks = 65536;
 
 int grid_for(int64_t tasks) { return static_cast<int>(std::min(tasks, kMaxBlocks)); }
 
+using Fusion = GroupNormFusion<float>;
+using group_norm_math::activate;
+using group_norm_math::activation_grad;
+
+// The fused offset of channel `ch` (within the group) of group `ng`: row ng * per_group of the [n, c]
+// offset is the group's first channel, since (sample * g + group) * per_group = sample * c + first channel.
+__device__ __forceinline__ float offset_of(const Fusion& f, int64_t ng, int64_t per_group, int64_t ch) {
+    return f.offset ? f.offset[ng * per_group + ch] : 0.0f;
+}
+
 // ---- forward: one block per (sample, group) ------------------------------------------------------
 
 __global__ void group_norm_forward_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const float* x,
-                                          const float* gamma, const float* beta, float* y, float* mean_out,
-                                          float* rstd_out) {
+                                          const float* gamma, const float* beta, Fusion fusion, float* y,
+                                          float* mean_out, float* rstd_out) {
     int64_t per_group = c / g;  // channels per group
     int64_t count = per_group * hw;
     float inv_count = 1.0f / static_cast<float>(count);
@@ -43,13 +54,15 @@ __global__ void group_norm_forward_kernel(int64_t n, int64_t c, int64_t hw, int6
         float* yg = y + ng * count;
         int64_t first_channel = (ng % g) * per_group;
 
+        auto value = [&](int64_t i) { return xg[i] + offset_of(fusion, ng, per_group, i / hw); };
+
         float sum = 0.0f;
-        for (int64_t i = threadIdx.x; i < count; i += blockDim.x) sum += xg[i];
+        for (int64_t i = threadIdx.x; i < count; i += blockDim.x) sum += value(i);
         float m = block_sum(sum) * inv_count;
 
         float2 dev = make_float2(0.0f, 0.0f);  // sum(d), sum(d * d) with d = x - m
         for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
-            float d = xg[i] - m;
+            float d = value(i) - m;
             dev.x += d;
             dev.y += d * d;
         }
@@ -68,7 +81,7 @@ __global__ void group_norm_forward_kernel(int64_t n, int64_t c, int64_t hw, int6
             float bt = beta ? beta[ch] : 0.0f;
             // x - mean as (x - m) - shift: x - m is usually exact (x and m are close), so this keeps the
             // digits that rounding the mean to float would lose.
-            yg[i] = ((xg[i] - m) - shift) * rstd * gm + bt;
+            yg[i] = activate(((value(i) - m) - shift) * rstd * gm + bt, fusion.silu);
         }
     }
 }
@@ -86,7 +99,8 @@ __device__ __forceinline__ float sum4(float4 v) { return (v.x + v.y) + (v.z + v.
 
 __global__ void __launch_bounds__(kCachedThreads)
 group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t per_group, float eps, const float4* x,
-                                 const float* gamma, const float* beta, float4* y, float* mean_out, float* rstd_out) {
+                                 const float* gamma, const float* beta, Fusion fusion, float4* y, float* mean_out,
+                                 float* rstd_out) {
     const uint32_t count4 = per_group * hw / 4;
     const float inv_count = 1.0f / static_cast<float>(4 * count4);
     for (int ng = blockIdx.x; ng < groups_total; ng += gridDim.x) {
@@ -97,7 +111,12 @@ group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t 
 #pragma unroll
         for (int k = 0; k < kCachedVecs; ++k) {
             const uint32_t i = threadIdx.x + k * kCachedThreads;
-            v[k] = i < count4 ? xg[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            v[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (i < count4) {
+                const float off = offset_of(fusion, ng, per_group, 4 * i / hw);
+                const float4 xv = xg[i];
+                v[k] = make_float4(xv.x + off, xv.y + off, xv.z + off, xv.w + off);
+            }
             sum += sum4(v[k]);
         }
         const float m = block_sum(sum) * inv_count;
@@ -127,22 +146,24 @@ group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t 
             const uint32_t ch = first_channel + 4 * i / hw;
             const float gm = gamma ? gamma[ch] : 1.0f, b = beta ? beta[ch] : 0.0f;
             float4 out;
-            out.x = ((v[k].x - m) - shift) * rstd * gm + b;
-            out.y = ((v[k].y - m) - shift) * rstd * gm + b;
-            out.z = ((v[k].z - m) - shift) * rstd * gm + b;
-            out.w = ((v[k].w - m) - shift) * rstd * gm + b;
+            out.x = activate(((v[k].x - m) - shift) * rstd * gm + b, fusion.silu);
+            out.y = activate(((v[k].y - m) - shift) * rstd * gm + b, fusion.silu);
+            out.z = activate(((v[k].z - m) - shift) * rstd * gm + b, fusion.silu);
+            out.w = activate(((v[k].w - m) - shift) * rstd * gm + b, fusion.silu);
             yg[i] = out;
         }
     }
 }
 
 // ---- backward for x: one block per (sample, group) -----------------------------------------------
-// With xhat = (x - mean) * rstd and gx = dy * gamma, differentiating through mean and rstd gives
-//   dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat)),   means over the group's values.
+// With xhat = (x' - mean) * rstd, gy the gradient reaching the affine output (dy through the SiLU, if
+// fused, recomputed from xhat) and gx = gy * gamma, differentiating through mean and rstd gives
+//   dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat)),   means over the group's values,
+// and dx' = dx (the offset shifts x and its mean alike).
 
 __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x,
-                                              const float* gamma, const float* mean, const float* rstd,
-                                              const float* dy, float* dx) {
+                                              const float* gamma, const float* beta, Fusion fusion,
+                                              const float* mean, const float* rstd, const float* dy, float* dx) {
     int64_t per_group = c / g;
     int64_t count = per_group * hw;
     float inv_count = 1.0f / static_cast<float>(count);
@@ -153,11 +174,18 @@ __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, 
         int64_t first_channel = (ng % g) * per_group;
         float mu = mean[ng], rs = rstd[ng];
 
+        // xhat and gx of value i
+        auto at = [&](int64_t i, float& xhat, float& gx) {
+            const int64_t ch = i / hw;
+            const float gm = gamma ? gamma[first_channel + ch] : 1.0f;
+            const float bt = beta ? beta[first_channel + ch] : 0.0f;
+            xhat = (xg[i] + offset_of(fusion, ng, per_group, ch) - mu) * rs;
+            gx = activation_grad(dyg[i], xhat * gm + bt, fusion.silu) * gm;
+        };
         float2 sums = make_float2(0.0f, 0.0f);  // sum(gx), sum(gx * xhat)
         for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
-            float gm = gamma ? gamma[first_channel + i / hw] : 1.0f;
-            float xhat = (xg[i] - mu) * rs;
-            float gx = dyg[i] * gm;
+            float xhat, gx;
+            at(i, xhat, gx);
             sums.x += gx;
             sums.y += gx * xhat;
         }
@@ -165,9 +193,8 @@ __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, 
         float mean_gx = sums.x * inv_count, mean_gx_xhat = sums.y * inv_count;
 
         for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
-            float gm = gamma ? gamma[first_channel + i / hw] : 1.0f;
-            float xhat = (xg[i] - mu) * rs;
-            float gx = dyg[i] * gm;
+            float xhat, gx;
+            at(i, xhat, gx);
             dxg[i] = rs * (gx - mean_gx - xhat * mean_gx_xhat);
         }
     }
@@ -176,8 +203,8 @@ __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, 
 // The register-cached twin of the kernel above: x and dy are read once.
 __global__ void __launch_bounds__(kCachedThreads)
 group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t per_group, const float4* x,
-                                     const float* gamma, const float* mean, const float* rstd, const float4* dy,
-                                     float4* dx) {
+                                     const float* gamma, const float* beta, Fusion fusion, const float* mean,
+                                     const float* rstd, const float4* dy, float4* dx) {
     const uint32_t count4 = per_group * hw / 4;
     const float inv_count = 1.0f / static_cast<float>(4 * count4);
     for (int ng = blockIdx.x; ng < groups_total; ng += gridDim.x) {
@@ -190,10 +217,17 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
         for (int k = 0; k < kCachedVecs; ++k) {
             const uint32_t i = threadIdx.x + k * kCachedThreads;
             if (i < count4) {
-                const float gm = gamma ? gamma[first_channel + 4 * i / hw] : 1.0f;
+                const uint32_t ch = 4 * i / hw;
+                const float gm = gamma ? gamma[first_channel + ch] : 1.0f;
+                const float bt = beta ? beta[first_channel + ch] : 0.0f;
+                const float centre = mu - offset_of(fusion, ng, per_group, ch);  // x' - mu = x - (mu - offset)
                 const float4 xv = x[base + i], dv = dy[base + i];
-                xhat[k] = make_float4((xv.x - mu) * rs, (xv.y - mu) * rs, (xv.z - mu) * rs, (xv.w - mu) * rs);
-                gx[k] = make_float4(dv.x * gm, dv.y * gm, dv.z * gm, dv.w * gm);
+                xhat[k] = make_float4((xv.x - centre) * rs, (xv.y - centre) * rs, (xv.z - centre) * rs,
+                                      (xv.w - centre) * rs);
+                gx[k] = make_float4(activation_grad(dv.x, xhat[k].x * gm + bt, fusion.silu) * gm,
+                                    activation_grad(dv.y, xhat[k].y * gm + bt, fusion.silu) * gm,
+                                    activation_grad(dv.z, xhat[k].z * gm + bt, fusion.silu) * gm,
+                                    activation_grad(dv.w, xhat[k].w * gm + bt, fusion.silu) * gm);
             } else {
                 xhat[k] = gx[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
@@ -217,24 +251,29 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
 }
 
 // ---- backward for gamma and beta: one block per channel ------------------------------------------
-//   dgamma[ch] = sum over samples and hw of dy * xhat,   dbeta[ch] = sum of dy.
+//   dgamma[ch] = sum over samples and hw of gy * xhat,   dbeta[ch] = sum of gy,
+// with gy the gradient reaching the affine output, recomputed as in the dx kernels.
 // A channel's values are n runs of hw contiguous floats, hw * c apart; consecutive threads take
 // consecutive positions within a run.
 
 __global__ void group_norm_backward_affine_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x,
+                                                  const float* gamma, const float* beta, Fusion fusion,
                                                   const float* mean, const float* rstd, const float* dy,
                                                   float* dgamma, float* dbeta) {
     int64_t per_group = c / g;
     for (int64_t ch = blockIdx.x; ch < c; ch += gridDim.x) {
         int64_t group = ch / per_group;
-        float2 sums = make_float2(0.0f, 0.0f);  // sum(dy * xhat), sum(dy)
+        const float gm = gamma ? gamma[ch] : 1.0f, bt = beta ? beta[ch] : 0.0f;
+        float2 sums = make_float2(0.0f, 0.0f);  // sum(gy * xhat), sum(gy)
         for (int64_t i = threadIdx.x; i < n * hw; i += blockDim.x) {
             int64_t sample = i / hw, pos = i % hw;
             int64_t at = (sample * c + ch) * hw + pos;
             int64_t stat = sample * g + group;
-            float xhat = (x[at] - mean[stat]) * rstd[stat];
-            sums.x += dy[at] * xhat;
-            sums.y += dy[at];
+            const float off = fusion.offset ? fusion.offset[sample * c + ch] : 0.0f;
+            float xhat = (x[at] + off - mean[stat]) * rstd[stat];
+            float gy = activation_grad(dy[at], xhat * gm + bt, fusion.silu);
+            sums.x += gy * xhat;
+            sums.y += gy;
         }
         sums = block_sum(sums);
         if (threadIdx.x == 0) {
@@ -256,38 +295,38 @@ bool fits_registers(int64_t n, int64_t c, int64_t hw, int64_t g, const float* in
 }  // namespace
 
 void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const float* x, const float* gamma,
-                        const float* beta, float* y, float* mean, float* rstd) {
+                        const float* beta, GroupNormFusion<float> fusion, float* y, float* mean, float* rstd) {
     if (n <= 0 || c <= 0 || g <= 0) return;
     if (hw <= 0) return;  // no values: nothing to normalise (the statistics would be 0/0)
     if (fits_registers(n, c, hw, g, x, y))
         group_norm_forward_cached_kernel<<<grid_for(n * g), kCachedThreads, 0, current_stream()>>>(
             static_cast<int>(n * g), static_cast<int>(g), static_cast<uint32_t>(hw), static_cast<uint32_t>(c / g), eps,
-            reinterpret_cast<const float4*>(x), gamma, beta, reinterpret_cast<float4*>(y), mean, rstd);
+            reinterpret_cast<const float4*>(x), gamma, beta, fusion, reinterpret_cast<float4*>(y), mean, rstd);
     else
         group_norm_forward_kernel<<<grid_for(n * g), kThreads, 0, current_stream()>>>(n, c, hw, g, eps, x, gamma, beta,
-                                                                                      y, mean, rstd);
+                                                                                      fusion, y, mean, rstd);
     STF_CUDA_CHECK_LAUNCH();
 }
 
 void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x, const float* gamma,
-                         const float* mean, const float* rstd, const float* dy, float* dx, float* dgamma,
-                         float* dbeta) {
+                         const float* beta, GroupNormFusion<float> fusion, const float* mean, const float* rstd,
+                         const float* dy, float* dx, float* dgamma, float* dbeta) {
     if (c <= 0 || g <= 0) return;
     cudaStream_t s = current_stream();
     if (n > 0 && hw > 0) {
         if (fits_registers(n, c, hw, g, x, dx) && is_aligned16(dy))
             group_norm_backward_dx_cached_kernel<<<grid_for(n * g), kCachedThreads, 0, s>>>(
                 static_cast<int>(n * g), static_cast<int>(g), static_cast<uint32_t>(hw), static_cast<uint32_t>(c / g),
-                reinterpret_cast<const float4*>(x), gamma, mean, rstd, reinterpret_cast<const float4*>(dy),
-                reinterpret_cast<float4*>(dx));
+                reinterpret_cast<const float4*>(x), gamma, beta, fusion, mean, rstd,
+                reinterpret_cast<const float4*>(dy), reinterpret_cast<float4*>(dx));
         else
-            group_norm_backward_dx_kernel<<<grid_for(n * g), kThreads, 0, s>>>(n, c, hw, g, x, gamma, mean, rstd, dy,
-                                                                               dx);
+            group_norm_backward_dx_kernel<<<grid_for(n * g), kThreads, 0, s>>>(n, c, hw, g, x, gamma, beta, fusion,
+                                                                               mean, rstd, dy, dx);
         STF_CUDA_CHECK_LAUNCH();
     }
     if (dgamma || dbeta) {  // with no samples or no positions the sums are empty and come out 0
-        group_norm_backward_affine_kernel<<<grid_for(c), kThreads, 0, s>>>(n, c, hw, g, x, mean, rstd, dy, dgamma,
-                                                                           dbeta);
+        group_norm_backward_affine_kernel<<<grid_for(c), kThreads, 0, s>>>(n, c, hw, g, x, gamma, beta, fusion, mean,
+                                                                           rstd, dy, dgamma, dbeta);
         STF_CUDA_CHECK_LAUNCH();
     }
 }

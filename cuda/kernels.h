@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include "cuda/group_norm_math.h"
 #include "cuda/layout.h"
 #include "cuda/optim_math.h"
 
@@ -36,12 +37,19 @@ void softmax_rows(int64_t rows, int64_t cols, float* y, const float* x, bool log
 void softmax_rows_backward(int64_t rows, int64_t cols, float* dx, const float* dy, const float* y, bool log);
 
 // --- group_norm.cu --------------------------------------------------------------------------------
-// x [n, c, hw] contiguous, groups g dividing c; mean and rstd are [n, g]; gamma/beta [c] (may be null)
+// x [n, c, hw] contiguous, groups g dividing c; mean and rstd are [n, g]; gamma/beta [c] (may be null);
+// the fused offset and SiLU as in cuda/group_norm_math.h
 void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const float* x, const float* gamma,
-                        const float* beta, float* y, float* mean, float* rstd);
-// dgamma and dbeta may be null when gamma is null
+                        const float* beta, GroupNormFusion<float> fusion, float* y, float* mean, float* rstd);
+// beta is needed (with gamma) only to recompute the SiLU's input; dgamma and dbeta may be null
 void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x, const float* gamma,
-                         const float* mean, const float* rstd, const float* dy, float* dx, float* dgamma, float* dbeta);
+                         const float* beta, GroupNormFusion<float> fusion, const float* mean, const float* rstd,
+                         const float* dy, float* dx, float* dgamma, float* dbeta);
+
+// --- residual.cu ----------------------------------------------------------------------------------
+// y = ((a + b) + bias[ch]) * scale over contiguous [n, c, inner]; bias [c] may be null
+void scaled_residual(int64_t n, int64_t c, int64_t inner, const float* a, const float* b, const float* bias,
+                     float scale, float* y);
 
 // --- random.cu (Philox stream convention in cuda/philox.h) ----------------------------------------
 // row_len/row_stride split the draw into rows with their own streams (cuda/philox.h); 0 means one stream.

@@ -70,7 +70,12 @@ Tensor Conv2d::tiled_filter(int64_t channels, double gain) const {
     return gain == 1 ? t : ops::mul_scalar(t, gain);
 }
 
-Tensor Conv2d::forward(const Tensor& x_in) const {
+Tensor Conv2d::forward(const Tensor& x) const {
+    Tensor y = forward_unbiased(x);
+    return bias.defined() ? add(y, reshape(bias, {1, bias.size(0), 1, 1})) : y;
+}
+
+Tensor Conv2d::forward_unbiased(const Tensor& x_in) const {
     Tensor x = x_in;
     int w_pad = weight.defined() ? static_cast<int>(weight.size(-1) / 2) : 0;
     int f_pad = resample_filter.defined() ? static_cast<int>((resample_filter.size(-1) - 1) / 2) : 0;
@@ -86,7 +91,6 @@ Tensor Conv2d::forward(const Tensor& x_in) const {
         if (down) x = conv2d(x, tiled_filter(in_channels, 1), Tensor(), 2, f_pad, static_cast<int>(in_channels));
         if (weight.defined()) x = conv2d(x, weight, Tensor(), 1, w_pad);
     }
-    if (bias.defined()) x = add(x, reshape(bias, {1, bias.size(0), 1, 1}));
     return x;
 }
 
@@ -101,7 +105,9 @@ GroupNorm::GroupNorm(int64_t num_channels, double eps_, int groups, int min_chan
 }
 
 Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, num_groups, weight, bias, eps); }
-Tensor GroupNorm::forward_silu(const Tensor& x) const { return group_norm_silu(x, num_groups, weight, bias, eps); }
+Tensor GroupNorm::forward_silu(const Tensor& x, const Tensor& offset) const {
+    return group_norm_silu(x, num_groups, weight, bias, eps, offset);
+}
 
 // ---- noise embeddings ------------------------------------------------------------------------------
 
@@ -158,19 +164,30 @@ UNetBlock::UNetBlock(int64_t in, int64_t out, const Options& o, Generator& gen)
     }
 }
 
+// The sum of two optional [c] biases (either may be undefined).
+static Tensor bias_sum(const Tensor& a, const Tensor& b) {
+    if (!a.defined()) return b;
+    return b.defined() ? add(a, b) : a;
+}
+
+// EDM's block, with its elementwise steps fused: conv0's bias and the embedding enter norm1 as one
+// [n, c] offset (group_norm_silu), and conv1 + skip + their biases, times skip_scale, is one
+// scaled_residual. Same arithmetic as the unfused ops up to rounding.
 Tensor UNetBlock::forward(const Tensor& x_in, const Tensor& emb, Generator& dropout_gen) const {
-    Tensor x = conv0_->forward(norm0_->forward_silu(x_in));
-    Tensor params = unsqueeze(unsqueeze(affine_->forward(emb), 2), 3);  // [n, c, 1, 1]
+    Tensor h = norm0_->forward_silu(x_in);
+    Tensor params = affine_->forward(emb);  // [n, c] (or [n, 2c]: scale and shift)
+    Tensor x;
     if (o_.adaptive_scale) {
-        std::vector<Tensor> ss = split(params, {out_channels, out_channels}, 1);  // scale, shift
-        x = silu(add(ss[1], mul(norm1_->forward(x), add(ss[0], 1.0))));
+        std::vector<Tensor> ss = split(unsqueeze(unsqueeze(params, 2), 3), {out_channels, out_channels}, 1);
+        x = silu(add(ss[1], mul(norm1_->forward(conv0_->forward(h)), add(ss[0], 1.0))));
     } else {
-        x = norm1_->forward_silu(add(x, params));
+        Tensor offset = conv0_->bias.defined() ? add(params, reshape(conv0_->bias, {1, out_channels})) : params;
+        x = norm1_->forward_silu(conv0_->forward_unbiased(h), offset);
     }
-    x = conv1_->forward(dropout(x, o_.dropout, is_training(), dropout_gen));
-    x = add(x, skip_ ? skip_->forward(x_in) : x_in);
-    x = mul(x, o_.skip_scale);
-    if (num_heads_) x = mul(add(proj_->forward(attention(x)), x), o_.skip_scale);
+    x = conv1_->forward_unbiased(dropout(x, o_.dropout, is_training(), dropout_gen));
+    Tensor skip = skip_ ? skip_->forward_unbiased(x_in) : x_in;
+    x = scaled_residual(x, skip, bias_sum(conv1_->bias, skip_ ? skip_->bias : Tensor()), o_.skip_scale);
+    if (num_heads_) x = scaled_residual(proj_->forward_unbiased(attention(x)), x, proj_->bias, o_.skip_scale);
     return x;
 }
 

@@ -35,6 +35,8 @@ public:
     };
     Conv2d(int64_t in_channels, int64_t out_channels, int kernel, const Options& o, Generator& gen);
     Tensor forward(const Tensor& x) const;
+    // The convolution without its bias, for a caller that adds `bias` inside its next fused op.
+    Tensor forward_unbiased(const Tensor& x) const;
     int64_t in_channels, out_channels;
     bool up, down, fused_resample;
     Tensor weight, bias, resample_filter;  // resample_filter [1, 1, f, f] when up or down
@@ -48,7 +50,8 @@ class GroupNorm : public Module {
 public:
     GroupNorm(int64_t num_channels, double eps = 1e-5, int num_groups = 32, int min_channels_per_group = 4);
     Tensor forward(const Tensor& x) const;
-    Tensor forward_silu(const Tensor& x) const;  // silu(forward(x)), lighter on memory (group_norm_silu)
+    // silu(forward(x + offset[:, :, None, None])) as one op (group_norm_silu); offset [n, c] or undefined
+    Tensor forward_silu(const Tensor& x, const Tensor& offset = Tensor()) const;
     int num_groups;
     double eps;
     Tensor weight, bias;

@@ -87,14 +87,24 @@ Tensor conv2d_backward_weight(const Tensor& x, const Tensor& dy, const Shape& w_
 struct GroupNormOut {
     Tensor y, mean, rstd;  // mean and rstd [n, groups]
 };
-// x [n, c, ...]; gamma and beta [c] or undefined.
-GroupNormOut group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, double eps);
-struct GroupNormGrads {
-    Tensor dx, dgamma, dbeta;
+// What the kernels fuse around the normalisation (cuda/group_norm_math.h): an offset [n, c] added to x
+// before the statistics (a convolution's bias plus the noise embedding), and SiLU on the output.
+struct FusedGroupNorm {
+    Tensor offset;  // [n, c] or undefined
+    bool silu = false;
 };
-GroupNormGrads group_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                                   const Tensor& rstd, int groups);
+// x [n, c, ...]; gamma and beta [c] or undefined.
+GroupNormOut group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, double eps,
+                        const FusedGroupNorm& fused = {});
+struct GroupNormGrads {
+    Tensor dx, dgamma, dbeta;  // dx is also the offset's gradient before its sum over positions
+};
+// The forward's x, gamma, beta, fusion and statistics; dgamma if gamma is defined, dbeta if beta is.
+GroupNormGrads group_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                   const Tensor& mean, const Tensor& rstd, int groups, const FusedGroupNorm& fused = {});
 Tensor softmax(const Tensor& x, int dim, bool log = false);
+// (a + b + bias[c]) * scale in one pass: a and b [n, c, ...] of one shape, bias [c] or undefined.
+Tensor scaled_residual(const Tensor& a, const Tensor& b, const Tensor& bias, double scale);
 Tensor softmax_backward(const Tensor& dy, const Tensor& y, int dim, bool log = false);
 
 // ---- optimiser steps (fused, for nn/optim.h) ---------------------------------------------------------

@@ -158,70 +158,133 @@ static GroupNormDims group_norm_dims(const Tensor& x, const Tensor& gamma, const
 
 template <class T> static const T* opt(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
 template <class T> static T* opt_mut(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+static Tensor opt_contiguous(const Tensor& t) { return t.defined() ? contiguous(t) : Tensor(); }
 
-GroupNormOut group_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in, int groups, double eps) {
+// The offset, checked against x and made contiguous.
+static Tensor fused_offset(const FusedGroupNorm& fused, const Tensor& x, const GroupNormDims& d) {
+    if (!fused.offset.defined()) return Tensor();
+    check_same(x, fused.offset, "group_norm");
+    STF_CHECK(fused.offset.shape() == (Shape{d.n, d.c}),
+              "group_norm: fused offset " << describe(fused.offset) << " should be [" << d.n << ", " << d.c
+                                          << "] for input " << describe(x));
+    return contiguous(fused.offset);
+}
+
+template <class T> static GroupNormFusion<T> kernel_fusion(const Tensor& offset, const FusedGroupNorm& fused) {
+    return {opt<T>(offset), fused.silu};
+}
+
+GroupNormOut group_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in, int groups, double eps,
+                        const FusedGroupNorm& fused) {
     GroupNormDims d = group_norm_dims(x_in, gamma_in, beta_in, groups);
-    Tensor x = contiguous(x_in);
-    Tensor gamma = gamma_in.defined() ? contiguous(gamma_in) : Tensor();
-    Tensor beta = beta_in.defined() ? contiguous(beta_in) : Tensor();
+    Tensor x = contiguous(x_in), gamma = opt_contiguous(gamma_in), beta = opt_contiguous(beta_in);
+    Tensor offset = fused_offset(fused, x, d);
     GroupNormOut o{empty(x.shape(), x.dtype(), x.device()), empty({d.n, d.g}, x.dtype(), x.device()),
                    empty({d.n, d.g}, x.dtype(), x.device())};
     if (x.numel() == 0) return o;
     switch (backend_of(x, "group_norm")) {
         case Backend::CpuF32:
             cpu::group_norm_forward<float>(d.n, d.c, d.hw, d.g, eps, x.data<float>(), opt<float>(gamma),
-                                           opt<float>(beta), o.y.data<float>(), o.mean.data<float>(),
-                                           o.rstd.data<float>());
+                                           opt<float>(beta), kernel_fusion<float>(offset, fused), o.y.data<float>(),
+                                           o.mean.data<float>(), o.rstd.data<float>());
             break;
         case Backend::CpuF64:
             cpu::group_norm_forward<double>(d.n, d.c, d.hw, d.g, eps, x.data<double>(), opt<double>(gamma),
-                                            opt<double>(beta), o.y.data<double>(), o.mean.data<double>(),
-                                            o.rstd.data<double>());
+                                            opt<double>(beta), kernel_fusion<double>(offset, fused),
+                                            o.y.data<double>(), o.mean.data<double>(), o.rstd.data<double>());
             break;
         case Backend::CudaF32:
             STF_CUDA_LAUNCH("group_norm",
                             cuda::group_norm_forward(d.n, d.c, d.hw, d.g, static_cast<float>(eps), x.data<float>(),
-                                                     opt<float>(gamma), opt<float>(beta), o.y.data<float>(),
+                                                     opt<float>(gamma), opt<float>(beta),
+                                                     kernel_fusion<float>(offset, fused), o.y.data<float>(),
                                                      o.mean.data<float>(), o.rstd.data<float>()));
             break;
     }
     return o;
 }
 
-GroupNormGrads group_norm_backward(const Tensor& dy_in, const Tensor& x_in, const Tensor& gamma_in, const Tensor& mean,
-                                   const Tensor& rstd, int groups) {
-    GroupNormDims d = group_norm_dims(x_in, gamma_in, Tensor(), groups);
+GroupNormGrads group_norm_backward(const Tensor& dy_in, const Tensor& x_in, const Tensor& gamma_in,
+                                   const Tensor& beta_in, const Tensor& mean, const Tensor& rstd, int groups,
+                                   const FusedGroupNorm& fused) {
+    GroupNormDims d = group_norm_dims(x_in, gamma_in, beta_in, groups);
     check_same(dy_in, x_in, "group_norm_backward");
     STF_CHECK(dy_in.shape() == x_in.shape(), "group_norm_backward: gradient " << describe(dy_in) << " vs input "
                                                                               << describe(x_in));
-    Tensor x = contiguous(x_in), dy = contiguous(dy_in);
-    Tensor gamma = gamma_in.defined() ? contiguous(gamma_in) : Tensor();
-    GroupNormGrads g{empty(x.shape(), x.dtype(), x.device()), Tensor(), Tensor()};
-    if (gamma.defined()) {
-        g.dgamma = empty({d.c}, x.dtype(), x.device());
-        g.dbeta = empty({d.c}, x.dtype(), x.device());
+    for (const Tensor* t : {&mean, &rstd}) {
+        check_same(x_in, *t, "group_norm_backward");
+        STF_CHECK(t->shape() == (Shape{d.n, d.g}), "group_norm_backward: statistics " << describe(*t) << " should be ["
+                                                                                      << d.n << ", " << d.g << "]");
     }
-    if (x.numel() == 0) return g;
+    Tensor x = contiguous(x_in), dy = contiguous(dy_in);
+    Tensor gamma = opt_contiguous(gamma_in), beta = opt_contiguous(beta_in);
+    Tensor m = contiguous(mean), rs = contiguous(rstd);
+    Tensor offset = fused_offset(fused, x, d);
+    GroupNormGrads g{empty(x.shape(), x.dtype(), x.device()), Tensor(), Tensor()};
+    if (gamma.defined()) g.dgamma = empty({d.c}, x.dtype(), x.device());
+    if (beta.defined()) g.dbeta = empty({d.c}, x.dtype(), x.device());
+    if (x.numel() == 0) {
+        for (Tensor* t : {&g.dgamma, &g.dbeta})
+            if (t->defined()) *t = zeros({d.c}, x.dtype(), x.device());  // empty sums
+        return g;
+    }
     switch (backend_of(x, "group_norm_backward")) {
         case Backend::CpuF32:
-            cpu::group_norm_backward<float>(d.n, d.c, d.hw, d.g, x.data<float>(), opt<float>(gamma),
-                                            mean.data<float>(), rstd.data<float>(), dy.data<float>(),
-                                            g.dx.data<float>(), opt_mut<float>(g.dgamma), opt_mut<float>(g.dbeta));
+            cpu::group_norm_backward<float>(d.n, d.c, d.hw, d.g, x.data<float>(), opt<float>(gamma), opt<float>(beta),
+                                            kernel_fusion<float>(offset, fused), m.data<float>(), rs.data<float>(),
+                                            dy.data<float>(), g.dx.data<float>(), opt_mut<float>(g.dgamma),
+                                            opt_mut<float>(g.dbeta));
             break;
         case Backend::CpuF64:
             cpu::group_norm_backward<double>(d.n, d.c, d.hw, d.g, x.data<double>(), opt<double>(gamma),
-                                             mean.data<double>(), rstd.data<double>(), dy.data<double>(),
-                                             g.dx.data<double>(), opt_mut<double>(g.dgamma), opt_mut<double>(g.dbeta));
+                                             opt<double>(beta), kernel_fusion<double>(offset, fused), m.data<double>(),
+                                             rs.data<double>(), dy.data<double>(), g.dx.data<double>(),
+                                             opt_mut<double>(g.dgamma), opt_mut<double>(g.dbeta));
             break;
         case Backend::CudaF32:
             STF_CUDA_LAUNCH("group_norm_backward",
                             cuda::group_norm_backward(d.n, d.c, d.hw, d.g, x.data<float>(), opt<float>(gamma),
-                                                      mean.data<float>(), rstd.data<float>(), dy.data<float>(),
+                                                      opt<float>(beta), kernel_fusion<float>(offset, fused),
+                                                      m.data<float>(), rs.data<float>(), dy.data<float>(),
                                                       g.dx.data<float>(), opt_mut<float>(g.dgamma),
                                                       opt_mut<float>(g.dbeta)));
             break;
     }
     return g;
+}
+
+// ---- fused residual ----------------------------------------------------------------------------------
+
+Tensor scaled_residual(const Tensor& a_in, const Tensor& b_in, const Tensor& bias_in, double scale) {
+    check_same(a_in, b_in, "scaled_residual");
+    STF_CHECK(a_in.ndim() >= 2 && a_in.shape() == b_in.shape(),
+              "scaled_residual: expected two inputs [n, c, ...] of one shape, got " << describe(a_in) << " and "
+                                                                                    << describe(b_in));
+    const int64_t n = a_in.size(0), c = a_in.size(1), inner = a_in.numel() / std::max<int64_t>(n * c, 1);
+    if (bias_in.defined()) {
+        check_same(a_in, bias_in, "scaled_residual");
+        STF_CHECK(bias_in.shape() == Shape{c}, "scaled_residual: bias " << describe(bias_in) << " should be [" << c
+                                                                        << "] for inputs " << describe(a_in));
+    }
+    Tensor a = contiguous(a_in), b = contiguous(b_in), bias = opt_contiguous(bias_in);
+    Tensor y = empty(a.shape(), a.dtype(), a.device());
+    if (a.numel() == 0) return y;
+    switch (backend_of(a, "scaled_residual")) {
+        case Backend::CpuF32:
+            cpu::scaled_residual<float>(n, c, inner, a.data<float>(), b.data<float>(), opt<float>(bias),
+                                        static_cast<float>(scale), y.data<float>());
+            break;
+        case Backend::CpuF64:
+            cpu::scaled_residual<double>(n, c, inner, a.data<double>(), b.data<double>(), opt<double>(bias), scale,
+                                         y.data<double>());
+            break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH("scaled_residual",
+                            cuda::scaled_residual(n, c, inner, a.data<float>(), b.data<float>(), opt<float>(bias),
+                                                  static_cast<float>(scale), y.data<float>()));
+            break;
+    }
+    return y;
 }
 
 // ---- softmax ---------------------------------------------------------------------------------------

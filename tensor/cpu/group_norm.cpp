@@ -2,6 +2,9 @@
 // each (sample, group) block of (c/g) * hw values is normalised by its own mean and variance.
 // Because x is contiguous, block ng = sample * g + group is the contiguous run x[ng * (c/g) * hw ...].
 #include <cmath>
+#include <vector>
+
+#include "cuda/group_norm_math.h"
 #include "tensor/cpu/kernels.h"
 
 namespace stf::cpu {
@@ -28,63 +31,76 @@ template <class F> double lane_sum(int64_t count, F term) {
     return sum;
 }
 
+// A block's values with the fused offset added: channel ch of the block holds x[ch * hw + p] + off(ch).
+template <class T> struct Block {
+    const T* x;
+    int64_t cpg, hw;
+    const T* offset;  // offset + first channel of the block, or null
+    double off(int64_t ch) const { return offset ? double(offset[ch]) : 0.0; }
+};
+
 // Two passes (mean first, then squared deviations) rather than E[x^2] - E[x]^2, which cancels
-// catastrophically when the mean is large compared with the spread.
-template <class T> Stats block_stats(const T* x, int64_t count, double eps) {
-    const double mean = lane_sum(count, [x](int64_t i) { return double(x[i]); }) / static_cast<double>(count);
-    const double sq = lane_sum(count, [x, mean](int64_t i) {
-        const double d = double(x[i]) - mean;
-        return d * d;
-    });
-    const double var = sq / static_cast<double>(count);  // biased, as in the paper and PyTorch
+// catastrophically when the mean is large compared with the spread. Sums run channel by channel so
+// the offset is a constant of each inner loop.
+template <class T> Stats block_stats(const Block<T>& b, double eps) {
+    const double count = static_cast<double>(b.cpg * b.hw);
+    double sum = 0.0;
+    for (int64_t ch = 0; ch < b.cpg; ++ch) {
+        const T* xc = b.x + ch * b.hw;
+        sum += lane_sum(b.hw, [xc](int64_t p) { return double(xc[p]); }) + b.off(ch) * static_cast<double>(b.hw);
+    }
+    const double mean = sum / count;
+    double sq = 0.0;
+    for (int64_t ch = 0; ch < b.cpg; ++ch) {
+        const T* xc = b.x + ch * b.hw;
+        const double centre = mean - b.off(ch);  // x' - mean = x - (mean - offset)
+        sq += lane_sum(b.hw, [xc, centre](int64_t p) {
+            const double d = double(xc[p]) - centre;
+            return d * d;
+        });
+    }
+    const double var = sq / count;  // biased, as in the paper and PyTorch
     return {mean, 1.0 / std::sqrt(var + eps)};
 }
 
-// dx for one block. With xhat = (x - mean) * rstd and dxhat = dy * gamma, differentiating through
-// the block's mean and variance gives
-//   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+// dx for one block, and its channels' shares of dgamma and dbeta. With gy the gradient reaching the
+// affine output (dy through the SiLU, if fused), xhat = (x' - mean) * rstd and dxhat = gy * gamma,
+// differentiating through the block's mean and variance gives
+//   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
+// and dx' = dx: the offset shifts x and its statistics alike. `gy` is the block's scratch.
 template <class T>
-void block_backward(int64_t cpg, int64_t hw, int64_t first_channel, const T* x, const T* gamma, double mean,
-                    double rstd, const T* dy, T* dx) {
+void block_backward(const Block<T>& b, const T* gamma, const T* beta, bool silu, double mean, double rstd, const T* dy,
+                    T* dx, double* gy, double* part_gamma, double* part_beta) {
+    using group_norm_math::activation_grad;
     double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
-    for (int64_t ch = 0; ch < cpg; ++ch) {
-        const double gm = gamma ? double(gamma[first_channel + ch]) : 1.0;
-        const T* dyc = dy + ch * hw;
-        const T* xc = x + ch * hw;
-        sum_dxhat += gm * lane_sum(hw, [dyc](int64_t p) { return double(dyc[p]); });
-        sum_dxhat_xhat += gm * rstd * lane_sum(hw, [dyc, xc, mean](int64_t p) { return double(dyc[p]) * (xc[p] - mean); });
+    for (int64_t ch = 0; ch < b.cpg; ++ch) {
+        const double gm = gamma ? double(gamma[ch]) : 1.0, bt = beta ? double(beta[ch]) : 0.0;
+        const double centre = mean - b.off(ch);
+        const T* xc = b.x + ch * b.hw;
+        const T* dyc = dy + ch * b.hw;
+        double* gyc = gy + ch * b.hw;
+        for (int64_t p = 0; p < b.hw; ++p)
+            gyc[p] = activation_grad(double(dyc[p]), (double(xc[p]) - centre) * rstd * gm + bt, silu);
+        const double sum_gy = lane_sum(b.hw, [gyc](int64_t p) { return gyc[p]; });
+        const double sum_gy_xhat =
+            rstd * lane_sum(b.hw, [gyc, xc, centre](int64_t p) { return gyc[p] * (double(xc[p]) - centre); });
+        part_beta[ch] = sum_gy;
+        part_gamma[ch] = sum_gy_xhat;
+        sum_dxhat += gm * sum_gy;
+        sum_dxhat_xhat += gm * sum_gy_xhat;
     }
-    const double count = static_cast<double>(cpg * hw);
+    const double count = static_cast<double>(b.cpg * b.hw);
     const double mean_dxhat = sum_dxhat / count, mean_dxhat_xhat = sum_dxhat_xhat / count;
-    for (int64_t ch = 0; ch < cpg; ++ch) {
-        const double gm = gamma ? double(gamma[first_channel + ch]) : 1.0;
-        for (int64_t p = 0; p < hw; ++p) {
-            const int64_t i = ch * hw + p;
-            const double xhat = (x[i] - mean) * rstd;
-            dx[i] = static_cast<T>(rstd * (dy[i] * gm - mean_dxhat - xhat * mean_dxhat_xhat));
+    for (int64_t ch = 0; ch < b.cpg; ++ch) {
+        const double gm = gamma ? double(gamma[ch]) : 1.0;
+        const double centre = mean - b.off(ch);
+        const T* xc = b.x + ch * b.hw;
+        const double* gyc = gy + ch * b.hw;
+        T* dxc = dx + ch * b.hw;
+        for (int64_t p = 0; p < b.hw; ++p) {
+            const double xhat = (double(xc[p]) - centre) * rstd;
+            dxc[p] = static_cast<T>(rstd * (gyc[p] * gm - mean_dxhat - xhat * mean_dxhat_xhat));
         }
-    }
-}
-
-// dgamma[ch] = sum over samples and positions of dy * xhat, dbeta[ch] = sum of dy. One channel per
-// iteration, samples visited in order, so the sums are deterministic.
-template <class T>
-void affine_grads(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x, const T* mean, const T* rstd, const T* dy,
-                  T* dgamma, T* dbeta) {
-    const int64_t cpg = c / g;
-#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
-    for (int64_t ch = 0; ch < c; ++ch) {
-        double acc_gamma = 0.0, acc_beta = 0.0;
-        for (int64_t s = 0; s < n; ++s) {
-            const int64_t ng = s * g + ch / cpg;
-            const double m = mean[ng], rs = rstd[ng];
-            const T* xs = x + (s * c + ch) * hw;
-            const T* dys = dy + (s * c + ch) * hw;
-            acc_gamma += rs * lane_sum(hw, [dys, xs, m](int64_t p) { return double(dys[p]) * (xs[p] - m); });
-            acc_beta += lane_sum(hw, [dys](int64_t p) { return double(dys[p]); });
-        }
-        if (dgamma) dgamma[ch] = static_cast<T>(acc_gamma);
-        if (dbeta) dbeta[ch] = static_cast<T>(acc_beta);
     }
 }
 
@@ -92,45 +108,66 @@ void affine_grads(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x, const
 
 template <class T>
 void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, double eps, const T* x, const T* gamma,
-                        const T* beta, T* y, T* mean, T* rstd) {
+                        const T* beta, GroupNormFusion<T> fusion, T* y, T* mean, T* rstd) {
     const int64_t cpg = c / g, count = cpg * hw;
 #pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
     for (int64_t ng = 0; ng < n * g; ++ng) {
-        const T* xb = x + ng * count;
+        const int64_t first_channel = (ng % g) * cpg;
+        // ng * cpg = sample * c + first_channel: the block's first row of the [n, c] offset
+        const Block<T> b{x + ng * count, cpg, hw, fusion.offset ? fusion.offset + ng * cpg : nullptr};
         T* yb = y + ng * count;
-        const Stats st = block_stats(xb, count, eps);
+        const Stats st = block_stats(b, eps);
         mean[ng] = static_cast<T>(st.mean);
         rstd[ng] = static_cast<T>(st.rstd);
-        const int64_t first_channel = (ng % g) * cpg;
         for (int64_t ch = 0; ch < cpg; ++ch) {
             const double scale = gamma ? double(gamma[first_channel + ch]) : 1.0;
             const double shift = beta ? double(beta[first_channel + ch]) : 0.0;
-            for (int64_t p = 0; p < hw; ++p) {
-                const int64_t i = ch * hw + p;
-                yb[i] = static_cast<T>((xb[i] - st.mean) * st.rstd * scale + shift);
-            }
+            const double centre = st.mean - b.off(ch);
+            const T* xc = b.x + ch * hw;
+            T* yc = yb + ch * hw;
+            for (int64_t p = 0; p < hw; ++p)
+                yc[p] = static_cast<T>(
+                    group_norm_math::activate((double(xc[p]) - centre) * st.rstd * scale + shift, fusion.silu));
         }
     }
 }
 
+// One fused pass per block computes dx and each (sample, channel)'s share of dgamma and dbeta; the
+// shares are then added over samples in order, so the result does not depend on the thread count.
 template <class T>
-void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x, const T* gamma, const T* mean,
-                         const T* rstd, const T* dy, T* dx, T* dgamma, T* dbeta) {
+void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x, const T* gamma, const T* beta,
+                         GroupNormFusion<T> fusion, const T* mean, const T* rstd, const T* dy, T* dx, T* dgamma,
+                         T* dbeta) {
     const int64_t cpg = c / g, count = cpg * hw;
-#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
-    for (int64_t ng = 0; ng < n * g; ++ng) {
-        const int64_t off = ng * count;
-        block_backward(cpg, hw, (ng % g) * cpg, x + off, gamma, double(mean[ng]), double(rstd[ng]), dy + off,
-                       dx + off);
+    std::vector<double> part_gamma(n * c), part_beta(n * c);
+#pragma omp parallel if (n * c * hw >= kParallelMin)
+    {
+        std::vector<double> gy(count);
+#pragma omp for schedule(static)
+        for (int64_t ng = 0; ng < n * g; ++ng) {
+            const int64_t off = ng * count, first_channel = (ng % g) * cpg, row = ng * cpg;
+            const Block<T> b{x + off, cpg, hw, fusion.offset ? fusion.offset + row : nullptr};
+            block_backward(b, gamma ? gamma + first_channel : nullptr, beta ? beta + first_channel : nullptr,
+                           fusion.silu, double(mean[ng]), double(rstd[ng]), dy + off, dx + off, gy.data(),
+                           part_gamma.data() + row, part_beta.data() + row);
+        }
     }
-    if (dgamma || dbeta) affine_grads(n, c, hw, g, x, mean, rstd, dy, dgamma, dbeta);
+    for (int64_t ch = 0; ch < c; ++ch) {
+        double acc_gamma = 0.0, acc_beta = 0.0;
+        for (int64_t s = 0; s < n; ++s) {
+            acc_gamma += part_gamma[s * c + ch];
+            acc_beta += part_beta[s * c + ch];
+        }
+        if (dgamma) dgamma[ch] = static_cast<T>(acc_gamma);
+        if (dbeta) dbeta[ch] = static_cast<T>(acc_beta);
+    }
 }
 
 #define STF_INSTANTIATE(T)                                                                                         \
     template void group_norm_forward<T>(int64_t, int64_t, int64_t, int64_t, double, const T*, const T*, const T*, \
-                                        T*, T*, T*);                                                               \
+                                        GroupNormFusion<T>, T*, T*, T*);                                           \
     template void group_norm_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*,        \
-                                         const T*, const T*, T*, T*, T*);
+                                         GroupNormFusion<T>, const T*, const T*, const T*, T*, T*, T*);
 STF_INSTANTIATE(float)
 STF_INSTANTIATE(double)
 #undef STF_INSTANTIATE

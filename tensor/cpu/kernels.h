@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include "cuda/group_norm_math.h"
 #include "cuda/layout.h"
 #include "cuda/optim_math.h"
 
@@ -31,13 +32,20 @@ template <class T> void reduce(ReduceOp op, int64_t outer, int64_t r, int64_t in
 template <class T> void softmax_rows(int64_t rows, int64_t cols, T* y, const T* x, bool log);
 template <class T> void softmax_rows_backward(int64_t rows, int64_t cols, T* dx, const T* dy, const T* y, bool log);
 
-// --- group_norm.cpp -------------------------------------------------------------------------------
+// --- group_norm.cpp (fusion: cuda/group_norm_math.h) -------------------------------------------------
 template <class T>
 void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, double eps, const T* x, const T* gamma,
-                        const T* beta, T* y, T* mean, T* rstd);
+                        const T* beta, GroupNormFusion<T> fusion, T* y, T* mean, T* rstd);
+// beta is needed (with gamma) only to recompute the SiLU's input; dgamma and dbeta may be null.
 template <class T>
-void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x, const T* gamma, const T* mean,
-                         const T* rstd, const T* dy, T* dx, T* dgamma, T* dbeta);
+void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x, const T* gamma, const T* beta,
+                         GroupNormFusion<T> fusion, const T* mean, const T* rstd, const T* dy, T* dx, T* dgamma,
+                         T* dbeta);
+
+// --- residual.cpp ---------------------------------------------------------------------------------
+// y = ((a + b) + bias[ch]) * scale over contiguous [n, c, inner]; bias [c] may be null
+template <class T>
+void scaled_residual(int64_t n, int64_t c, int64_t inner, const T* a, const T* b, const T* bias, T scale, T* y);
 
 // --- random.cpp -----------------------------------------------------------------------------------
 // row_len/row_stride split the draw into rows with their own streams (cuda/philox.h); 0 means one stream.

@@ -144,6 +144,40 @@ TEST_CASE("group norm, softmax, log-softmax, losses") {
         CHECK(fg == gamma.grad().to_vector());
         CHECK(fb == beta.grad().to_vector());
     }
+    check("group_norm_silu with offset", [](const Inputs& v) { return group_norm_silu(v[0], 2, v[1], v[2], 1e-5, v[3]); },
+          {randn({2, 4, 3, 3}, 68), randn({4}, 69), randn({4}, 70), randn({2, 4}, 71)});
+    {
+        // The same function as silu(group_norm(x + offset[:, :, None, None])), value and gradients.
+        Tensor x = randn({2, 4, 3, 3}, 72).set_requires_grad(), offset = randn({2, 4}, 73).set_requires_grad();
+        Tensor gamma = randn({4}, 74), beta = randn({4}, 75), w = randn({2, 4, 3, 3}, 76);
+        Tensor fused = group_norm_silu(x, 2, gamma, beta, 1e-5, offset);
+        backward(sum(mul(fused, w)));
+        std::vector<double> fx = x.grad().to_vector(), fo = offset.grad().to_vector();
+        x.set_grad(Tensor()), offset.set_grad(Tensor());
+        Tensor plain = silu(group_norm(add(x, reshape(offset, {2, 4, 1, 1})), 2, gamma, beta, 1e-5));
+        backward(sum(mul(plain, w)));
+        auto close = [](const std::vector<double>& a, const std::vector<double>& b) {
+            REQUIRE(a.size() == b.size());
+            for (size_t i = 0; i < a.size(); ++i)
+                if (std::abs(a[i] - b[i]) > 1e-12 * (1 + std::abs(b[i]))) return false;
+            return true;
+        };
+        CHECK(close(fused.to_vector(), plain.to_vector()));
+        CHECK(close(fx, x.grad().to_vector()));
+        CHECK(close(fo, offset.grad().to_vector()));
+    }
+    check("scaled_residual", [](const Inputs& v) { return scaled_residual(v[0], v[1], v[2], 0.7); },
+          {randn({2, 3, 2, 2}, 77), randn({2, 3, 2, 2}, 78), randn({3}, 79)});
+    check("scaled_residual no bias", [](const Inputs& v) { return scaled_residual(v[0], v[1], Tensor(), -1.5); },
+          {randn({3, 2, 5}, 80), randn({3, 2, 5}, 81)});
+    check("scaled_residual one input twice", [](const Inputs& v) { return scaled_residual(v[0], v[0], v[1], 0.5); },
+          {randn({2, 3, 2}, 82), randn({3}, 83)});
+    CHECK_THROWS_WITH_AS(scaled_residual(randn({2, 3, 2}, 84), randn({2, 3, 3}, 85), Tensor(), 1.0),
+                         doctest::Contains("one shape"), std::exception);
+    CHECK_THROWS_WITH_AS(scaled_residual(randn({2, 3, 2}, 86), randn({2, 3, 2}, 87), randn({2}, 88), 1.0),
+                         doctest::Contains("should be [3]"), std::exception);
+    CHECK_THROWS_WITH_AS(group_norm_silu(randn({2, 4, 3}, 89), 2, Tensor(), Tensor(), 1e-5, randn({4}, 90)),
+                         doctest::Contains("should be [2, 4]"), std::exception);
     check("softmax", [](const Inputs& v) { return softmax(v[0], 1); }, {randn({3, 4, 2}, 35)});
     check("log_softmax", [](const Inputs& v) { return log_softmax(v[0], -1); }, {randn({3, 6}, 36)});
     check("squared_error_per_sample", [](const Inputs& v) { return squared_error_per_sample(v[0], v[1]); },

@@ -631,30 +631,36 @@ TEST_CASE("group_norm forward and backward match the CPU twins") {
     const float eps = 1e-5f;
     uint32_t seed = 800;
     for (const Shape& s : shapes) {
-        for (bool affine : {false, true}) {
+        for (int variant = 0; variant < 4; ++variant) {
+            // Fused (cuda/group_norm_math.h): an [n, c] offset added to x and SiLU on the output.
+            const bool affine = variant & 1, fused = variant & 2;
             INFO("[", s.n, ", ", s.c, ", ", s.hw, "] in ", s.g, " groups, ", (affine ? "with" : "without"),
-                 " gamma and beta");
+                 " gamma and beta, ", (fused ? "with" : "without"), " offset and SiLU");
             int64_t numel = s.n * s.c * s.hw, stats = s.n * s.g;
             // Mean 3, spread 1: |mean| > std, where a one-pass variance would lose digits.
             std::vector<float> x = random_floats(numel, 2, 4, seed++);
             std::vector<float> gamma = random_floats(s.c, 0.5f, 1.5f, seed++);
             std::vector<float> beta = random_floats(s.c, -0.5f, 0.5f, seed++);
+            std::vector<float> offset = random_floats(s.n * s.c, -1.0f, 1.0f, seed++);
             const float* gamma_cpu = affine ? gamma.data() : nullptr;
             const float* beta_cpu = affine ? beta.data() : nullptr;
+            const stf::GroupNormFusion<float> fusion_cpu{fused ? offset.data() : nullptr, fused};
 
             std::vector<float> y(static_cast<size_t>(numel)), mean(static_cast<size_t>(stats)),
                 rstd(static_cast<size_t>(stats));
-            stf::cpu::group_norm_forward<float>(s.n, s.c, s.hw, s.g, eps, x.data(), gamma_cpu, beta_cpu, y.data(),
-                                                mean.data(), rstd.data());
+            stf::cpu::group_norm_forward<float>(s.n, s.c, s.hw, s.g, eps, x.data(), gamma_cpu, beta_cpu, fusion_cpu,
+                                                y.data(), mean.data(), rstd.data());
 
-            DeviceArray<float> d_x(x), d_gamma(gamma), d_beta(beta), d_y(numel), d_mean(stats), d_rstd(stats);
+            DeviceArray<float> d_x(x), d_gamma(gamma), d_beta(beta), d_offset(offset), d_y(numel), d_mean(stats),
+                d_rstd(stats);
             const float* gamma_gpu = affine ? d_gamma.get() : nullptr;
             const float* beta_gpu = affine ? d_beta.get() : nullptr;
+            const stf::GroupNormFusion<float> fusion_gpu{fused ? d_offset.get() : nullptr, fused};
             d_y.poison();
             d_mean.poison();
             d_rstd.poison();
-            stf::cuda::group_norm_forward(s.n, s.c, s.hw, s.g, eps, d_x.get(), gamma_gpu, beta_gpu, d_y.get(),
-                                          d_mean.get(), d_rstd.get());
+            stf::cuda::group_norm_forward(s.n, s.c, s.hw, s.g, eps, d_x.get(), gamma_gpu, beta_gpu, fusion_gpu,
+                                          d_y.get(), d_mean.get(), d_rstd.get());
             CHECK(rel_error(d_y.download(), y) < kTol);
             CHECK(rel_error(d_mean.download(), mean) < kTol);
             CHECK(rel_error(d_rstd.download(), rstd) < kTol);
@@ -663,22 +669,52 @@ TEST_CASE("group_norm forward and backward match the CPU twins") {
             std::vector<float> dy = random_floats(numel, -1, 1, seed++);
             std::vector<float> dx(static_cast<size_t>(numel)), dgamma(static_cast<size_t>(s.c)),
                 dbeta(static_cast<size_t>(s.c));
-            stf::cpu::group_norm_backward<float>(s.n, s.c, s.hw, s.g, x.data(), gamma_cpu, mean.data(), rstd.data(),
-                                                 dy.data(), dx.data(), affine ? dgamma.data() : nullptr,
-                                                 affine ? dbeta.data() : nullptr);
+            stf::cpu::group_norm_backward<float>(s.n, s.c, s.hw, s.g, x.data(), gamma_cpu, beta_cpu, fusion_cpu,
+                                                 mean.data(), rstd.data(), dy.data(), dx.data(),
+                                                 affine ? dgamma.data() : nullptr, affine ? dbeta.data() : nullptr);
 
             DeviceArray<float> d_mean_cpu(mean), d_rstd_cpu(rstd), d_dy(dy), d_dx(numel), d_dgamma(s.c), d_dbeta(s.c);
             d_dx.poison();
             d_dgamma.poison();  // NaN also catches accumulating into dgamma instead of overwriting it
             d_dbeta.poison();
-            stf::cuda::group_norm_backward(s.n, s.c, s.hw, s.g, d_x.get(), gamma_gpu, d_mean_cpu.get(),
-                                           d_rstd_cpu.get(), d_dy.get(), d_dx.get(),
+            stf::cuda::group_norm_backward(s.n, s.c, s.hw, s.g, d_x.get(), gamma_gpu, beta_gpu, fusion_gpu,
+                                           d_mean_cpu.get(), d_rstd_cpu.get(), d_dy.get(), d_dx.get(),
                                            affine ? d_dgamma.get() : nullptr, affine ? d_dbeta.get() : nullptr);
             CHECK(rel_error(d_dx.download(), dx) < kTol);
             if (affine) {
                 CHECK(rel_error(d_dgamma.download(), dgamma) < kTol);
                 CHECK(rel_error(d_dbeta.download(), dbeta) < kTol);
             }
+        }
+    }
+}
+
+// ---- fused residual --------------------------------------------------------------------------------
+
+TEST_CASE("scaled_residual matches the CPU twin bit for bit") {
+    struct Shape {
+        int64_t n, c, inner;
+    };
+    // inner % 4 == 0 takes the float4 kernel; odd inner sizes and a misaligned pointer the general one.
+    const Shape shapes[] = {{2, 64, 1024}, {3, 5, 7}, {1, 1, 1}, {4, 128, 64}, {2, 3, 4099}, {64, 256, 256}};
+    uint32_t seed = 900;
+    for (const Shape& s : shapes) {
+        for (int variant = 0; variant < 3; ++variant) {  // with bias, without, misaligned with bias
+            INFO("[", s.n, ", ", s.c, ", ", s.inner, "], variant ", variant);
+            const int64_t numel = s.n * s.c * s.inner, shift = variant == 2 ? 1 : 0;
+            std::vector<float> a = random_floats(numel + shift, -2, 2, seed++);
+            std::vector<float> b = random_floats(numel + shift, -2, 2, seed++);
+            std::vector<float> bias = random_floats(s.c, -1, 1, seed++);
+            const float* bias_cpu = variant == 1 ? nullptr : bias.data();
+            std::vector<float> expected(static_cast<size_t>(numel));
+            stf::cpu::scaled_residual<float>(s.n, s.c, s.inner, a.data() + shift, b.data() + shift, bias_cpu,
+                                             0.70710678f, expected.data());
+            DeviceArray<float> d_a(a), d_b(b), d_bias(bias), d_y(numel + shift);
+            d_y.poison();
+            stf::cuda::scaled_residual(s.n, s.c, s.inner, d_a.get() + shift, d_b.get() + shift,
+                                       variant == 1 ? nullptr : d_bias.get(), 0.70710678f, d_y.get() + shift);
+            std::vector<float> got = d_y.download();
+            CHECK(std::vector<float>(got.begin() + shift, got.end()) == expected);
         }
     }
 }

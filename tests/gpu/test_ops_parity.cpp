@@ -143,6 +143,15 @@ TEST_CASE("group norm, softmax, losses") {
            {randn({3, 6, 5, 7}, 38), positive({6}, 39), randn({6}, 40)});
     parity("group_norm_silu", [](const Inputs& v) { return group_norm_silu(v[0], 32, v[1], v[2], 1e-6); },
            {ops::add_scalar(randn({2, 128, 16, 16}, 44), 1.0), positive({128}, 45), randn({128}, 46)});
+    // With the [n, c] offset of EDM's blocks: the cached kernels (16x16) and the general ones (5x7).
+    parity("group_norm_silu offset", [](const Inputs& v) { return group_norm_silu(v[0], 32, v[1], v[2], 1e-6, v[3]); },
+           {randn({2, 128, 16, 16}, 48), positive({128}, 49), randn({128}, 50), randn({2, 128}, 51)});
+    parity("group_norm_silu offset odd", [](const Inputs& v) { return group_norm_silu(v[0], 3, v[1], v[2], 1e-5, v[3]); },
+           {randn({3, 6, 5, 7}, 52), positive({6}, 53), randn({6}, 54), randn({3, 6}, 55)});
+    parity("scaled_residual", [](const Inputs& v) { return scaled_residual(v[0], v[1], v[2], 0.7071); },
+           {randn({2, 64, 8, 8}, 56), randn({2, 64, 8, 8}, 57), randn({64}, 58)});
+    parity("scaled_residual odd", [](const Inputs& v) { return scaled_residual(v[0], v[1], Tensor(), 2.0); },
+           {randn({3, 5, 7, 3}, 59), randn({3, 5, 7, 3}, 60)});
     parity("softmax", [](const Inputs& v) { return softmax(v[0], -1); }, {ops::mul_scalar(randn({37, 1030}, 41), 10.0)});
     parity("softmax dim 1", [](const Inputs& v) { return softmax(v[0], 1); }, {randn({4, 256, 3}, 42)});
     parity("log_softmax", [](const Inputs& v) { return log_softmax(v[0], -1); }, {randn({5, 4099}, 43)});

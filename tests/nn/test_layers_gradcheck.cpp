@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <functional>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -380,6 +381,60 @@ TEST_CASE("layer gradcheck: UNetBlock") {
         int expected = 10 + (skip_kernel ? 2 : 0) + (c.attention ? 6 : 0);
         check_module(c.name, block, [&](UNetBlock& m, const Inputs& v) { return m.forward(v[0], v[1], dropout_gen); },
                      {x, emb}, seed++, expected);
+    }
+}
+
+// EDM's UNetBlock.forward written out with unfused ops from the block's own parameters: the fused
+// forward (group_norm_silu with the bias and embedding as offset, scaled_residual) must agree.
+TEST_CASE("UNetBlock: the fused forward is EDM's formula (no adaptive scale)") {
+    struct Case {
+        std::string name;
+        int64_t in, out;
+        bool attention;
+    };
+    for (const Case& c : {Case{"in == out", 8, 8, false}, Case{"in != out, attention, 2 heads", 8, 12, true}}) {
+        CAPTURE(c.name);
+        UNetBlock::Options o;
+        o.emb_channels = 6;
+        o.attention = c.attention;
+        o.num_heads = 2;
+        o.dropout = 0;
+        o.skip_scale = std::sqrt(0.5);
+        o.adaptive_scale = false;
+        o.eps = 1e-5;
+        Generator gen(7);
+        UNetBlock block(c.in, c.out, o, gen);
+        prepare(block, 8);
+        std::map<std::string, Tensor> p;
+        for (auto& [name, t] : block.named_parameters()) p[name] = t;
+        Tensor x = randn64({2, c.in, 4, 4}, 9), emb = randn64({2, 6}, 10);
+        auto groups = [](int64_t ch) { return static_cast<int>(std::min<int64_t>(32, ch / 4)); };
+
+        Tensor h = silu(group_norm(x, groups(c.in), p["norm0.weight"], p["norm0.bias"], 1e-5));
+        h = conv2d(h, p["conv0.weight"], p["conv0.bias"], 1, 1);
+        Tensor params = linear(emb, p["affine.weight"], p["affine.bias"]);
+        h = add(h, reshape(params, {2, c.out, 1, 1}));
+        h = silu(group_norm(h, groups(c.out), p["norm1.weight"], p["norm1.bias"], 1e-5));
+        h = conv2d(h, p["conv1.weight"], p["conv1.bias"], 1, 1);
+        Tensor skip = c.in != c.out ? conv2d(x, p["skip.weight"], p["skip.bias"], 1, 0) : x;
+        Tensor want = mul(add(h, skip), o.skip_scale);
+        if (c.attention) {
+            const int64_t heads = 2, ch = c.out / heads, hw = 16;
+            Tensor qkv = conv2d(group_norm(want, groups(c.out), p["norm2.weight"], p["norm2.bias"], 1e-5),
+                                p["qkv.weight"], p["qkv.bias"], 1, 0);
+            qkv = reshape(qkv, {2 * heads, ch, 3, hw});
+            auto part = [&](int64_t i) { return reshape(narrow(qkv, 2, i, 1), {2 * heads, ch, hw}); };
+            Tensor w = softmax(matmul(part(0), mul(part(1), 1 / std::sqrt(double(ch))), true, false), 2);
+            Tensor a = reshape(matmul(part(2), w, false, true), want.shape());
+            want = mul(add(conv2d(a, p["proj.weight"], p["proj.bias"], 1, 0), want), o.skip_scale);
+        }
+        Generator dropout_gen(0);
+        Tensor got = block.forward(x, emb, dropout_gen);
+        REQUIRE(got.shape() == want.shape());
+        std::vector<double> g = got.to_vector(), e = want.to_vector();
+        double worst = 0;
+        for (size_t i = 0; i < g.size(); ++i) worst = std::max(worst, std::abs(g[i] - e[i]));
+        CHECK(worst < 1e-12);
     }
 }
 

@@ -524,10 +524,11 @@ TEST_CASE_TEMPLATE("cpu group_norm forward: matches the definition", T, float, d
     const auto x = random_vector<T>(size_t(n * c * hw), -2.0, 4.0, 8);
     const auto gamma = random_vector<T>(size_t(c), 0.5, 1.5, 9);
     const auto beta = random_vector<T>(size_t(c), -1.0, 1.0, 10);
+    const auto offset = random_vector<T>(size_t(n * c), -3.0, 3.0, 15);
     const std::vector<double> xd(x.begin(), x.end()), gd(gamma.begin(), gamma.end()), bd(beta.begin(), beta.end());
     std::vector<T> y(x.size()), mean(size_t(n * g)), rstd(size_t(n * g));
 
-    cpu::group_norm_forward<T>(n, c, hw, g, eps, x.data(), gamma.data(), beta.data(), y.data(), mean.data(),
+    cpu::group_norm_forward<T>(n, c, hw, g, eps, x.data(), gamma.data(), beta.data(), {}, y.data(), mean.data(),
                                rstd.data());
     const auto want = ref_group_norm(n, c, hw, g, eps, xd, gd.data(), bd.data());
     CHECK(max_err(y, want.y) <= tol<T>());
@@ -535,58 +536,113 @@ TEST_CASE_TEMPLATE("cpu group_norm forward: matches the definition", T, float, d
     CHECK(max_err(rstd, want.rstd) <= tol<T>());
 
     // Without the affine parameters: gamma = 1, beta = 0.
-    cpu::group_norm_forward<T>(n, c, hw, g, eps, x.data(), nullptr, nullptr, y.data(), mean.data(), rstd.data());
+    cpu::group_norm_forward<T>(n, c, hw, g, eps, x.data(), nullptr, nullptr, {}, y.data(), mean.data(), rstd.data());
     CHECK(max_err(y, ref_group_norm(n, c, hw, g, eps, xd, nullptr, nullptr).y) <= tol<T>());
+
+    // Fused: the offset is added to x first (the statistics are those of x + offset) and SiLU applied last.
+    std::vector<double> shifted = xd;
+    for (size_t i = 0; i < shifted.size(); ++i) shifted[i] += double(offset[i / size_t(hw)]);
+    const auto want_fused = ref_group_norm(n, c, hw, g, eps, shifted, gd.data(), bd.data());
+    for (bool silu : {false, true}) {
+        CAPTURE(silu);
+        cpu::group_norm_forward<T>(n, c, hw, g, eps, x.data(), gamma.data(), beta.data(), {offset.data(), silu},
+                                   y.data(), mean.data(), rstd.data());
+        std::vector<double> expect = want_fused.y;
+        if (silu)
+            for (double& v : expect) v = v / (1 + std::exp(-v));
+        CHECK(max_err(y, expect) <= tol<T>());
+        CHECK(max_err(mean, want_fused.mean) <= tol<T>());
+        CHECK(max_err(rstd, want_fused.rstd) <= tol<T>());
+    }
 }
 
-TEST_CASE("cpu group_norm backward: finite differences (double)") {
+TEST_CASE("cpu group_norm backward: finite differences (double), plain and fused") {
     const int64_t n = 2, c = 4, hw = 3, g = 2;
     const double eps = 1e-5;
     const auto x = random_vector<double>(size_t(n * c * hw), -2.0, 2.0, 11);
     const auto gamma = random_vector<double>(size_t(c), 0.5, 1.5, 12);
     const auto beta = random_vector<double>(size_t(c), -1.0, 1.0, 13);
     const auto dy = random_vector<double>(x.size(), -1.0, 1.0, 14);
+    const auto offset = random_vector<double>(size_t(n * c), -2.0, 2.0, 16);
 
-    // L(x, gamma, beta) = <dy, group_norm(x)>, so its gradients are what backward returns.
-    auto loss = [&](const std::vector<double>& xs, const std::vector<double>& gs, const std::vector<double>& bs) {
-        std::vector<double> y(xs.size()), m(size_t(n * g)), r(size_t(n * g));
-        cpu::group_norm_forward<double>(n, c, hw, g, eps, xs.data(), gs.data(), bs.data(), y.data(), m.data(),
-                                        r.data());
-        return dot(dy, y);
-    };
-    auto central = [&](auto perturb, size_t count) {
-        std::vector<double> fd(count);
-        const double h = 1e-5;
-        for (size_t i = 0; i < count; ++i) fd[i] = (perturb(i, h) - perturb(i, -h)) / (2 * h);
-        return fd;
-    };
-    // Loss with element i of one argument moved by h.
-    auto moved = [](std::vector<double> v, size_t i, double h) {
-        v[i] += h;
-        return v;
-    };
-    const auto fd_x = central([&](size_t i, double h) { return loss(moved(x, i, h), gamma, beta); }, x.size());
-    const auto fd_g = central([&](size_t i, double h) { return loss(x, moved(gamma, i, h), beta); }, gamma.size());
-    const auto fd_b = central([&](size_t i, double h) { return loss(x, gamma, moved(beta, i, h)); }, beta.size());
+    for (int variant = 0; variant < 4; ++variant) {
+        const bool with_offset = variant & 1, silu = variant & 2;
+        CAPTURE(with_offset);
+        CAPTURE(silu);
+        // L(x, gamma, beta, offset) = <dy, group_norm(x)>, so its gradients are what backward returns.
+        auto loss = [&](const std::vector<double>& xs, const std::vector<double>& gs, const std::vector<double>& bs,
+                        const std::vector<double>& os) {
+            std::vector<double> y(xs.size()), m(size_t(n * g)), r(size_t(n * g));
+            cpu::group_norm_forward<double>(n, c, hw, g, eps, xs.data(), gs.data(), bs.data(),
+                                            {with_offset ? os.data() : nullptr, silu}, y.data(), m.data(), r.data());
+            return dot(dy, y);
+        };
+        auto central = [&](auto perturb, size_t count) {
+            std::vector<double> fd(count);
+            const double h = 1e-5;
+            for (size_t i = 0; i < count; ++i) fd[i] = (perturb(i, h) - perturb(i, -h)) / (2 * h);
+            return fd;
+        };
+        // Loss with element i of one argument moved by h.
+        auto moved = [](std::vector<double> v, size_t i, double h) {
+            v[i] += h;
+            return v;
+        };
+        const auto fd_x = central([&](size_t i, double h) { return loss(moved(x, i, h), gamma, beta, offset); },
+                                  x.size());
+        const auto fd_g = central([&](size_t i, double h) { return loss(x, moved(gamma, i, h), beta, offset); },
+                                  gamma.size());
+        const auto fd_b = central([&](size_t i, double h) { return loss(x, gamma, moved(beta, i, h), offset); },
+                                  beta.size());
+        const auto fd_o = central([&](size_t i, double h) { return loss(x, gamma, beta, moved(offset, i, h)); },
+                                  offset.size());
 
-    std::vector<double> y(x.size()), mean(size_t(n * g)), rstd(size_t(n * g));
-    cpu::group_norm_forward<double>(n, c, hw, g, eps, x.data(), gamma.data(), beta.data(), y.data(), mean.data(),
-                                    rstd.data());
-    std::vector<double> dx(x.size()), dgamma(size_t(c), 123.0), dbeta(size_t(c), 123.0);  // overwritten, not added to
-    cpu::group_norm_backward<double>(n, c, hw, g, x.data(), gamma.data(), mean.data(), rstd.data(), dy.data(),
-                                     dx.data(), dgamma.data(), dbeta.data());
-    CHECK(max_err(dx, fd_x) <= 1e-8);
-    CHECK(max_err(dgamma, fd_g) <= 1e-8);
-    CHECK(max_err(dbeta, fd_b) <= 1e-8);
+        const GroupNormFusion<double> fusion{with_offset ? offset.data() : nullptr, silu};
+        std::vector<double> y(x.size()), mean(size_t(n * g)), rstd(size_t(n * g));
+        cpu::group_norm_forward<double>(n, c, hw, g, eps, x.data(), gamma.data(), beta.data(), fusion, y.data(),
+                                        mean.data(), rstd.data());
+        std::vector<double> dx(x.size()), dgamma(size_t(c), 123.0), dbeta(size_t(c), 123.0);  // overwritten
+        cpu::group_norm_backward<double>(n, c, hw, g, x.data(), gamma.data(), beta.data(), fusion, mean.data(),
+                                         rstd.data(), dy.data(), dx.data(), dgamma.data(), dbeta.data());
+        CHECK(max_err(dx, fd_x) <= 1e-8);
+        CHECK(max_err(dgamma, fd_g) <= 1e-8);
+        CHECK(max_err(dbeta, fd_b) <= 1e-8);
+        // The offset's gradient is dx summed over each channel's positions (the caller's sum).
+        std::vector<double> d_offset(size_t(n * c), 0.0);
+        for (size_t i = 0; i < dx.size(); ++i) d_offset[i / size_t(hw)] += dx[i];
+        if (with_offset)
+            CHECK(max_err(d_offset, fd_o) <= 1e-8);
+        else
+            CHECK(max_err(fd_o, std::vector<double>(size_t(n * c), 0.0)) == 0.0);
 
-    // Without gamma the data gradient is the gamma = 1 one, and null dgamma/dbeta are skipped.
-    const std::vector<double> ones(size_t(c), 1.0);
-    std::vector<double> dx_null(x.size()), dx_ones(x.size());
-    cpu::group_norm_backward<double>(n, c, hw, g, x.data(), nullptr, mean.data(), rstd.data(), dy.data(),
-                                     dx_null.data(), nullptr, nullptr);
-    cpu::group_norm_backward<double>(n, c, hw, g, x.data(), ones.data(), mean.data(), rstd.data(), dy.data(),
-                                     dx_ones.data(), nullptr, nullptr);
-    CHECK(dx_null == dx_ones);
+        // Without gamma the data gradient is the gamma = 1 one, and null dgamma/dbeta are skipped.
+        if (!silu) {
+            const std::vector<double> ones(size_t(c), 1.0);
+            std::vector<double> dx_null(x.size()), dx_ones(x.size());
+            cpu::group_norm_backward<double>(n, c, hw, g, x.data(), nullptr, nullptr, fusion, mean.data(),
+                                             rstd.data(), dy.data(), dx_null.data(), nullptr, nullptr);
+            cpu::group_norm_backward<double>(n, c, hw, g, x.data(), ones.data(), nullptr, fusion, mean.data(),
+                                             rstd.data(), dy.data(), dx_ones.data(), nullptr, nullptr);
+            CHECK(dx_null == dx_ones);
+        }
+    }
+}
+
+TEST_CASE_TEMPLATE("cpu scaled_residual: ((a + b) + bias[ch]) * scale", T, float, double) {
+    const int64_t n = 3, c = 5, inner = 7;
+    const auto a = random_vector<T>(size_t(n * c * inner), -2.0, 2.0, 21);
+    const auto b = random_vector<T>(a.size(), -2.0, 2.0, 22);
+    const auto bias = random_vector<T>(size_t(c), -1.0, 1.0, 23);
+    const T scale = T(0.7071067811865476);
+    std::vector<T> y(a.size());
+    cpu::scaled_residual<T>(n, c, inner, a.data(), b.data(), bias.data(), scale, y.data());
+    for (size_t i = 0; i < a.size(); ++i) {
+        const size_t ch = (i / size_t(inner)) % size_t(c);
+        REQUIRE(y[i] == ((a[i] + b[i]) + bias[ch]) * scale);
+    }
+    // Without the bias, and with one row per channel (inner 1).
+    cpu::scaled_residual<T>(n * c * inner, 1, 1, a.data(), b.data(), nullptr, T(2), y.data());
+    for (size_t i = 0; i < a.size(); ++i) REQUIRE(y[i] == (a[i] + b[i]) * T(2));
 }
 
 TEST_CASE_TEMPLATE("cpu random: Philox draws, their statistics and their reproducibility", T, float, double) {
