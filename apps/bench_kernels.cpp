@@ -447,22 +447,25 @@ void softmax_cases(Bench& b) {
     }
 }
 
-// One GroupNorm variant: plain, or fused as in EDM's blocks (offset [n, c] added first, SiLU after).
+// One GroupNorm variant: plain, or fused as in EDM's blocks (offset [n, c] added first, SiLU and
+// dropout 0.13 after, the mask drawn in the kernels).
 void group_norm_variant(Bench& b, bool fused) {
     // DDPM++'s 32x32 activations: 256 channels in 32 groups, batch from --size.
     const int64_t c = 256, hw = 1024, g = 32, batch = std::max<int64_t>(1, b.elems() / (c * hw)), n = batch * c * hw;
     const std::string shape = dims({batch, c, hw}) + " g" + std::to_string(g);
-    const std::string name = fused ? "group_norm_silu_offset" : "group_norm";
+    const std::string name = fused ? "group_norm_silu_dropout" : "group_norm";
     std::vector<float> x = uniform_floats(n, -2, 3), gamma = uniform_floats(c, 0.5, 1.5), beta = uniform_floats(c);
     std::vector<float> offset = uniform_floats(batch * c);
     std::vector<double> xd = to_f64(x), gd = to_f64(gamma), bd = to_f64(beta), od = to_f64(offset);
-    const GroupNormFusion<double> fusion_d{fused ? od.data() : nullptr, fused};
+    DropoutStream dropout;
+    if (fused) dropout = {0.87, 1 / 0.87, 3, 11, 0, 0};
+    const GroupNormFusion<double> fusion_d{fused ? od.data() : nullptr, fused, dropout};
     std::vector<double> y(n), mean(batch * g), rstd(batch * g);
     cpu::group_norm_forward<double>(batch, c, hw, g, 1e-6, xd.data(), gd.data(), bd.data(), fusion_d, y.data(),
                                     mean.data(), rstd.data());
     Buf bx = Buf::of(x), bg = Buf::of(gamma), bb = Buf::of(beta), bo = Buf::of(offset), out(n * 4), bm(batch * g * 4),
         br(batch * g * 4);
-    const GroupNormFusion<float> fusion{fused ? bo.f() : nullptr, fused};
+    const GroupNormFusion<float> fusion{fused ? bo.f() : nullptr, fused, dropout};
     if (b.wants(name + "_forward")) {
         b.measure({name + "_forward", shape, 0, 0, 8.0 * n}, {&out, &bm, &br},
                   [&] {

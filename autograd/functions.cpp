@@ -402,9 +402,9 @@ Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor
                   });
 }
 
-Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
-                       const Tensor& offset) {
-    ops::FusedGroupNorm fused{offset.defined() ? detach(offset) : Tensor(), true};
+static Tensor fused_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
+                               const Tensor& offset, const DropoutStream& dropout) {
+    ops::FusedGroupNorm fused{offset.defined() ? detach(offset) : Tensor(), true, dropout};
     ops::GroupNormOut o = ops::group_norm(x, gamma, beta, groups, eps, fused);
     bool g_offset = needs_grad(offset);
     return record("group_norm_silu", o.y, {x, gamma, beta, offset},
@@ -417,6 +417,19 @@ Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const T
                       if (g_offset) d_offset = ops::sum(ops::reshape(d.dx, {x.size(0), x.size(1), -1}), {2});
                       return Grads{d.dx, d.dgamma, d.dbeta, d_offset};
                   });
+}
+
+Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
+                       const Tensor& offset) {
+    return fused_group_norm(x, groups, gamma, beta, eps, offset, DropoutStream{});
+}
+
+Tensor group_norm_silu_dropout(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
+                               const Tensor& offset, double p, bool train, Generator& gen) {
+    STF_CHECK(p >= 0 && p < 1, "dropout: probability " << p << " outside [0, 1)");
+    DropoutStream dropout;  // inactive unless training with p > 0, as dropout()
+    if (train && p > 0) dropout = ops::dropout_stream(x.shape(), p, gen);
+    return fused_group_norm(x, groups, gamma, beta, eps, offset, dropout);
 }
 
 Tensor scaled_residual(const Tensor& a, const Tensor& b, const Tensor& bias, double scale) {

@@ -92,6 +92,10 @@ Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor
 // convolution's bias plus the noise embedding, in EDM's blocks) may be undefined.
 Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps = 1e-5,
                        const Tensor& offset = Tensor());
+// dropout(group_norm_silu(...), p, train, gen) with the mask drawn inside the kernels and drawn again
+// in the backward pass: the same mask and values as the two ops (same generator draw), no mask tensor.
+Tensor group_norm_silu_dropout(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
+                               const Tensor& offset, double p, bool train, Generator& gen);
 // (a + b + bias[c]) * scale in one pass: a residual connection and its skip scale, with the biases of
 // the convolutions that made a and b folded into bias. a and b [n, c, ...] of one shape; bias [c] or
 // undefined.

@@ -33,6 +33,19 @@ int grid_for(int64_t tasks) { return static_cast<int>(std::min(tasks, kMaxBlocks
 using Fusion = GroupNormFusion<float>;
 using group_norm_math::activate;
 using group_norm_math::activation_grad;
+using group_norm_math::MaskCache;
+
+// The output of element e (of the whole tensor) from its affine value a: SiLU, then the dropout mask
+// (drawn from the op's Philox stream, multiplied in float as the unfused ops do).
+__device__ __forceinline__ float output(const Fusion& f, float a, uint64_t e, MaskCache& cache) {
+    const float y = activate(a, f.silu);
+    return f.dropout.active() ? y * group_norm_math::dropout_factor<float>(f.dropout, e, cache) : y;
+}
+// The gradient reaching a from dy at element e: through the mask, then the SiLU.
+__device__ __forceinline__ float affine_grad(const Fusion& f, float dy, float a, uint64_t e, MaskCache& cache) {
+    if (f.dropout.active()) dy = dy * group_norm_math::dropout_factor<float>(f.dropout, e, cache);
+    return activation_grad(dy, a, f.silu);
+}
 
 // The fused offset of channel `ch` (within the group) of group `ng`: row ng * per_group of the [n, c]
 // offset is the group's first channel, since (sample * g + group) * per_group = sample * c + first channel.
@@ -75,29 +88,33 @@ __global__ void group_norm_forward_kernel(int64_t n, int64_t c, int64_t hw, int6
             rstd_out[ng] = rstd;
         }
 
+        MaskCache cache;
         for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
             int64_t ch = first_channel + i / hw;
             float gm = gamma ? gamma[ch] : 1.0f;
             float bt = beta ? beta[ch] : 0.0f;
             // x - mean as (x - m) - shift: x - m is usually exact (x and m are close), so this keeps the
             // digits that rounding the mean to float would lose.
-            yg[i] = activate(((value(i) - m) - shift) * rstd * gm + bt, fusion.silu);
+            yg[i] = output(fusion, ((value(i) - m) - shift) * rstd * gm + bt, uint64_t(ng * count + i), cache);
         }
     }
 }
 
 // ---- the same for groups that fit in registers ---------------------------------------------------
 // A U-Net's groups are small (8 channels of 32x32 pixels: 8192 values, 32 KB), so a block of
-// kCachedThreads threads can hold its group in registers, kCachedVecs float4s per thread: x is read
-// from memory once instead of three times, and the channel of each float4 comes from a 32-bit division
+// Threads threads can hold its group in registers, kCachedVecs float4s per thread: x is read from
+// memory once instead of three times, and the channel of each float4 comes from a 32-bit division
 // (hw % 4 == 0, so a float4 never straddles two channels). Same statistics as above.
-constexpr int kCachedThreads = 256;
+// Blocks of 256 threads take groups of up to 8192 values; the decoder's 512-channel inputs at 32x32
+// (16 channels per group, 16384 values) take blocks of 512 threads with the same registers per thread.
 constexpr int kCachedVecs = 8;
-constexpr int64_t kCachedMaxCount = int64_t(4) * kCachedThreads * kCachedVecs;
+constexpr int kCachedThreadsSmall = 256, kCachedThreadsLarge = 512;
+constexpr int64_t cached_max_count(int threads) { return int64_t(4) * threads * kCachedVecs; }
 
 __device__ __forceinline__ float sum4(float4 v) { return (v.x + v.y) + (v.z + v.w); }
 
-__global__ void __launch_bounds__(kCachedThreads)
+template <int Threads>
+__global__ void __launch_bounds__(Threads)
 group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t per_group, float eps, const float4* x,
                                  const float* gamma, const float* beta, Fusion fusion, float4* y, float* mean_out,
                                  float* rstd_out) {
@@ -110,7 +127,7 @@ group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t 
         float sum = 0.0f;
 #pragma unroll
         for (int k = 0; k < kCachedVecs; ++k) {
-            const uint32_t i = threadIdx.x + k * kCachedThreads;
+            const uint32_t i = threadIdx.x + k * Threads;
             v[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             if (i < count4) {
                 const float off = offset_of(fusion, ng, per_group, 4 * i / hw);
@@ -124,7 +141,7 @@ group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t 
         float2 dev = make_float2(0.0f, 0.0f);
 #pragma unroll
         for (int k = 0; k < kCachedVecs; ++k) {
-            if (threadIdx.x + k * kCachedThreads >= count4) break;
+            if (threadIdx.x + k * Threads >= count4) break;
             const float4 d = make_float4(v[k].x - m, v[k].y - m, v[k].z - m, v[k].w - m);
             dev.x += sum4(d);
             dev.y += (d.x * d.x + d.y * d.y) + (d.z * d.z + d.w * d.w);
@@ -139,17 +156,19 @@ group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t 
         }
 
         const uint32_t first_channel = (ng % g) * per_group;
+        MaskCache cache;  // a float4's four elements share one Philox block (rows are whole float4s)
 #pragma unroll
         for (int k = 0; k < kCachedVecs; ++k) {
-            const uint32_t i = threadIdx.x + k * kCachedThreads;
+            const uint32_t i = threadIdx.x + k * Threads;
             if (i >= count4) break;
             const uint32_t ch = first_channel + 4 * i / hw;
             const float gm = gamma ? gamma[ch] : 1.0f, b = beta ? beta[ch] : 0.0f;
+            const uint64_t e = (static_cast<uint64_t>(ng) * count4 + i) * 4;
             float4 out;
-            out.x = activate(((v[k].x - m) - shift) * rstd * gm + b, fusion.silu);
-            out.y = activate(((v[k].y - m) - shift) * rstd * gm + b, fusion.silu);
-            out.z = activate(((v[k].z - m) - shift) * rstd * gm + b, fusion.silu);
-            out.w = activate(((v[k].w - m) - shift) * rstd * gm + b, fusion.silu);
+            out.x = output(fusion, ((v[k].x - m) - shift) * rstd * gm + b, e, cache);
+            out.y = output(fusion, ((v[k].y - m) - shift) * rstd * gm + b, e + 1, cache);
+            out.z = output(fusion, ((v[k].z - m) - shift) * rstd * gm + b, e + 2, cache);
+            out.w = output(fusion, ((v[k].w - m) - shift) * rstd * gm + b, e + 3, cache);
             yg[i] = out;
         }
     }
@@ -175,12 +194,13 @@ __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, 
         float mu = mean[ng], rs = rstd[ng];
 
         // xhat and gx of value i
+        MaskCache cache;
         auto at = [&](int64_t i, float& xhat, float& gx) {
             const int64_t ch = i / hw;
             const float gm = gamma ? gamma[first_channel + ch] : 1.0f;
             const float bt = beta ? beta[first_channel + ch] : 0.0f;
             xhat = (xg[i] + offset_of(fusion, ng, per_group, ch) - mu) * rs;
-            gx = activation_grad(dyg[i], xhat * gm + bt, fusion.silu) * gm;
+            gx = affine_grad(fusion, dyg[i], xhat * gm + bt, uint64_t(ng * count + i), cache) * gm;
         };
         float2 sums = make_float2(0.0f, 0.0f);  // sum(gx), sum(gx * xhat)
         for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
@@ -201,7 +221,8 @@ __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, 
 }
 
 // The register-cached twin of the kernel above: x and dy are read once.
-__global__ void __launch_bounds__(kCachedThreads)
+template <int Threads>
+__global__ void __launch_bounds__(Threads)
 group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t per_group, const float4* x,
                                      const float* gamma, const float* beta, Fusion fusion, const float* mean,
                                      const float* rstd, const float4* dy, float4* dx) {
@@ -212,10 +233,11 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
         const uint32_t first_channel = (ng % g) * per_group;
         const float mu = mean[ng], rs = rstd[ng];
         float4 xhat[kCachedVecs], gx[kCachedVecs];
+        MaskCache cache;
         float2 sums = make_float2(0.0f, 0.0f);  // sum(gx), sum(gx * xhat)
 #pragma unroll
         for (int k = 0; k < kCachedVecs; ++k) {
-            const uint32_t i = threadIdx.x + k * kCachedThreads;
+            const uint32_t i = threadIdx.x + k * Threads;
             if (i < count4) {
                 const uint32_t ch = 4 * i / hw;
                 const float gm = gamma ? gamma[first_channel + ch] : 1.0f;
@@ -224,10 +246,11 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
                 const float4 xv = x[base + i], dv = dy[base + i];
                 xhat[k] = make_float4((xv.x - centre) * rs, (xv.y - centre) * rs, (xv.z - centre) * rs,
                                       (xv.w - centre) * rs);
-                gx[k] = make_float4(activation_grad(dv.x, xhat[k].x * gm + bt, fusion.silu) * gm,
-                                    activation_grad(dv.y, xhat[k].y * gm + bt, fusion.silu) * gm,
-                                    activation_grad(dv.z, xhat[k].z * gm + bt, fusion.silu) * gm,
-                                    activation_grad(dv.w, xhat[k].w * gm + bt, fusion.silu) * gm);
+                const uint64_t e = static_cast<uint64_t>(base + i) * 4;
+                gx[k] = make_float4(affine_grad(fusion, dv.x, xhat[k].x * gm + bt, e, cache) * gm,
+                                    affine_grad(fusion, dv.y, xhat[k].y * gm + bt, e + 1, cache) * gm,
+                                    affine_grad(fusion, dv.z, xhat[k].z * gm + bt, e + 2, cache) * gm,
+                                    affine_grad(fusion, dv.w, xhat[k].w * gm + bt, e + 3, cache) * gm);
             } else {
                 xhat[k] = gx[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
@@ -238,7 +261,7 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
         const float mean_gx = sums.x * inv_count, mean_gx_xhat = sums.y * inv_count;
 #pragma unroll
         for (int k = 0; k < kCachedVecs; ++k) {
-            const uint32_t i = threadIdx.x + k * kCachedThreads;
+            const uint32_t i = threadIdx.x + k * Threads;
             if (i >= count4) break;
             float4 out;
             out.x = rs * (gx[k].x - mean_gx - xhat[k].x * mean_gx_xhat);
@@ -265,13 +288,14 @@ __global__ void group_norm_backward_affine_kernel(int64_t n, int64_t c, int64_t 
         int64_t group = ch / per_group;
         const float gm = gamma ? gamma[ch] : 1.0f, bt = beta ? beta[ch] : 0.0f;
         float2 sums = make_float2(0.0f, 0.0f);  // sum(gy * xhat), sum(gy)
+        MaskCache cache;
         for (int64_t i = threadIdx.x; i < n * hw; i += blockDim.x) {
             int64_t sample = i / hw, pos = i % hw;
             int64_t at = (sample * c + ch) * hw + pos;
             int64_t stat = sample * g + group;
             const float off = fusion.offset ? fusion.offset[sample * c + ch] : 0.0f;
             float xhat = (x[at] + off - mean[stat]) * rstd[stat];
-            float gy = activation_grad(dy[at], xhat * gm + bt, fusion.silu);
+            float gy = affine_grad(fusion, dy[at], xhat * gm + bt, uint64_t(at), cache);
             sums.x += gy * xhat;
             sums.y += gy;
         }
@@ -285,11 +309,15 @@ __global__ void group_norm_backward_affine_kernel(int64_t n, int64_t c, int64_t 
 
 bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Whether the register-cached kernels apply: whole float4s per channel, a group within a block's
-// registers, aligned pointers, and counts that fit their int and 32-bit indices.
-bool fits_registers(int64_t n, int64_t c, int64_t hw, int64_t g, const float* in, const float* out) {
-    return hw % 4 == 0 && (c / g) * hw <= kCachedMaxCount && n * g <= INT32_MAX && is_aligned16(in) &&
-           is_aligned16(out);
+// The block size of the register-cached kernels for these arguments, or 0 where they do not apply:
+// whole float4s per channel, a group within a block's registers, aligned pointers, and counts that fit
+// their int and 32-bit indices.
+int cached_threads(int64_t n, int64_t c, int64_t hw, int64_t g, const float* in, const float* out) {
+    if (hw % 4 != 0 || n * g > INT32_MAX || !is_aligned16(in) || !is_aligned16(out)) return 0;
+    const int64_t count = (c / g) * hw;
+    if (count <= cached_max_count(kCachedThreadsSmall)) return kCachedThreadsSmall;
+    if (count <= cached_max_count(kCachedThreadsLarge)) return kCachedThreadsLarge;
+    return 0;
 }
 
 }  // namespace
@@ -298,10 +326,16 @@ void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, 
                         const float* beta, GroupNormFusion<float> fusion, float* y, float* mean, float* rstd) {
     if (n <= 0 || c <= 0 || g <= 0) return;
     if (hw <= 0) return;  // no values: nothing to normalise (the statistics would be 0/0)
-    if (fits_registers(n, c, hw, g, x, y))
-        group_norm_forward_cached_kernel<<<grid_for(n * g), kCachedThreads, 0, current_stream()>>>(
+    const int threads = cached_threads(n, c, hw, g, x, y);
+    auto cached = [&](auto kernel) {
+        kernel<<<grid_for(n * g), threads, 0, current_stream()>>>(
             static_cast<int>(n * g), static_cast<int>(g), static_cast<uint32_t>(hw), static_cast<uint32_t>(c / g), eps,
             reinterpret_cast<const float4*>(x), gamma, beta, fusion, reinterpret_cast<float4*>(y), mean, rstd);
+    };
+    if (threads == kCachedThreadsSmall)
+        cached(group_norm_forward_cached_kernel<kCachedThreadsSmall>);
+    else if (threads == kCachedThreadsLarge)
+        cached(group_norm_forward_cached_kernel<kCachedThreadsLarge>);
     else
         group_norm_forward_kernel<<<grid_for(n * g), kThreads, 0, current_stream()>>>(n, c, hw, g, eps, x, gamma, beta,
                                                                                       fusion, y, mean, rstd);
@@ -314,11 +348,17 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const floa
     if (c <= 0 || g <= 0) return;
     cudaStream_t s = current_stream();
     if (n > 0 && hw > 0) {
-        if (fits_registers(n, c, hw, g, x, dx) && is_aligned16(dy))
-            group_norm_backward_dx_cached_kernel<<<grid_for(n * g), kCachedThreads, 0, s>>>(
+        const int threads = is_aligned16(dy) ? cached_threads(n, c, hw, g, x, dx) : 0;
+        auto cached = [&](auto kernel) {
+            kernel<<<grid_for(n * g), threads, 0, s>>>(
                 static_cast<int>(n * g), static_cast<int>(g), static_cast<uint32_t>(hw), static_cast<uint32_t>(c / g),
                 reinterpret_cast<const float4*>(x), gamma, beta, fusion, mean, rstd,
                 reinterpret_cast<const float4*>(dy), reinterpret_cast<float4*>(dx));
+        };
+        if (threads == kCachedThreadsSmall)
+            cached(group_norm_backward_dx_cached_kernel<kCachedThreadsSmall>);
+        else if (threads == kCachedThreadsLarge)
+            cached(group_norm_backward_dx_cached_kernel<kCachedThreadsLarge>);
         else
             group_norm_backward_dx_kernel<<<grid_for(n * g), kThreads, 0, s>>>(n, c, hw, g, x, gamma, beta, fusion,
                                                                                mean, rstd, dy, dx);

@@ -109,6 +109,11 @@ Tensor GroupNorm::forward_silu(const Tensor& x, const Tensor& offset) const {
     return group_norm_silu(x, num_groups, weight, bias, eps, offset);
 }
 
+Tensor GroupNorm::forward_silu_dropout(const Tensor& x, const Tensor& offset, double p, bool train,
+                                       Generator& gen) const {
+    return group_norm_silu_dropout(x, num_groups, weight, bias, eps, offset, p, train, gen);
+}
+
 // ---- noise embeddings ------------------------------------------------------------------------------
 
 // x [n] times f [k] -> [n, k] (torch.ger)
@@ -171,7 +176,8 @@ static Tensor bias_sum(const Tensor& a, const Tensor& b) {
 }
 
 // EDM's block, with its elementwise steps fused: conv0's bias and the embedding enter norm1 as one
-// [n, c] offset (group_norm_silu), and conv1 + skip + their biases, times skip_scale, is one
+// [n, c] offset, and norm1, SiLU and dropout are one op (group_norm_silu_dropout, same mask as
+// dropout() from the same generator); conv1 + skip + their biases, times skip_scale, is one
 // scaled_residual. Same arithmetic as the unfused ops up to rounding.
 Tensor UNetBlock::forward(const Tensor& x_in, const Tensor& emb, Generator& dropout_gen) const {
     Tensor h = norm0_->forward_silu(x_in);
@@ -180,11 +186,12 @@ Tensor UNetBlock::forward(const Tensor& x_in, const Tensor& emb, Generator& drop
     if (o_.adaptive_scale) {
         std::vector<Tensor> ss = split(unsqueeze(unsqueeze(params, 2), 3), {out_channels, out_channels}, 1);
         x = silu(add(ss[1], mul(norm1_->forward(conv0_->forward(h)), add(ss[0], 1.0))));
+        x = dropout(x, o_.dropout, is_training(), dropout_gen);
     } else {
         Tensor offset = conv0_->bias.defined() ? add(params, reshape(conv0_->bias, {1, out_channels})) : params;
-        x = norm1_->forward_silu(conv0_->forward_unbiased(h), offset);
+        x = norm1_->forward_silu_dropout(conv0_->forward_unbiased(h), offset, o_.dropout, is_training(), dropout_gen);
     }
-    x = conv1_->forward_unbiased(dropout(x, o_.dropout, is_training(), dropout_gen));
+    x = conv1_->forward_unbiased(x);
     Tensor skip = skip_ ? skip_->forward_unbiased(x_in) : x_in;
     x = scaled_residual(x, skip, bias_sum(conv1_->bias, skip_ ? skip_->bias : Tensor()), o_.skip_scale);
     if (num_heads_) x = scaled_residual(proj_->forward_unbiased(attention(x)), x, proj_->bias, o_.skip_scale);

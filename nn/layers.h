@@ -52,6 +52,8 @@ public:
     Tensor forward(const Tensor& x) const;
     // silu(forward(x + offset[:, :, None, None])) as one op (group_norm_silu); offset [n, c] or undefined
     Tensor forward_silu(const Tensor& x, const Tensor& offset = Tensor()) const;
+    // dropout(forward_silu(x, offset), p) as one op (group_norm_silu_dropout)
+    Tensor forward_silu_dropout(const Tensor& x, const Tensor& offset, double p, bool train, Generator& gen) const;
     int num_groups;
     double eps;
     Tensor weight, bias;

@@ -6,6 +6,7 @@
 #pragma once
 #include <utility>
 #include <vector>
+#include "cuda/group_norm_math.h"
 #include "cuda/layout.h"
 #include "tensor/random.h"
 #include "tensor/tensor.h"
@@ -25,6 +26,9 @@ Tensor rand(const Shape& shape, Generator& gen, DType dtype = DType::F32, Device
 Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::F32, Device device = Device::cpu());
 Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype = DType::F32,
                  Device device = Device::cpu());
+// The mask stream of dropout with probability p on a tensor of `shape`: the draw ops::bernoulli(shape,
+// 1 - p) would make (it advances gen the same way), for kernels that draw the mask themselves.
+DropoutStream dropout_stream(const Shape& shape, double p, Generator& gen);
 void uniform_(Tensor& t, double lo, double hi, Generator& gen);  // t contiguous
 void normal_(Tensor& t, double mean, double std, Generator& gen);
 
@@ -92,6 +96,7 @@ struct GroupNormOut {
 struct FusedGroupNorm {
     Tensor offset;  // [n, c] or undefined
     bool silu = false;
+    DropoutStream dropout;  // from dropout_stream(); inactive by default
 };
 // x [n, c, ...]; gamma and beta [c] or undefined.
 GroupNormOut group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, double eps,

@@ -46,10 +46,19 @@ Tensor arange(int64_t n, DType dtype, Device device) {
     return from_vector(v, {n}, dtype, device);
 }
 
-// One op's stream; a keyed generator gives each row (sample) of t its own (tensor/random.h).
-static Generator::Stream draw_stream(const Tensor& t, Generator& gen) {
-    int64_t rows = t.ndim() > 0 && t.size(0) > 0 ? t.size(0) : 1;
-    return gen.next_draw(t.numel(), rows);
+// One op's stream; a keyed generator gives each row (sample) of the draw its own (tensor/random.h).
+static Generator::Stream draw_stream(const Shape& shape, Generator& gen) {
+    int64_t rows = !shape.empty() && shape[0] > 0 ? shape[0] : 1, numel = 1;
+    for (int64_t s : shape) numel *= s;
+    return gen.next_draw(numel, rows);
+}
+static Generator::Stream draw_stream(const Tensor& t, Generator& gen) { return draw_stream(t.shape(), gen); }
+
+DropoutStream dropout_stream(const Shape& shape, double p, Generator& gen) {
+    STF_CHECK(p > 0 && p < 1, "dropout_stream: probability " << p << " outside (0, 1)");
+    const uint64_t seed = gen.seed();
+    const Generator::Stream st = draw_stream(shape, gen);
+    return {1.0 - p, 1.0 / (1.0 - p), seed, st.offset, st.row_len, st.row_stride};
 }
 
 void uniform_(Tensor& t, double lo, double hi, Generator& gen) {

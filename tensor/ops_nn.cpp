@@ -171,7 +171,7 @@ static Tensor fused_offset(const FusedGroupNorm& fused, const Tensor& x, const G
 }
 
 template <class T> static GroupNormFusion<T> kernel_fusion(const Tensor& offset, const FusedGroupNorm& fused) {
-    return {opt<T>(offset), fused.silu};
+    return {opt<T>(offset), fused.silu, fused.dropout};
 }
 
 GroupNormOut group_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in, int groups, double eps,

@@ -63,14 +63,32 @@ template <class T> Stats block_stats(const Block<T>& b, double eps) {
     return {mean, 1.0 / std::sqrt(var + eps)};
 }
 
+// The dropout factors (0 or scale, in T) of output elements [first, first + count): the same draws as
+// group_norm_math::dropout_factor, one Philox block per four elements and no division per element, so
+// the loops that use them stay simple.
+template <class T> void fill_mask(const DropoutStream& d, uint64_t first, int64_t count, T* out) {
+    const T keep = static_cast<T>(d.keep), scale = static_cast<T>(d.scale);
+    const bool rows = d.row_len > 0;
+    const uint64_t row_len = rows ? static_cast<uint64_t>(d.row_len) : ~uint64_t(0);
+    uint64_t row = rows ? first / row_len : 0, pos = rows ? first % row_len : first;
+    for (int64_t i = 0; i < count;) {
+        const philox::Words w = philox::philox4x32_10(pos / 4, d.offset + row * d.row_stride, d.seed);
+        for (unsigned k = static_cast<unsigned>(pos % 4); k < 4 && i < count && pos < row_len; ++k, ++i, ++pos)
+            out[i] = static_cast<T>(philox::uniform_of(w, k)) < keep ? scale : T(0);
+        if (pos == row_len) ++row, pos = 0;
+    }
+}
+
 // dx for one block, and its channels' shares of dgamma and dbeta. With gy the gradient reaching the
-// affine output (dy through the SiLU, if fused), xhat = (x' - mean) * rstd and dxhat = gy * gamma,
-// differentiating through the block's mean and variance gives
+// affine output a (dy through the dropout mask and the SiLU, if fused), xhat = (x' - mean) * rstd and
+// dxhat = gy * gamma, differentiating through the block's mean and variance gives
 //   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
-// and dx' = dx: the offset shifts x and its statistics alike. `gy` is the block's scratch.
+// and dx' = dx: the offset shifts x and its statistics alike. gy is computed in T from a rounded to T,
+// as the unfused ops (group_norm, then silu's and dropout's backward) would; `gy` is the block's
+// scratch and `mask` its dropout factors (null: no dropout).
 template <class T>
-void block_backward(const Block<T>& b, const T* gamma, const T* beta, bool silu, double mean, double rstd, const T* dy,
-                    T* dx, double* gy, double* part_gamma, double* part_beta) {
+void block_backward(const Block<T>& b, const T* gamma, const T* beta, bool silu, const T* mask, double mean,
+                    double rstd, const T* dy, T* dx, double* gy, double* part_gamma, double* part_beta) {
     using group_norm_math::activation_grad;
     double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
     for (int64_t ch = 0; ch < b.cpg; ++ch) {
@@ -78,9 +96,13 @@ void block_backward(const Block<T>& b, const T* gamma, const T* beta, bool silu,
         const double centre = mean - b.off(ch);
         const T* xc = b.x + ch * b.hw;
         const T* dyc = dy + ch * b.hw;
+        const T* mc = mask ? mask + ch * b.hw : nullptr;
         double* gyc = gy + ch * b.hw;
-        for (int64_t p = 0; p < b.hw; ++p)
-            gyc[p] = activation_grad(double(dyc[p]), (double(xc[p]) - centre) * rstd * gm + bt, silu);
+        for (int64_t p = 0; p < b.hw; ++p) {
+            const T dy_kept = mc ? dyc[p] * mc[p] : dyc[p];
+            const T a = static_cast<T>((double(xc[p]) - centre) * rstd * gm + bt);
+            gyc[p] = double(activation_grad<T>(dy_kept, a, silu));
+        }
         const double sum_gy = lane_sum(b.hw, [gyc](int64_t p) { return gyc[p]; });
         const double sum_gy_xhat =
             rstd * lane_sum(b.hw, [gyc, xc, centre](int64_t p) { return gyc[p] * (double(xc[p]) - centre); });
@@ -106,28 +128,40 @@ void block_backward(const Block<T>& b, const T* gamma, const T* beta, bool silu,
 
 } // namespace
 
+// The affine value is rounded to T before the SiLU and the mask, which then run in T: the same
+// numbers as the unfused ops (group_norm, silu, dropout's multiply), and as the CUDA kernels in float.
 template <class T>
 void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, double eps, const T* x, const T* gamma,
                         const T* beta, GroupNormFusion<T> fusion, T* y, T* mean, T* rstd) {
     const int64_t cpg = c / g, count = cpg * hw;
-#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
-    for (int64_t ng = 0; ng < n * g; ++ng) {
-        const int64_t first_channel = (ng % g) * cpg;
-        // ng * cpg = sample * c + first_channel: the block's first row of the [n, c] offset
-        const Block<T> b{x + ng * count, cpg, hw, fusion.offset ? fusion.offset + ng * cpg : nullptr};
-        T* yb = y + ng * count;
-        const Stats st = block_stats(b, eps);
-        mean[ng] = static_cast<T>(st.mean);
-        rstd[ng] = static_cast<T>(st.rstd);
-        for (int64_t ch = 0; ch < cpg; ++ch) {
-            const double scale = gamma ? double(gamma[first_channel + ch]) : 1.0;
-            const double shift = beta ? double(beta[first_channel + ch]) : 0.0;
-            const double centre = st.mean - b.off(ch);
-            const T* xc = b.x + ch * hw;
-            T* yc = yb + ch * hw;
-            for (int64_t p = 0; p < hw; ++p)
-                yc[p] = static_cast<T>(
-                    group_norm_math::activate((double(xc[p]) - centre) * st.rstd * scale + shift, fusion.silu));
+    const bool drop = fusion.dropout.active();
+#pragma omp parallel if (n * c * hw >= kParallelMin)
+    {
+        std::vector<T> mask(drop ? count : 0);
+#pragma omp for schedule(static)
+        for (int64_t ng = 0; ng < n * g; ++ng) {
+            const int64_t first_channel = (ng % g) * cpg;
+            // ng * cpg = sample * c + first_channel: the block's first row of the [n, c] offset
+            const Block<T> b{x + ng * count, cpg, hw, fusion.offset ? fusion.offset + ng * cpg : nullptr};
+            T* yb = y + ng * count;
+            const Stats st = block_stats(b, eps);
+            mean[ng] = static_cast<T>(st.mean);
+            rstd[ng] = static_cast<T>(st.rstd);
+            for (int64_t ch = 0; ch < cpg; ++ch) {
+                const double scale = gamma ? double(gamma[first_channel + ch]) : 1.0;
+                const double shift = beta ? double(beta[first_channel + ch]) : 0.0;
+                const double centre = st.mean - b.off(ch);
+                const T* xc = b.x + ch * hw;
+                T* yc = yb + ch * hw;
+                for (int64_t p = 0; p < hw; ++p)
+                    yc[p] = static_cast<T>((double(xc[p]) - centre) * st.rstd * scale + shift);
+            }
+            if (fusion.silu)
+                for (int64_t i = 0; i < count; ++i) yb[i] = group_norm_math::activate<T>(yb[i], true);
+            if (drop) {
+                fill_mask(fusion.dropout, uint64_t(ng * count), count, mask.data());
+                for (int64_t i = 0; i < count; ++i) yb[i] = yb[i] * mask[i];
+            }
         }
     }
 }
@@ -139,17 +173,20 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x
                          GroupNormFusion<T> fusion, const T* mean, const T* rstd, const T* dy, T* dx, T* dgamma,
                          T* dbeta) {
     const int64_t cpg = c / g, count = cpg * hw;
+    const bool drop = fusion.dropout.active();
     std::vector<double> part_gamma(n * c), part_beta(n * c);
 #pragma omp parallel if (n * c * hw >= kParallelMin)
     {
         std::vector<double> gy(count);
+        std::vector<T> mask(drop ? count : 0);
 #pragma omp for schedule(static)
         for (int64_t ng = 0; ng < n * g; ++ng) {
             const int64_t off = ng * count, first_channel = (ng % g) * cpg, row = ng * cpg;
             const Block<T> b{x + off, cpg, hw, fusion.offset ? fusion.offset + row : nullptr};
+            if (drop) fill_mask(fusion.dropout, uint64_t(off), count, mask.data());
             block_backward(b, gamma ? gamma + first_channel : nullptr, beta ? beta + first_channel : nullptr,
-                           fusion.silu, double(mean[ng]), double(rstd[ng]), dy + off, dx + off, gy.data(),
-                           part_gamma.data() + row, part_beta.data() + row);
+                           fusion.silu, drop ? mask.data() : nullptr, double(mean[ng]), double(rstd[ng]), dy + off,
+                           dx + off, gy.data(), part_gamma.data() + row, part_beta.data() + row);
         }
     }
     for (int64_t ch = 0; ch < c; ++ch) {

@@ -166,6 +166,36 @@ TEST_CASE("group norm, softmax, log-softmax, losses") {
         CHECK(close(fx, x.grad().to_vector()));
         CHECK(close(fo, offset.grad().to_vector()));
     }
+    check("group_norm_silu_dropout (fixed mask)", [](const Inputs& v) {
+        Generator g(11);  // the same mask for every evaluation
+        return group_norm_silu_dropout(v[0], 2, v[1], v[2], 1e-5, v[3], 0.4, true, g);
+    }, {randn({2, 4, 3, 3}, 91), randn({4}, 92), randn({4}, 93), randn({2, 4}, 94)});
+    for (bool keyed : {false, true}) {
+        // The same values and gradients as dropout(group_norm_silu(...)) from the same generator state, bit
+        // for bit in float, and the generator left in the same state.
+        CAPTURE(keyed);
+        Generator wg(95);
+        Tensor x = ops::randn({3, 8, 4, 4}, wg).set_requires_grad(), offset = ops::randn({3, 8}, wg).set_requires_grad();
+        Tensor gamma = ops::randn({8}, wg).set_requires_grad(), beta = ops::randn({8}, wg).set_requires_grad();
+        Tensor w = ops::randn({3, 8, 4, 4}, wg);
+        Generator g1(96), g2(96);
+        if (keyed) g1.key_rows(4, 10), g2.key_rows(4, 10);
+        Tensor fused = group_norm_silu_dropout(x, 2, gamma, beta, 1e-5, offset, 0.25, true, g1);
+        backward(sum(mul(fused, w)));
+        std::vector<std::vector<double>> fused_grads;
+        for (Tensor* t : {&x, &offset, &gamma, &beta}) fused_grads.push_back(t->grad().to_vector()), t->set_grad(Tensor());
+        Tensor plain = dropout(group_norm_silu(x, 2, gamma, beta, 1e-5, offset), 0.25, true, g2);
+        backward(sum(mul(plain, w)));
+        CHECK(fused.to_vector() == plain.to_vector());
+        int i = 0;
+        for (Tensor* t : {&x, &offset, &gamma, &beta}) CHECK(fused_grads[i++] == t->grad().to_vector());
+        CHECK(ops::rand({5}, g1).to_vector() == ops::rand({5}, g2).to_vector());
+        // Not training: no dropout and no draw.
+        Generator g3(97), g4(97);
+        CHECK(group_norm_silu_dropout(x, 2, gamma, beta, 1e-5, offset, 0.25, false, g3).to_vector() ==
+              group_norm_silu(x, 2, gamma, beta, 1e-5, offset).to_vector());
+        CHECK(ops::rand({5}, g3).to_vector() == ops::rand({5}, g4).to_vector());
+    }
     check("scaled_residual", [](const Inputs& v) { return scaled_residual(v[0], v[1], v[2], 0.7); },
           {randn({2, 3, 2, 2}, 77), randn({2, 3, 2, 2}, 78), randn({3}, 79)});
     check("scaled_residual no bias", [](const Inputs& v) { return scaled_residual(v[0], v[1], Tensor(), -1.5); },

@@ -621,21 +621,27 @@ TEST_CASE("group_norm forward and backward match the CPU twins") {
     };
     // Groups of 2 or 3 values are left out: their dx is nearly 0 by cancellation (y is +-1 whatever x
     // is), so float and double answers differ in relative terms although both are right.
-    // The register-cached kernels take hw % 4 == 0 and groups of up to 8192 values: the U-Net's
-    // [n, 256, 32x32] in 32 groups is exactly 8192; {1, 16, 2048, 2} is just over, {2, 8, 6, 2} has
-    // whole float4s per group but not per channel. Both go to the general kernels.
+    // The register-cached kernels take hw % 4 == 0 and groups of up to 8192 values (256 threads) or
+    // 16384 (512 threads): the U-Net's [n, 256, 32x32] in 32 groups is exactly 8192, {1, 16, 2048, 2}
+    // just over (512 threads), the decoder's [n, 512, 32x32] exactly 16384; {1, 8, 4100, 2} is just
+    // over that and {2, 8, 6, 2} has whole float4s per group but not per channel: both go to the
+    // general kernels.
     const Shape shapes[] = {{1, 1, 1, 1},     {2, 16, 1, 2},   {2, 4, 7, 2},     {3, 32, 99, 8},
                             {2, 8, 4099, 4},  {1, 4, 65537, 1}, {4, 64, 64, 32}, {2, 3, 1000, 3},
                             {3, 256, 1024, 32}, {2, 64, 256, 32}, {2, 12, 16, 4}, {1, 16, 2048, 2},
-                            {2, 8, 6, 2}};
+                            {2, 512, 1024, 32}, {1, 8, 4100, 2}, {2, 8, 6, 2}};
     const float eps = 1e-5f;
     uint32_t seed = 800;
     for (const Shape& s : shapes) {
-        for (int variant = 0; variant < 4; ++variant) {
-            // Fused (cuda/group_norm_math.h): an [n, c] offset added to x and SiLU on the output.
-            const bool affine = variant & 1, fused = variant & 2;
+        for (int variant = 0; variant < 8; ++variant) {
+            // Fused (cuda/group_norm_math.h): an [n, c] offset added to x and SiLU on the output; dropout
+            // with its mask drawn in the kernels from per-sample Philox rows.
+            const bool affine = variant & 1, fused = variant & 2, drop = variant & 4;
             INFO("[", s.n, ", ", s.c, ", ", s.hw, "] in ", s.g, " groups, ", (affine ? "with" : "without"),
-                 " gamma and beta, ", (fused ? "with" : "without"), " offset and SiLU");
+                 " gamma and beta, ", (fused ? "with" : "without"), " offset and SiLU, ",
+                 (drop ? "with" : "without"), " dropout");
+            stf::DropoutStream dropout;
+            if (drop) dropout = {0.87, 1 / 0.87, 1234, 99, s.c * s.hw, uint64_t(1) << 20};
             int64_t numel = s.n * s.c * s.hw, stats = s.n * s.g;
             // Mean 3, spread 1: |mean| > std, where a one-pass variance would lose digits.
             std::vector<float> x = random_floats(numel, 2, 4, seed++);
@@ -644,7 +650,7 @@ TEST_CASE("group_norm forward and backward match the CPU twins") {
             std::vector<float> offset = random_floats(s.n * s.c, -1.0f, 1.0f, seed++);
             const float* gamma_cpu = affine ? gamma.data() : nullptr;
             const float* beta_cpu = affine ? beta.data() : nullptr;
-            const stf::GroupNormFusion<float> fusion_cpu{fused ? offset.data() : nullptr, fused};
+            const stf::GroupNormFusion<float> fusion_cpu{fused ? offset.data() : nullptr, fused, dropout};
 
             std::vector<float> y(static_cast<size_t>(numel)), mean(static_cast<size_t>(stats)),
                 rstd(static_cast<size_t>(stats));
@@ -655,7 +661,7 @@ TEST_CASE("group_norm forward and backward match the CPU twins") {
                 d_rstd(stats);
             const float* gamma_gpu = affine ? d_gamma.get() : nullptr;
             const float* beta_gpu = affine ? d_beta.get() : nullptr;
-            const stf::GroupNormFusion<float> fusion_gpu{fused ? d_offset.get() : nullptr, fused};
+            const stf::GroupNormFusion<float> fusion_gpu{fused ? d_offset.get() : nullptr, fused, dropout};
             d_y.poison();
             d_mean.poison();
             d_rstd.poison();

@@ -148,6 +148,12 @@ TEST_CASE("group norm, softmax, losses") {
            {randn({2, 128, 16, 16}, 48), positive({128}, 49), randn({128}, 50), randn({2, 128}, 51)});
     parity("group_norm_silu offset odd", [](const Inputs& v) { return group_norm_silu(v[0], 3, v[1], v[2], 1e-5, v[3]); },
            {randn({3, 6, 5, 7}, 52), positive({6}, 53), randn({6}, 54), randn({3, 6}, 55)});
+    parity("group_norm_silu_dropout", [](const Inputs& v) {
+               Generator g(17);  // the same stream on both devices
+               g.key_rows(3, 0);
+               return group_norm_silu_dropout(v[0], 32, v[1], v[2], 1e-6, v[3], 0.13, true, g);
+           },
+           {randn({2, 128, 16, 16}, 61), positive({128}, 62), randn({128}, 63), randn({2, 128}, 64)});
     parity("scaled_residual", [](const Inputs& v) { return scaled_residual(v[0], v[1], v[2], 0.7071); },
            {randn({2, 64, 8, 8}, 56), randn({2, 64, 8, 8}, 57), randn({64}, 58)});
     parity("scaled_residual odd", [](const Inputs& v) { return scaled_residual(v[0], v[1], Tensor(), 2.0); },

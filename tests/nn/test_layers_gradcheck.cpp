@@ -385,7 +385,8 @@ TEST_CASE("layer gradcheck: UNetBlock") {
 }
 
 // EDM's UNetBlock.forward written out with unfused ops from the block's own parameters: the fused
-// forward (group_norm_silu with the bias and embedding as offset, scaled_residual) must agree.
+// forward (group_norm_silu_dropout with the bias and embedding as offset, scaled_residual) must agree,
+// dropout mask included (training mode, the same generator state).
 TEST_CASE("UNetBlock: the fused forward is EDM's formula (no adaptive scale)") {
     struct Case {
         std::string name;
@@ -398,13 +399,15 @@ TEST_CASE("UNetBlock: the fused forward is EDM's formula (no adaptive scale)") {
         o.emb_channels = 6;
         o.attention = c.attention;
         o.num_heads = 2;
-        o.dropout = 0;
+        o.dropout = 0.3;
         o.skip_scale = std::sqrt(0.5);
         o.adaptive_scale = false;
         o.eps = 1e-5;
         Generator gen(7);
         UNetBlock block(c.in, c.out, o, gen);
         prepare(block, 8);
+        block.train();
+        Generator formula_gen(12);
         std::map<std::string, Tensor> p;
         for (auto& [name, t] : block.named_parameters()) p[name] = t;
         Tensor x = randn64({2, c.in, 4, 4}, 9), emb = randn64({2, 6}, 10);
@@ -415,6 +418,7 @@ TEST_CASE("UNetBlock: the fused forward is EDM's formula (no adaptive scale)") {
         Tensor params = linear(emb, p["affine.weight"], p["affine.bias"]);
         h = add(h, reshape(params, {2, c.out, 1, 1}));
         h = silu(group_norm(h, groups(c.out), p["norm1.weight"], p["norm1.bias"], 1e-5));
+        h = dropout(h, 0.3, true, formula_gen);
         h = conv2d(h, p["conv1.weight"], p["conv1.bias"], 1, 1);
         Tensor skip = c.in != c.out ? conv2d(x, p["skip.weight"], p["skip.bias"], 1, 0) : x;
         Tensor want = mul(add(h, skip), o.skip_scale);
@@ -428,9 +432,10 @@ TEST_CASE("UNetBlock: the fused forward is EDM's formula (no adaptive scale)") {
             Tensor a = reshape(matmul(part(2), w, false, true), want.shape());
             want = mul(add(conv2d(a, p["proj.weight"], p["proj.bias"], 1, 0), want), o.skip_scale);
         }
-        Generator dropout_gen(0);
+        Generator dropout_gen(12);
         Tensor got = block.forward(x, emb, dropout_gen);
         REQUIRE(got.shape() == want.shape());
+        CHECK(ops::rand({3}, dropout_gen).to_vector() == ops::rand({3}, formula_gen).to_vector());
         std::vector<double> g = got.to_vector(), e = want.to_vector();
         double worst = 0;
         for (size_t i = 0; i < g.size(); ++i) worst = std::max(worst, std::abs(g[i] - e[i]));

@@ -628,6 +628,53 @@ TEST_CASE("cpu group_norm backward: finite differences (double), plain and fused
     }
 }
 
+TEST_CASE_TEMPLATE("cpu group_norm fused dropout: the mask of bernoulli(1 - p) times 1 / (1 - p), bit for bit", T,
+                   float, double) {
+    const int64_t n = 3, c = 8, hw = 6, g = 2;
+    const double p = 0.3;
+    const auto x = random_vector<T>(size_t(n * c * hw), -2.0, 2.0, 31);
+    const auto gamma = random_vector<T>(size_t(c), 0.5, 1.5, 32);
+    const auto beta = random_vector<T>(size_t(c), -1.0, 1.0, 33);
+    const auto offset = random_vector<T>(size_t(n * c), -1.0, 1.0, 34);
+    const auto dy = random_vector<T>(x.size(), -1.0, 1.0, 35);
+    // One plain stream and one split into per-sample rows, as a keyed generator draws.
+    for (int64_t row_len : {int64_t(0), c * hw}) {
+        CAPTURE(row_len);
+        const DropoutStream d{1 - p, 1 / (1 - p), 77, 5, row_len, row_len ? uint64_t(1) << 20 : 0};
+        std::vector<T> mask(x.size());
+        cpu::bernoulli<T>(int64_t(x.size()), mask.data(), 1 - p, d.seed, d.offset, d.row_len, d.row_stride);
+        int kept = 0;
+        for (T& m : mask) kept += m == T(1), m = m * static_cast<T>(1 / (1 - p));  // as dropout() scales it
+        CHECK(kept > 0);
+        CHECK(kept < int(mask.size()));
+
+        std::vector<T> plain(x.size()), y(x.size()), mean(size_t(n * g)), rstd(size_t(n * g));
+        cpu::group_norm_forward<T>(n, c, hw, g, 1e-5, x.data(), gamma.data(), beta.data(), {offset.data(), true},
+                                   plain.data(), mean.data(), rstd.data());
+        const GroupNormFusion<T> fusion{offset.data(), true, d};
+        cpu::group_norm_forward<T>(n, c, hw, g, 1e-5, x.data(), gamma.data(), beta.data(), fusion, y.data(),
+                                   mean.data(), rstd.data());
+        bool same = true;
+        for (size_t i = 0; i < y.size(); ++i) same = same && y[i] == plain[i] * mask[i];
+        CHECK(same);
+
+        // Backward: the fused kernel equals the unfused one fed dy * mask.
+        std::vector<T> dy_masked(dy.size());
+        for (size_t i = 0; i < dy.size(); ++i) dy_masked[i] = dy[i] * mask[i];
+        const size_t channels = static_cast<size_t>(c);
+        std::vector<T> dx(x.size()), dx_plain(x.size()), dg(channels), dg_plain(channels), db(channels),
+            db_plain(channels);
+        cpu::group_norm_backward<T>(n, c, hw, g, x.data(), gamma.data(), beta.data(), fusion, mean.data(),
+                                    rstd.data(), dy.data(), dx.data(), dg.data(), db.data());
+        cpu::group_norm_backward<T>(n, c, hw, g, x.data(), gamma.data(), beta.data(), {offset.data(), true},
+                                    mean.data(), rstd.data(), dy_masked.data(), dx_plain.data(), dg_plain.data(),
+                                    db_plain.data());
+        CHECK(dx == dx_plain);
+        CHECK(dg == dg_plain);
+        CHECK(db == db_plain);
+    }
+}
+
 TEST_CASE_TEMPLATE("cpu scaled_residual: ((a + b) + bias[ch]) * scale", T, float, double) {
     const int64_t n = 3, c = 5, inner = 7;
     const auto a = random_vector<T>(size_t(n * c * inner), -2.0, 2.0, 21);
