@@ -13,9 +13,12 @@ using namespace stf;
 
 namespace {
 
-const char* kUsage = R"(usage: bench_stf_target [--device cuda|cpu] [--iters N]
+const char* kUsage = R"(usage: bench_stf_target [--device cuda|cpu] [--iters N] [--chunks LIST] [--profile]
 Times diffusion::stf_target against GEMM + softmax + GEMM for (B, n, d) = (64, 1024, 3072),
-(256, 2048, 3072) and (64, 50000, 3072) (the last streamed in chunks; the GEMM form needs B x n memory).
+(256, 2048, 3072) and (64, 50000, 3072), the last once per chunk size in LIST (default 8192,16384,65536:
+the training default, and larger chunks down to one pass; each chunk keeps B x chunk logits).
+--profile (CUDA) records one call of each 64 x 50000 row for `ncu --profile-from-start off` (per-kernel
+times; timings printed under the profiler are meaningless).
 )";
 
 // The GEMM form: logits_ij = (2 y_i.x_j - ||x_j||^2) / (2 sigma_i^2) (||y_i||^2 cancels in the softmax).
@@ -43,12 +46,19 @@ int main(int argc, char** argv) {
     return apps::run_program("bench_stf_target", argc, argv, kUsage, [&](apps::Flags& flags) {
         Device device = Device::parse(flags.str("device", cuda::available() ? "cuda" : "cpu"));
         int iters = static_cast<int>(flags.integer("iters", device.is_cuda() ? 50 : 2));
+        std::vector<int64_t> chunks = flags.int_list("chunks", {8192, 16384, 65536});
+        for (int64_t c : chunks) STF_CHECK(c >= 1, "--chunks: chunk sizes must be positive, got " << c);
+        const bool profile = flags.boolean("profile");
+        STF_CHECK(!profile || device.is_cuda(), "--profile needs --device cuda");
+        if (profile) iters = 1;
         flags.check_all_used();
-        std::printf("%-22s %12s %12s %10s %12s\n", "B x n x d", "stf ms", "gemm ms", "ratio", "rel diff");
+        std::printf("%-34s %12s %12s %10s %12s\n", "B x n x d (chunk)", "stf ms", "gemm ms", "ratio", "rel diff");
         struct Size {
-            int64_t b, n, d;
+            int64_t b, n, d, chunk;
         };
-        for (Size s : {Size{64, 1024, 3072}, Size{256, 2048, 3072}, Size{64, 50000, 3072}}) {
+        std::vector<Size> sizes{{64, 1024, 3072, 8192}, {256, 2048, 3072, 8192}};
+        for (int64_t c : chunks) sizes.push_back({64, 50000, 3072, c});
+        for (Size s : sizes) {
             if (!device.is_cuda() && s.n > 2048) continue;
             Generator gen(s.n);
             Tensor x = ops::to(ops::add_scalar(ops::mul_scalar(ops::rand({s.n, s.d}, gen), 2.0), -1.0), device);
@@ -57,14 +67,23 @@ int main(int argc, char** argv) {
             Tensor sigma = ops::from_vector(sig, {s.b}, DType::F32, device);
             Tensor y = ops::add(ops::narrow(x, 0, 0, s.b),
                                 ops::mul(ops::to(ops::randn({s.b, s.d}, gen), device), ops::reshape(sigma, {s.b, 1})));
-            double stf_ms = time_ms([&] { diffusion::stf_target(y, sigma, x); }, iters, device);
+            double stf_ms = time_ms([&] { diffusion::stf_target(y, sigma, x, s.chunk); }, iters, device);
             double gemm_ms = time_ms([&] { gemm_form(y, sigma, x); }, iters, device);
-            std::vector<double> a = diffusion::stf_target(y, sigma, x).target.to_vector(), g = gemm_form(y, sigma, x).to_vector();
+            if (profile && s.n == 50000) {
+                cuda::synchronize();
+                cuda::profiler_start();
+                diffusion::stf_target(y, sigma, x, s.chunk);
+                cuda::synchronize();
+                cuda::profiler_stop();
+            }
+            std::vector<double> a = diffusion::stf_target(y, sigma, x, s.chunk).target.to_vector(),
+                                g = gemm_form(y, sigma, x).to_vector();
             double num = 0, den = 0;
             for (size_t i = 0; i < a.size(); ++i) num += (a[i] - g[i]) * (a[i] - g[i]), den += a[i] * a[i];
             char label[64];
-            std::snprintf(label, sizeof(label), "%lld x %lld x %lld", (long long)s.b, (long long)s.n, (long long)s.d);
-            std::printf("%-22s %12.3f %12.3f %10.2f %12.2e\n", label, stf_ms, gemm_ms, gemm_ms / stf_ms, std::sqrt(num / den));
+            std::snprintf(label, sizeof(label), "%lld x %lld x %lld (%lld)", (long long)s.b, (long long)s.n,
+                          (long long)s.d, (long long)s.chunk);
+            std::printf("%-34s %12.3f %12.3f %10.2f %12.2e\n", label, stf_ms, gemm_ms, gemm_ms / stf_ms, std::sqrt(num / den));
         }
     });
 }

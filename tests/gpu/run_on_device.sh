@@ -11,7 +11,7 @@
 #   4. data-parallel training through NCCL under mpirun, compared with a single-process run
 #   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), bench_kernels
 # What comes back in $OUT: device.log (every section's full output), ncu-step.csv, ncu-step-tf32.csv,
-# ncu-sample.csv, grid.png. CIFAR-10 cannot be downloaded there, so the training runs use random images
+# ncu-sample.csv, ncu-stf.csv, grid.png. CIFAR-10 cannot be downloaded there, so the training runs use random images
 # in CIFAR-10's binary format: they measure speed, not quality. Its last output lines are a summary, one
 # line per section with its exit status and seconds.
 #
@@ -86,6 +86,9 @@ if [ -n "$ncu" ]; then
         --mode tf32 --batch 64 --rbatch 1024 --steps 1 --warmup 2 --profile
     section ncu-sample 90 2 "${profile[@]}" --log-file "$out/ncu-sample.csv" ./devrun/bench_sample --device cuda \
         --batch 256 --steps 1 --euler --profile
+    # One STF target call at n = 50,000 per chunk size (8192, 16384, 65536), in that order.
+    section ncu-stf 90 2 "${profile[@]}" --log-file "$out/ncu-stf.csv" ./devrun/bench_stf_target --device cuda \
+        --profile
 else
     summary+=("ncu: not found")
 fi

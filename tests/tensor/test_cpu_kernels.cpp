@@ -938,3 +938,29 @@ TEST_CASE("cpu conv2d: a batch unrolled in several chunks (double)") {
     // (budget 2^22) unrolls these 5 images as 2 + 2 + 1.
     check_conv<double>(conv_shape(5, 32, 85, 85, 2, 3, 3, 1, 1, 1, 1, 1), 1e-12);
 }
+
+TEST_CASE_TEMPLATE("cpu sq_distances: the definition, ragged blocks, and tiny distances without cancellation", T,
+                   float, double) {
+    // n = 37 leaves a partial cache block and a partial group of four; d = 203 a partial span and lane.
+    const int64_t b = 5, n = 37, d = 203;
+    auto y = random_vector<T>(size_t(b * d), -1.0, 1.0, 41);
+    const auto x = random_vector<T>(size_t(n * d), -1.0, 1.0, 42);
+    // Sample 3 sits 1e-3 from reference 30 in every feature: distance 203e-6 beside |x|^2 ~ 68, which a
+    // norms-and-dot-product formula would lose in float.
+    for (int64_t k = 0; k < d; ++k) y[size_t(3 * d + k)] = x[size_t(30 * d + k)] + T(1e-3);
+    std::vector<T> out(size_t(b * n), T(-7));
+    cpu::sq_distances<T>(b, n, d, y.data(), x.data(), out.data());
+    double worst = 0;
+    for (int64_t i = 0; i < b; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+            long double want = 0;
+            for (int64_t k = 0; k < d; ++k) {
+                const long double diff = (long double)y[size_t(i * d + k)] - (long double)x[size_t(j * d + k)];
+                want += diff * diff;
+            }
+            worst = std::max(worst, double(std::abs(out[size_t(i * n + j)] - want) / want));
+        }
+    CHECK(worst <= (std::is_same_v<T, float> ? 1e-6 : 1e-14));
+    // The tiny one, on its own: each difference is 1e-3 up to the rounding of x + 1e-3 in T.
+    CHECK(double(out[size_t(3 * n + 30)]) == doctest::Approx(203e-6).epsilon(std::is_same_v<T, float> ? 1e-3 : 1e-9));
+}
