@@ -33,18 +33,32 @@ int grid_for(int64_t tasks) { return static_cast<int>(std::min(tasks, kMaxBlocks
 using Fusion = GroupNormFusion<float>;
 using group_norm_math::activate;
 using group_norm_math::activation_grad;
-using group_norm_math::MaskCache;
 
-// The output of element e (of the whole tensor) from its affine value a: SiLU, then the dropout mask
-// (drawn from the op's Philox stream, multiplied in float as the unfused ops do).
-__device__ __forceinline__ float output(const Fusion& f, float a, uint64_t e, MaskCache& cache) {
-    const float y = activate(a, f.silu);
-    return f.dropout.active() ? y * group_norm_math::dropout_factor<float>(f.dropout, e, cache) : y;
+// Where a group's elements sit for the dropout stream (group_norm_math::dropout_place): group ng's
+// first element in the whole tensor, its sample and its place within the sample, computed once per group.
+struct GroupPlace {
+    uint64_t first, sample, first_in_sample, sample_len;
+    __device__ philox::RowElement of(const DropoutStream& d, uint64_t i) const {  // element i of the group
+        return group_norm_math::dropout_place(d, first + i, sample, first_in_sample + i, sample_len);
+    }
+};
+__device__ __forceinline__ GroupPlace group_place(int64_t ng, int64_t g, int64_t count) {
+    return {static_cast<uint64_t>(ng * count), static_cast<uint64_t>(ng / g), static_cast<uint64_t>((ng % g) * count),
+            static_cast<uint64_t>(g * count)};
 }
-// The gradient reaching a from dy at element e: through the mask, then the SiLU.
-__device__ __forceinline__ float affine_grad(const Fusion& f, float dy, float a, uint64_t e, MaskCache& cache) {
-    if (f.dropout.active()) dy = dy * group_norm_math::dropout_factor<float>(f.dropout, e, cache);
-    return activation_grad(dy, a, f.silu);
+
+// The dropout factor of element i of a group: 0 or 1 / keep, and 1 without dropout (y * 1 is y, so
+// the arithmetic below is that of the unfused ops either way).
+__device__ __forceinline__ float mask_at(const Fusion& f, const GroupPlace& gp, uint64_t i) {
+    return f.dropout.active() ? group_norm_math::dropout_factor<float>(f.dropout, gp.of(f.dropout, i)) : 1.0f;
+}
+// The same for elements i .. i + 3, one Philox draw (their place is a multiple of 4: see cached_threads).
+__device__ __forceinline__ void masks4_at(const Fusion& f, const GroupPlace& gp, uint64_t i, float (&m)[4]) {
+    if (f.dropout.active()) {
+        group_norm_math::dropout_factors4(f.dropout, gp.of(f.dropout, i), m);
+    } else {
+        m[0] = m[1] = m[2] = m[3] = 1.0f;
+    }
 }
 
 // The fused offset of channel `ch` (within the group) of group `ng`: row ng * per_group of the [n, c]
@@ -88,14 +102,14 @@ __global__ void group_norm_forward_kernel(int64_t n, int64_t c, int64_t hw, int6
             rstd_out[ng] = rstd;
         }
 
-        MaskCache cache;
+        const GroupPlace gp = group_place(ng, g, count);
         for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
             int64_t ch = first_channel + i / hw;
             float gm = gamma ? gamma[ch] : 1.0f;
             float bt = beta ? beta[ch] : 0.0f;
             // x - mean as (x - m) - shift: x - m is usually exact (x and m are close), so this keeps the
             // digits that rounding the mean to float would lose.
-            yg[i] = output(fusion, ((value(i) - m) - shift) * rstd * gm + bt, uint64_t(ng * count + i), cache);
+            yg[i] = activate(((value(i) - m) - shift) * rstd * gm + bt, fusion.silu) * mask_at(fusion, gp, i);
         }
     }
 }
@@ -156,19 +170,20 @@ group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t 
         }
 
         const uint32_t first_channel = (ng % g) * per_group;
-        MaskCache cache;  // a float4's four elements share one Philox block (rows are whole float4s)
+        const GroupPlace gp = group_place(ng, g, int64_t(4) * count4);
 #pragma unroll
         for (int k = 0; k < kCachedVecs; ++k) {
             const uint32_t i = threadIdx.x + k * Threads;
             if (i >= count4) break;
             const uint32_t ch = first_channel + 4 * i / hw;
             const float gm = gamma ? gamma[ch] : 1.0f, b = beta ? beta[ch] : 0.0f;
-            const uint64_t e = (static_cast<uint64_t>(ng) * count4 + i) * 4;
+            float mask[4];
+            masks4_at(fusion, gp, uint64_t(4) * i, mask);
             float4 out;
-            out.x = output(fusion, ((v[k].x - m) - shift) * rstd * gm + b, e, cache);
-            out.y = output(fusion, ((v[k].y - m) - shift) * rstd * gm + b, e + 1, cache);
-            out.z = output(fusion, ((v[k].z - m) - shift) * rstd * gm + b, e + 2, cache);
-            out.w = output(fusion, ((v[k].w - m) - shift) * rstd * gm + b, e + 3, cache);
+            out.x = activate(((v[k].x - m) - shift) * rstd * gm + b, fusion.silu) * mask[0];
+            out.y = activate(((v[k].y - m) - shift) * rstd * gm + b, fusion.silu) * mask[1];
+            out.z = activate(((v[k].z - m) - shift) * rstd * gm + b, fusion.silu) * mask[2];
+            out.w = activate(((v[k].w - m) - shift) * rstd * gm + b, fusion.silu) * mask[3];
             yg[i] = out;
         }
     }
@@ -194,13 +209,13 @@ __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, 
         float mu = mean[ng], rs = rstd[ng];
 
         // xhat and gx of value i
-        MaskCache cache;
+        const GroupPlace gp = group_place(ng, g, count);
         auto at = [&](int64_t i, float& xhat, float& gx) {
             const int64_t ch = i / hw;
             const float gm = gamma ? gamma[first_channel + ch] : 1.0f;
             const float bt = beta ? beta[first_channel + ch] : 0.0f;
             xhat = (xg[i] + offset_of(fusion, ng, per_group, ch) - mu) * rs;
-            gx = affine_grad(fusion, dyg[i], xhat * gm + bt, uint64_t(ng * count + i), cache) * gm;
+            gx = activation_grad(dyg[i] * mask_at(fusion, gp, i), xhat * gm + bt, fusion.silu) * gm;
         };
         float2 sums = make_float2(0.0f, 0.0f);  // sum(gx), sum(gx * xhat)
         for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
@@ -233,7 +248,7 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
         const uint32_t first_channel = (ng % g) * per_group;
         const float mu = mean[ng], rs = rstd[ng];
         float4 xhat[kCachedVecs], gx[kCachedVecs];
-        MaskCache cache;
+        const GroupPlace gp = group_place(ng, g, int64_t(4) * count4);
         float2 sums = make_float2(0.0f, 0.0f);  // sum(gx), sum(gx * xhat)
 #pragma unroll
         for (int k = 0; k < kCachedVecs; ++k) {
@@ -246,11 +261,12 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
                 const float4 xv = x[base + i], dv = dy[base + i];
                 xhat[k] = make_float4((xv.x - centre) * rs, (xv.y - centre) * rs, (xv.z - centre) * rs,
                                       (xv.w - centre) * rs);
-                const uint64_t e = static_cast<uint64_t>(base + i) * 4;
-                gx[k] = make_float4(affine_grad(fusion, dv.x, xhat[k].x * gm + bt, e, cache) * gm,
-                                    affine_grad(fusion, dv.y, xhat[k].y * gm + bt, e + 1, cache) * gm,
-                                    affine_grad(fusion, dv.z, xhat[k].z * gm + bt, e + 2, cache) * gm,
-                                    affine_grad(fusion, dv.w, xhat[k].w * gm + bt, e + 3, cache) * gm);
+                float mask[4];
+                masks4_at(fusion, gp, uint64_t(4) * i, mask);
+                gx[k] = make_float4(activation_grad(dv.x * mask[0], xhat[k].x * gm + bt, fusion.silu) * gm,
+                                    activation_grad(dv.y * mask[1], xhat[k].y * gm + bt, fusion.silu) * gm,
+                                    activation_grad(dv.z * mask[2], xhat[k].z * gm + bt, fusion.silu) * gm,
+                                    activation_grad(dv.w * mask[3], xhat[k].w * gm + bt, fusion.silu) * gm);
             } else {
                 xhat[k] = gx[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
@@ -288,14 +304,20 @@ __global__ void group_norm_backward_affine_kernel(int64_t n, int64_t c, int64_t 
         int64_t group = ch / per_group;
         const float gm = gamma ? gamma[ch] : 1.0f, bt = beta ? beta[ch] : 0.0f;
         float2 sums = make_float2(0.0f, 0.0f);  // sum(gy * xhat), sum(gy)
-        MaskCache cache;
         for (int64_t i = threadIdx.x; i < n * hw; i += blockDim.x) {
             int64_t sample = i / hw, pos = i % hw;
             int64_t at = (sample * c + ch) * hw + pos;
             int64_t stat = sample * g + group;
             const float off = fusion.offset ? fusion.offset[sample * c + ch] : 0.0f;
             float xhat = (x[at] + off - mean[stat]) * rstd[stat];
-            float gy = affine_grad(fusion, dy[at], xhat * gm + bt, uint64_t(at), cache);
+            // Element ch * hw + pos of its sample: the dropout place without a division.
+            const float mask = fusion.dropout.active()
+                                   ? group_norm_math::dropout_factor<float>(
+                                         fusion.dropout, group_norm_math::dropout_place(
+                                                             fusion.dropout, uint64_t(at), uint64_t(sample),
+                                                             uint64_t(ch * hw + pos), uint64_t(c * hw)))
+                                   : 1.0f;
+            float gy = activation_grad(dy[at] * mask, xhat * gm + bt, fusion.silu);
             sums.x += gy * xhat;
             sums.y += gy;
         }
@@ -312,8 +334,12 @@ bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 ==
 // The block size of the register-cached kernels for these arguments, or 0 where they do not apply:
 // whole float4s per channel, a group within a block's registers, aligned pointers, and counts that fit
 // their int and 32-bit indices.
-int cached_threads(int64_t n, int64_t c, int64_t hw, int64_t g, const float* in, const float* out) {
-    if (hw % 4 != 0 || n * g > INT32_MAX || !is_aligned16(in) || !is_aligned16(out)) return 0;
+// With dropout, a float4's four elements must share one Philox block: the stream's rows (if any) are
+// whole float4s. `n * g` leaves room for the grid stride in the kernels' int group counter.
+int cached_threads(int64_t n, int64_t c, int64_t hw, int64_t g, const Fusion& fusion, const float* in,
+                   const float* out) {
+    if (hw % 4 != 0 || n * g > INT32_MAX - kMaxBlocks || !is_aligned16(in) || !is_aligned16(out)) return 0;
+    if (fusion.dropout.active() && fusion.dropout.row_len % 4 != 0) return 0;
     const int64_t count = (c / g) * hw;
     if (count <= cached_max_count(kCachedThreadsSmall)) return kCachedThreadsSmall;
     if (count <= cached_max_count(kCachedThreadsLarge)) return kCachedThreadsLarge;
@@ -326,7 +352,7 @@ void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, 
                         const float* beta, GroupNormFusion<float> fusion, float* y, float* mean, float* rstd) {
     if (n <= 0 || c <= 0 || g <= 0) return;
     if (hw <= 0) return;  // no values: nothing to normalise (the statistics would be 0/0)
-    const int threads = cached_threads(n, c, hw, g, x, y);
+    const int threads = cached_threads(n, c, hw, g, fusion, x, y);
     auto cached = [&](auto kernel) {
         kernel<<<grid_for(n * g), threads, 0, current_stream()>>>(
             static_cast<int>(n * g), static_cast<int>(g), static_cast<uint32_t>(hw), static_cast<uint32_t>(c / g), eps,
@@ -348,7 +374,7 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const floa
     if (c <= 0 || g <= 0) return;
     cudaStream_t s = current_stream();
     if (n > 0 && hw > 0) {
-        const int threads = is_aligned16(dy) ? cached_threads(n, c, hw, g, x, dx) : 0;
+        const int threads = is_aligned16(dy) ? cached_threads(n, c, hw, g, fusion, x, dx) : 0;
         auto cached = [&](auto kernel) {
             kernel<<<grid_for(n * g), threads, 0, s>>>(
                 static_cast<int>(n * g), static_cast<int>(g), static_cast<uint32_t>(hw), static_cast<uint32_t>(c / g),

@@ -50,23 +50,41 @@ template <class T> STF_HD T activation_grad(T dy, T a, bool silu) {
     return dy * s * (T(1) + a * (T(1) - s));
 }
 
-// The dropout factor (0 or scale, in T) of element i: what the unfused ops multiply by, so fused and
-// unfused results agree bit for bit. Consecutive elements share a Philox block; `cache` keeps the last
-// one, so a loop walking elements in order draws each block once.
-struct MaskCache {
-    uint64_t block = ~uint64_t(0), offset = 0;
-    philox::Words words{};
-};
-template <class T> STF_HD T dropout_factor(const DropoutStream& d, uint64_t i, MaskCache& cache) {
-    const philox::RowElement e = philox::row_element(i, d.offset, static_cast<uint64_t>(d.row_len), d.row_stride);
-    const uint64_t block = e.index / 4;
-    if (block != cache.block || e.offset != cache.offset) {
-        cache.words = philox::philox4x32_10(block, e.offset, d.seed);
-        cache.block = block;
-        cache.offset = e.offset;
-    }
-    const T u = static_cast<T>(philox::uniform_of(cache.words, static_cast<unsigned>(e.index % 4)));
-    return u < static_cast<T>(d.keep) ? static_cast<T>(d.scale) : T(0);
+// Where output element `at` draws its mask value: its place (stream element, stream offset) in the
+// op's Philox stream. `at` is element `in_sample` of sample `sample`, samples holding `sample_len`
+// elements. The generator's rows are the samples (row_len == sample_len, a keyed generator) or there is
+// one stream (row_len 0), so the place needs no division; other row lengths divide.
+STF_HD philox::RowElement dropout_place(const DropoutStream& d, uint64_t at, uint64_t sample, uint64_t in_sample,
+                                        uint64_t sample_len) {
+    if (d.row_len == 0) return {at, d.offset};
+    if (static_cast<uint64_t>(d.row_len) == sample_len) return {in_sample, d.offset + sample * d.row_stride};
+    return philox::row_element(at, d.offset, static_cast<uint64_t>(d.row_len), d.row_stride);
+}
+
+// Word k of a Philox block, by selects rather than an indexed load (no local-memory array on the GPU).
+STF_HD uint32_t word(const philox::Words& w, unsigned k) {
+    return k == 0 ? w.w[0] : k == 1 ? w.w[1] : k == 2 ? w.w[2] : w.w[3];
+}
+
+// The factor (0 or scale, in T) of one uniform draw: what the unfused ops multiply by (bernoulli's
+// 1 or 0, scaled), so fused and unfused results agree bit for bit.
+template <class T> STF_HD T dropout_factor_of(const DropoutStream& d, uint32_t w) {
+    return static_cast<T>(philox::to_unit(w)) < static_cast<T>(d.keep) ? static_cast<T>(d.scale) : T(0);
+}
+
+// The factor of the element at place p.
+template <class T> STF_HD T dropout_factor(const DropoutStream& d, philox::RowElement p) {
+    const philox::Words w = philox::philox4x32_10(p.index / 4, p.offset, d.seed);
+    return dropout_factor_of<T>(d, word(w, static_cast<unsigned>(p.index % 4)));
+}
+
+// The factors of the four elements at places p .. p + 3 (p.index % 4 == 0: one Philox block).
+template <class T> STF_HD void dropout_factors4(const DropoutStream& d, philox::RowElement p, T (&f)[4]) {
+    const philox::Words w = philox::philox4x32_10(p.index / 4, p.offset, d.seed);
+    f[0] = dropout_factor_of<T>(d, w.w[0]);
+    f[1] = dropout_factor_of<T>(d, w.w[1]);
+    f[2] = dropout_factor_of<T>(d, w.w[2]);
+    f[3] = dropout_factor_of<T>(d, w.w[3]);
 }
 
 }  // namespace group_norm_math

@@ -63,18 +63,17 @@ template <class T> Stats block_stats(const Block<T>& b, double eps) {
     return {mean, 1.0 / std::sqrt(var + eps)};
 }
 
-// The dropout factors (0 or scale, in T) of output elements [first, first + count): the same draws as
+// The dropout factors (0 or scale, in T) of output elements [first, first + count): the draws of
 // group_norm_math::dropout_factor, one Philox block per four elements and no division per element, so
 // the loops that use them stay simple.
 template <class T> void fill_mask(const DropoutStream& d, uint64_t first, int64_t count, T* out) {
-    const T keep = static_cast<T>(d.keep), scale = static_cast<T>(d.scale);
     const bool rows = d.row_len > 0;
     const uint64_t row_len = rows ? static_cast<uint64_t>(d.row_len) : ~uint64_t(0);
     uint64_t row = rows ? first / row_len : 0, pos = rows ? first % row_len : first;
     for (int64_t i = 0; i < count;) {
         const philox::Words w = philox::philox4x32_10(pos / 4, d.offset + row * d.row_stride, d.seed);
         for (unsigned k = static_cast<unsigned>(pos % 4); k < 4 && i < count && pos < row_len; ++k, ++i, ++pos)
-            out[i] = static_cast<T>(philox::uniform_of(w, k)) < keep ? scale : T(0);
+            out[i] = group_norm_math::dropout_factor_of<T>(d, w.w[k]);
         if (pos == row_len) ++row, pos = 0;
     }
 }

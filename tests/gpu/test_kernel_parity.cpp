@@ -640,8 +640,9 @@ TEST_CASE("group_norm forward and backward match the CPU twins") {
             INFO("[", s.n, ", ", s.c, ", ", s.hw, "] in ", s.g, " groups, ", (affine ? "with" : "without"),
                  " gamma and beta, ", (fused ? "with" : "without"), " offset and SiLU, ",
                  (drop ? "with" : "without"), " dropout");
+            // Per-sample rows (a keyed generator) with gamma, one stream (row_len 0) without.
             stf::DropoutStream dropout;
-            if (drop) dropout = {0.87, 1 / 0.87, 1234, 99, s.c * s.hw, uint64_t(1) << 20};
+            if (drop) dropout = {0.87, 1 / 0.87, 1234, 99, affine ? s.c * s.hw : 0, affine ? uint64_t(1) << 20 : 0};
             int64_t numel = s.n * s.c * s.hw, stats = s.n * s.g;
             // Mean 3, spread 1: |mean| > std, where a one-pass variance would lose digits.
             std::vector<float> x = random_floats(numel, 2, 4, seed++);
