@@ -235,12 +235,17 @@ __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, 
     }
 }
 
-// The register-cached twin of the kernel above: x and dy are read once.
+// The register-cached twin of the kernel above: x and dy are read once. With `part` (not null) it also
+// writes each (sample, channel)'s share of dgamma and dbeta, sum(gy * xhat) and sum(gy) over the
+// channel's positions, to part[0][sample * c + ch] and part[1][...], from the values it already holds:
+// the affine kernel below, which reads x and dy again, is then not needed (see affine_from_parts). The
+// shares are summed per channel from shared memory by one warp each, in a fixed order.
 template <int Threads>
 __global__ void __launch_bounds__(Threads)
 group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t per_group, const float4* x,
                                      const float* gamma, const float* beta, Fusion fusion, const float* mean,
-                                     const float* rstd, const float4* dy, float4* dx) {
+                                     const float* rstd, const float4* dy, float4* dx, float* part) {
+    __shared__ float2 shares[kCachedVecs * Threads];  // per float4: sum(gy * xhat), sum(gy)
     const uint32_t count4 = per_group * hw / 4;
     const float inv_count = 1.0f / static_cast<float>(4 * count4);
     for (int ng = blockIdx.x; ng < groups_total; ng += gridDim.x) {
@@ -263,10 +268,14 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
                                       (xv.w - centre) * rs);
                 float mask[4];
                 masks4_at(fusion, gp, uint64_t(4) * i, mask);
-                gx[k] = make_float4(activation_grad(dv.x * mask[0], xhat[k].x * gm + bt, fusion.silu) * gm,
-                                    activation_grad(dv.y * mask[1], xhat[k].y * gm + bt, fusion.silu) * gm,
-                                    activation_grad(dv.z * mask[2], xhat[k].z * gm + bt, fusion.silu) * gm,
-                                    activation_grad(dv.w * mask[3], xhat[k].w * gm + bt, fusion.silu) * gm);
+                const float4 gy = make_float4(activation_grad(dv.x * mask[0], xhat[k].x * gm + bt, fusion.silu),
+                                              activation_grad(dv.y * mask[1], xhat[k].y * gm + bt, fusion.silu),
+                                              activation_grad(dv.z * mask[2], xhat[k].z * gm + bt, fusion.silu),
+                                              activation_grad(dv.w * mask[3], xhat[k].w * gm + bt, fusion.silu));
+                gx[k] = make_float4(gy.x * gm, gy.y * gm, gy.z * gm, gy.w * gm);
+                if (part)
+                    shares[i] = make_float2((gy.x * xhat[k].x + gy.y * xhat[k].y) + (gy.z * xhat[k].z + gy.w * xhat[k].w),
+                                            sum4(gy));
             } else {
                 xhat[k] = gx[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
@@ -286,6 +295,42 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
             out.w = rs * (gx[k].w - mean_gx - xhat[k].w * mean_gx_xhat);
             dx[base + i] = out;
         }
+        if (part) {
+            // block_sum's barriers made every share visible. Warp w sums channels w, w + warps, ...:
+            // each lane a fixed stride of the channel's float4s, then the warp's butterfly.
+            const uint32_t hw4 = hw / 4, warps = Threads / kWarp, lane = threadIdx.x % kWarp;
+            const int64_t n_c = static_cast<int64_t>(groups_total) * per_group;  // part[1] starts here
+            for (uint32_t ch = threadIdx.x / kWarp; ch < per_group; ch += warps) {
+                float2 acc = make_float2(0.0f, 0.0f);
+                for (uint32_t j = lane; j < hw4; j += kWarp) {
+                    acc.x += shares[ch * hw4 + j].x;
+                    acc.y += shares[ch * hw4 + j].y;
+                }
+                acc = warp_sum(acc);
+                if (lane == 0) {
+                    const int64_t row = static_cast<int64_t>(ng) * per_group + ch;  // sample * c + channel
+                    part[row] = acc.x;
+                    part[n_c + row] = acc.y;
+                }
+            }
+            __syncthreads();  // the shares are read before the next group overwrites them
+        }
+    }
+}
+
+// Adds the samples' shares (part [2, n, c], written by the cached dx kernel) in order: dgamma[ch] =
+// sum over samples of part[0][s, ch], dbeta[ch] of part[1][s, ch]. One thread per channel.
+__global__ void group_norm_affine_from_parts_kernel(int64_t n, int64_t c, const float* part, float* dgamma,
+                                                    float* dbeta) {
+    for (int64_t ch = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; ch < c;
+         ch += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        double acc_gamma = 0.0, acc_beta = 0.0;
+        for (int64_t s = 0; s < n; ++s) {
+            acc_gamma += part[s * c + ch];
+            acc_beta += part[n * c + s * c + ch];
+        }
+        if (dgamma) dgamma[ch] = static_cast<float>(acc_gamma);
+        if (dbeta) dbeta[ch] = static_cast<float>(acc_beta);
     }
 }
 
@@ -373,21 +418,33 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const floa
                          const float* dy, float* dx, float* dgamma, float* dbeta) {
     if (c <= 0 || g <= 0) return;
     cudaStream_t s = current_stream();
-    if (n > 0 && hw > 0) {
-        const int threads = is_aligned16(dy) ? cached_threads(n, c, hw, g, fusion, x, dx) : 0;
+    const int threads = n > 0 && hw > 0 && is_aligned16(dy) ? cached_threads(n, c, hw, g, fusion, x, dx) : 0;
+    if (threads) {
+        // The cached dx kernel also leaves each (sample, channel)'s share of dgamma and dbeta in `part`.
+        const bool affine = dgamma || dbeta;
+        float* part = affine ? static_cast<float*>(malloc(static_cast<size_t>(2 * n * c) * sizeof(float))) : nullptr;
         auto cached = [&](auto kernel) {
             kernel<<<grid_for(n * g), threads, 0, s>>>(
                 static_cast<int>(n * g), static_cast<int>(g), static_cast<uint32_t>(hw), static_cast<uint32_t>(c / g),
                 reinterpret_cast<const float4*>(x), gamma, beta, fusion, mean, rstd,
-                reinterpret_cast<const float4*>(dy), reinterpret_cast<float4*>(dx));
+                reinterpret_cast<const float4*>(dy), reinterpret_cast<float4*>(dx), part);
         };
         if (threads == kCachedThreadsSmall)
             cached(group_norm_backward_dx_cached_kernel<kCachedThreadsSmall>);
-        else if (threads == kCachedThreadsLarge)
-            cached(group_norm_backward_dx_cached_kernel<kCachedThreadsLarge>);
         else
-            group_norm_backward_dx_kernel<<<grid_for(n * g), kThreads, 0, s>>>(n, c, hw, g, x, gamma, beta, fusion,
-                                                                               mean, rstd, dy, dx);
+            cached(group_norm_backward_dx_cached_kernel<kCachedThreadsLarge>);
+        STF_CUDA_CHECK_LAUNCH();
+        if (affine) {
+            group_norm_affine_from_parts_kernel<<<static_cast<unsigned>((c + 255) / 256), 256, 0, s>>>(n, c, part,
+                                                                                                    dgamma, dbeta);
+            STF_CUDA_CHECK_LAUNCH();
+            free(part);  // stream-ordered: the caching allocator hands it out again only to later work
+        }
+        return;
+    }
+    if (n > 0 && hw > 0) {
+        group_norm_backward_dx_kernel<<<grid_for(n * g), kThreads, 0, s>>>(n, c, hw, g, x, gamma, beta, fusion, mean,
+                                                                           rstd, dy, dx);
         STF_CUDA_CHECK_LAUNCH();
     }
     if (dgamma || dbeta) {  // with no samples or no positions the sums are empty and come out 0
