@@ -71,6 +71,13 @@ void ema_update(int64_t n, float* ema, const float* net, float beta);
 // out[i, j] = sum_k (y[i, k] - x[j, k])^2 for y [b, d] and x [n, d], computed from the differences
 // (not from norms and a dot product) so that tiny distances at small sigma suffer no cancellation.
 void sq_distances(int64_t b, int64_t n, int64_t d, const float* y, const float* x, float* out);
+// One chunk of the STF target's streamed softmax (diffusion/stf_target.cpp), in place, for each row i
+// of b: the chunk's logits l = dist[i, :] * coef[i] (dist [b, len]), m' = max(row_max[i], max l),
+// r = exp(row_max[i] - m'); dist[i, :] becomes the weights exp(l - m'); weight_sum[i] = weight_sum[i] *
+// r + their sum, weight_sq_sum[i] = weight_sq_sum[i] * r^2 + the sum of their squares; acc[i, :] *= r
+// (acc [b, d]); row_max[i] = m'. A GEMM then adds weights @ x_chunk to acc.
+void stf_softmax_chunk(int64_t b, int64_t len, int64_t d, const float* coef, float* dist, float* row_max,
+                       float* weight_sum, float* weight_sq_sum, float* acc);
 
 // --- blas.cu (cuBLAS) -----------------------------------------------------------------------------
 // Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, `batch` times with element strides.

@@ -6,6 +6,7 @@
 // sum would be off by ~1e-3, which 1 / (2 sigma^2) turns into visibly different softmax weights.
 #include <algorithm>
 
+#include "cuda/block_reduce.cuh"
 #include "cuda/check.h"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
@@ -81,7 +82,50 @@ __global__ void sum_slices_kernel(int64_t count, int slices, const float* __rest
     }
 }
 
+// One chunk of the streamed softmax, one block per row (cuda/kernels.h): the row's max, then its
+// weights and their sums, then the rescale of the row's accumulator.
+__global__ void stf_softmax_chunk_kernel(int64_t b, int64_t len, int64_t d, const float* __restrict__ coef,
+                                         float* __restrict__ dist, float* __restrict__ row_max,
+                                         float* __restrict__ weight_sum, float* __restrict__ weight_sq_sum,
+                                         float* __restrict__ acc) {
+    for (int64_t i = blockIdx.x; i < b; i += gridDim.x) {
+        float* row = dist + i * len;
+        const float scale = coef[i], old_max = row_max[i];
+        float m = -INFINITY;
+        for (int64_t j = threadIdx.x; j < len; j += blockDim.x) {
+            const float logit = row[j] * scale;
+            row[j] = logit;
+            m = fmaxf(m, logit);
+        }
+        m = fmaxf(block_reduce_all<ReduceOp::Max>(m), old_max);
+        const float r = expf(old_max - m);
+        float2 sums = make_float2(0.0f, 0.0f);  // sum of the weights, of their squares
+        for (int64_t j = threadIdx.x; j < len; j += blockDim.x) {
+            const float w = expf(row[j] - m);
+            row[j] = w;
+            sums.x += w;
+            sums.y += w * w;
+        }
+        sums = block_sum(sums);
+        for (int64_t k = threadIdx.x; k < d; k += blockDim.x) acc[i * d + k] *= r;
+        if (threadIdx.x == 0) {
+            weight_sum[i] = weight_sum[i] * r + sums.x;
+            weight_sq_sum[i] = weight_sq_sum[i] * (r * r) + sums.y;
+            row_max[i] = m;
+        }
+    }
+}
+
 }  // namespace
+
+void stf_softmax_chunk(int64_t b, int64_t len, int64_t d, const float* coef, float* dist, float* row_max,
+                       float* weight_sum, float* weight_sq_sum, float* acc) {
+    if (b <= 0) return;
+    stf_softmax_chunk_kernel<<<static_cast<unsigned>(std::min<int64_t>(b, 65536)), kThreads, 0,
+                               static_cast<cudaStream_t>(stream())>>>(b, len, d, coef, dist, row_max, weight_sum,
+                                                                      weight_sq_sum, acc);
+    STF_CUDA_CHECK_LAUNCH();
+}
 
 void sq_distances(int64_t b, int64_t n, int64_t d, const float* y, const float* x, float* out) {
     if (b == 0 || n == 0) return;

@@ -26,25 +26,21 @@ StfTarget stf_target(const Tensor& y, const Tensor& sigma, const Tensor& referen
         Tensor ess = unary(UnaryOp::RDivScalar, sum(unary(UnaryOp::Square, w), {1}), 1.0);
         return {reshape(matmul(w, xs), y.shape()), ess};
     }
-    Tensor row_max = full({b, 1}, -INFINITY, y.dtype(), y.device());
-    Tensor weight_sum = zeros({b, 1}, y.dtype(), y.device());
-    Tensor weight_sq_sum = zeros({b, 1}, y.dtype(), y.device());
-    Tensor acc = zeros({b, d}, y.dtype(), y.device());
+    // Online softmax over the chunks: one kernel rescales what earlier chunks accumulated to the new row
+    // max (exp(-inf) = 0 on the first chunk) and turns the chunk's distances into weights; a GEMM adds
+    // the chunk's weighted references.
+    StreamedSoftmax st{full({b}, -INFINITY, y.dtype(), y.device()), zeros({b}, y.dtype(), y.device()),
+                       zeros({b}, y.dtype(), y.device()), zeros({b, d}, y.dtype(), y.device())};
+    Tensor coef_rows = contiguous(reshape(coef, {b}));
     for (int64_t start = 0; start < n; start += chunk) {
         int64_t len = std::min(chunk, n - start);
         Tensor xc = narrow(xs, 0, start, len);
-        Tensor logits = mul(sq_distances(ys, xc), coef);  // [b, len]
-        Tensor new_max = binary(BinaryOp::Maximum, row_max, max(logits, {1}, true));
-        // Rescale what earlier chunks accumulated to the new row max (exp(-inf) = 0 on the first chunk).
-        Tensor rescale = unary(UnaryOp::Exp, sub(row_max, new_max));
-        Tensor p = unary(UnaryOp::Exp, sub(logits, new_max));
-        weight_sum = add(mul(weight_sum, rescale), sum(p, {1}, true));
-        weight_sq_sum = add(mul(weight_sq_sum, unary(UnaryOp::Square, rescale)), sum(unary(UnaryOp::Square, p), {1}, true));
-        acc = add(mul(acc, rescale), matmul(p, xc));
-        row_max = new_max;
+        Tensor p = sq_distances(ys, xc);  // [b, len], weights after the next line
+        stf_softmax_chunk_(p, coef_rows, st);
+        binary_(BinaryOp::Add, st.acc, matmul(p, xc));
     }
-    Tensor target = reshape(div(acc, weight_sum), y.shape());
-    Tensor ess = reshape(div(unary(UnaryOp::Square, weight_sum), weight_sq_sum), {b});
+    Tensor target = reshape(div(st.acc, reshape(st.weight_sum, {b, 1})), y.shape());
+    Tensor ess = div(unary(UnaryOp::Square, st.weight_sum), st.weight_sq_sum);
     return {target, ess};
 }
 

@@ -126,6 +126,15 @@ void ema_update_(Tensor& ema, const Tensor& net, double beta);
 // ---- distances -------------------------------------------------------------------------------------
 // [b, n] squared Euclidean distances between the rows of y [b, d] and x [n, d], from the differences.
 Tensor sq_distances(const Tensor& y, const Tensor& x);
+// The running state of the STF target's streamed softmax over chunks of the reference batch (b rows).
+struct StreamedSoftmax {
+    Tensor row_max, weight_sum, weight_sq_sum;  // [b]: -inf, 0, 0 before the first chunk
+    Tensor acc;                                 // [b, d]: the unnormalised weighted sum of references
+};
+// One chunk, in place (cuda/kernels.h, stf_softmax_chunk): dist [b, len] (the chunk's squared
+// distances) becomes its weights exp(dist * coef - new row max); the state is rescaled and updated, except
+// acc, which the caller then adds dist @ x_chunk to. coef [b] (-1 / (2 sigma^2)).
+void stf_softmax_chunk_(Tensor& dist, const Tensor& coef, StreamedSoftmax& state);
 
 // ---- joining and padding ---------------------------------------------------------------------------
 Tensor cat(const std::vector<Tensor>& xs, int dim);

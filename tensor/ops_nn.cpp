@@ -357,6 +357,39 @@ Tensor sq_distances(const Tensor& y_in, const Tensor& x_in) {
     return out;
 }
 
+void stf_softmax_chunk_(Tensor& dist, const Tensor& coef, StreamedSoftmax& st) {
+    STF_CHECK(dist.ndim() == 2 && dist.is_contiguous(), "stf_softmax_chunk_: expected contiguous distances [b, len], got "
+                                                            << describe(dist));
+    const int64_t b = dist.size(0), len = dist.size(1);
+    for (const Tensor* t : std::initializer_list<const Tensor*>{&coef, &st.row_max, &st.weight_sum, &st.weight_sq_sum}) {
+        check_same(dist, *t, "stf_softmax_chunk_");
+        STF_CHECK(t->is_contiguous() && t->numel() == b,
+                  "stf_softmax_chunk_: " << describe(*t) << " should be a contiguous [" << b << "]");
+    }
+    check_same(dist, st.acc, "stf_softmax_chunk_");
+    STF_CHECK(st.acc.ndim() == 2 && st.acc.size(0) == b && st.acc.is_contiguous(),
+              "stf_softmax_chunk_: accumulator " << describe(st.acc) << " should be a contiguous [" << b << ", d]");
+    const int64_t d = st.acc.size(1);
+    switch (backend_of(dist, "stf_softmax_chunk_")) {
+        case Backend::CpuF32:
+            cpu::stf_softmax_chunk<float>(b, len, d, coef.data<float>(), dist.data<float>(), st.row_max.data<float>(),
+                                          st.weight_sum.data<float>(), st.weight_sq_sum.data<float>(),
+                                          st.acc.data<float>());
+            break;
+        case Backend::CpuF64:
+            cpu::stf_softmax_chunk<double>(b, len, d, coef.data<double>(), dist.data<double>(),
+                                           st.row_max.data<double>(), st.weight_sum.data<double>(),
+                                           st.weight_sq_sum.data<double>(), st.acc.data<double>());
+            break;
+        case Backend::CudaF32:
+            STF_CUDA_LAUNCH("stf_softmax_chunk",
+                            cuda::stf_softmax_chunk(b, len, d, coef.data<float>(), dist.data<float>(),
+                                                    st.row_max.data<float>(), st.weight_sum.data<float>(),
+                                                    st.weight_sq_sum.data<float>(), st.acc.data<float>()));
+            break;
+    }
+}
+
 // ---- joining and padding ---------------------------------------------------------------------------
 
 Tensor cat(const std::vector<Tensor>& xs, int dim) {

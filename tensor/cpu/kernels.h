@@ -62,6 +62,9 @@ template <class T> void ema_update(int64_t n, T* ema, const T* net, T beta);
 
 // --- stf.cpp --------------------------------------------------------------------------------------
 template <class T> void sq_distances(int64_t b, int64_t n, int64_t d, const T* y, const T* x, T* out);
+template <class T>
+void stf_softmax_chunk(int64_t b, int64_t len, int64_t d, const T* coef, T* dist, T* row_max, T* weight_sum,
+                       T* weight_sq_sum, T* acc);
 
 // --- blas.cpp -------------------------------------------------------------------------------------
 template <class T>

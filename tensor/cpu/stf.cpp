@@ -9,6 +9,7 @@
 // that is the CUDA kernel's scheme (float within 16 features, double across); in double it is exact to
 // double rounding.
 #include <algorithm>
+#include <cmath>
 
 #include "tensor/cpu/kernels.h"
 
@@ -78,7 +79,38 @@ template <class T> void sq_distances(int64_t b, int64_t n, int64_t d, const T* y
     }
 }
 
+// One chunk of the streamed softmax (cuda/kernels.h). The logits and weights are computed in T, as the
+// separate ops did; the sums in double.
+template <class T>
+void stf_softmax_chunk(int64_t b, int64_t len, int64_t d, const T* coef, T* dist, T* row_max, T* weight_sum,
+                       T* weight_sq_sum, T* acc) {
+#pragma omp parallel for schedule(static) if (b * len >= (1 << 15))
+    for (int64_t i = 0; i < b; ++i) {
+        T* row = dist + i * len;
+        T m = row_max[i];
+        for (int64_t j = 0; j < len; ++j) {
+            row[j] = row[j] * coef[i];
+            m = std::max(m, row[j]);
+        }
+        const T r = std::exp(row_max[i] - m);
+        double sum = 0, sq = 0;
+        for (int64_t j = 0; j < len; ++j) {
+            row[j] = std::exp(row[j] - m);
+            sum += row[j];
+            sq += double(row[j]) * double(row[j]);
+        }
+        weight_sum[i] = static_cast<T>(double(weight_sum[i] * r) + sum);
+        weight_sq_sum[i] = static_cast<T>(double(weight_sq_sum[i] * (r * r)) + sq);
+        for (int64_t k = 0; k < d; ++k) acc[i * d + k] *= r;
+        row_max[i] = m;
+    }
+}
+
 template void sq_distances<float>(int64_t, int64_t, int64_t, const float*, const float*, float*);
 template void sq_distances<double>(int64_t, int64_t, int64_t, const double*, const double*, double*);
+template void stf_softmax_chunk<float>(int64_t, int64_t, int64_t, const float*, float*, float*, float*, float*,
+                                       float*);
+template void stf_softmax_chunk<double>(int64_t, int64_t, int64_t, const double*, double*, double*, double*,
+                                        double*, double*);
 
 }  // namespace stf::cpu
