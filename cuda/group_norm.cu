@@ -422,7 +422,13 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const floa
     if (threads) {
         // The cached dx kernel also leaves each (sample, channel)'s share of dgamma and dbeta in `part`.
         const bool affine = dgamma || dbeta;
-        float* part = affine ? static_cast<float*>(malloc(static_cast<size_t>(2 * n * c) * sizeof(float))) : nullptr;
+        struct Scratch {  // returned to the allocator however this function exits
+            float* p;
+            ~Scratch() {
+                if (p) free(p);  // stream-ordered: handed out again only to later work
+            }
+        } scratch{affine ? static_cast<float*>(malloc(static_cast<size_t>(2 * n * c) * sizeof(float))) : nullptr};
+        float* part = scratch.p;
         auto cached = [&](auto kernel) {
             kernel<<<grid_for(n * g), threads, 0, s>>>(
                 static_cast<int>(n * g), static_cast<int>(g), static_cast<uint32_t>(hw), static_cast<uint32_t>(c / g),
@@ -438,7 +444,6 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const floa
             group_norm_affine_from_parts_kernel<<<static_cast<unsigned>((c + 255) / 256), 256, 0, s>>>(n, c, part,
                                                                                                     dgamma, dbeta);
             STF_CUDA_CHECK_LAUNCH();
-            free(part);  // stream-ordered: the caching allocator hands it out again only to later work
         }
         return;
     }

@@ -66,6 +66,27 @@ void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset, i
 void adam_update(int64_t n, float* p, const float* g, float* m, float* v, const optim::AdamConstants<float>& k);
 // ema = net + beta * (ema - net)
 void ema_update(int64_t n, float* ema, const float* net, float beta);
+// The same over `count` tensors in a few launches (cuda/tensor_lists.h), tensor t of n elements; and the
+// gradient guard (optim::finite_element) in place over many tensors.
+struct AdamOperands {
+    float* p;
+    const float* g;
+    float* m;
+    float* v;
+    int64_t n;
+};
+void adam_update_many(const AdamOperands* tensors, int64_t count, const optim::AdamConstants<float>& k);
+struct EmaOperands {
+    float* ema;
+    const float* net;
+    int64_t n;
+};
+void ema_update_many(const EmaOperands* tensors, int64_t count, float beta);
+struct GuardOperands {
+    float* x;
+    int64_t n;
+};
+void nan_to_num_many(const GuardOperands* tensors, int64_t count, float inf_value);
 
 // --- stf.cu --------------------------------------------------------------------------------------
 // out[i, j] = sum_k (y[i, k] - x[j, k])^2 for y [b, d] and x [n, d], computed from the differences

@@ -1,12 +1,16 @@
 // Fused optimiser steps: one launch per tensor for Adam (it was ten elementwise ops) and for the EMA
-// (three), since most of a network's tensors are small enough that launching, not moving bytes, is
+// (three), and the same over all of a network's tensors in a few launches (the *_many functions, with
+// the gradient guard), since most of its tensors are small enough that launching, not moving bytes, is
 // the cost. The arithmetic is cuda/optim_math.h, shared with the CPU twins; this file is compiled with
 // -fmad=false so that float results match them bit for bit (the kernels are memory bound anyway).
+#include <vector>
+
 #include "cuda/check.h"
 #include "cuda/grid_stride.cuh"
 #include "cuda/kernels.h"
 #include "cuda/optim_math.h"
 #include "cuda/runtime.h"
+#include "cuda/tensor_lists.h"
 
 namespace stf::cuda {
 namespace {
@@ -26,7 +30,81 @@ __global__ void ema_kernel(int64_t n, float* ema, const float* net, float beta) 
     for (int64_t i = global_thread(); i < n; i += grid_threads()) ema[i] = optim::ema_element(ema[i], net[i], beta);
 }
 
+// ---- many tensors per launch (cuda/tensor_lists.h) --------------------------------------------------
+// A launch's tables travel in its arguments (under the 4 KB limit): up to kListTensors operand sets and
+// kListBlocks blocks, block b taking chunk chunk_of_block[b] of the tensor in slot slot_of_block[b].
+constexpr int kListTensors = 32;
+constexpr int kListBlocks = 256;
+constexpr int64_t kListChunk = 32768;  // elements per block: 128 per thread
+
+template <class Operands> struct TensorList {
+    Operands tensors[kListTensors];
+    uint8_t slot_of_block[kListBlocks];
+    int32_t chunk_of_block[kListBlocks];
+};
+static_assert(sizeof(TensorList<AdamOperands>) <= 4096, "kernel arguments are limited to 4 KB");
+
+template <class Operands, class Op> __global__ void tensor_list_kernel(TensorList<Operands> list, Op op) {
+    const Operands& t = list.tensors[list.slot_of_block[blockIdx.x]];
+    const int64_t start = static_cast<int64_t>(list.chunk_of_block[blockIdx.x]) * kListChunk;
+    const int64_t end = t.n < start + kListChunk ? t.n : start + kListChunk;
+    for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) op(t, i);
+}
+
+template <class Operands, class Op> void apply_lists(const Operands* tensors, int64_t count, Op op) {
+    std::vector<int64_t> sizes(static_cast<size_t>(count));
+    for (int64_t t = 0; t < count; ++t) sizes[t] = tensors[t].n;
+    for (const TensorListLaunch& launch : plan_tensor_lists(sizes, kListTensors, kListBlocks, kListChunk)) {
+        TensorList<Operands> list{};
+        for (size_t s = 0; s < launch.tensors.size(); ++s) list.tensors[s] = tensors[launch.tensors[s]];
+        const int blocks = static_cast<int>(launch.slot_of_block.size());
+        for (int b = 0; b < blocks; ++b) {
+            list.slot_of_block[b] = static_cast<uint8_t>(launch.slot_of_block[b]);
+            list.chunk_of_block[b] = static_cast<int32_t>(launch.chunk_of_block[b]);
+        }
+        tensor_list_kernel<<<blocks, kGridStrideThreads, 0, current_stream()>>>(list, op);
+        STF_CUDA_CHECK_LAUNCH();
+    }
+}
+
+struct AdamOp {
+    optim::AdamConstants<float> k;
+    __device__ void operator()(const AdamOperands& t, int64_t i) const {
+        float pi = t.p[i], mi = t.m[i], vi = t.v[i];
+        optim::adam_element(k, t.g[i], pi, mi, vi);
+        t.p[i] = pi;
+        t.m[i] = mi;
+        t.v[i] = vi;
+    }
+};
+
+struct EmaOp {
+    float beta;
+    __device__ void operator()(const EmaOperands& t, int64_t i) const {
+        t.ema[i] = optim::ema_element(t.ema[i], t.net[i], beta);
+    }
+};
+
+struct GuardOp {
+    float inf_value;
+    __device__ void operator()(const GuardOperands& t, int64_t i) const {
+        t.x[i] = optim::finite_element(t.x[i], inf_value);
+    }
+};
+
 }  // namespace
+
+void adam_update_many(const AdamOperands* tensors, int64_t count, const optim::AdamConstants<float>& k) {
+    apply_lists(tensors, count, AdamOp{k});
+}
+
+void ema_update_many(const EmaOperands* tensors, int64_t count, float beta) {
+    apply_lists(tensors, count, EmaOp{beta});
+}
+
+void nan_to_num_many(const GuardOperands* tensors, int64_t count, float inf_value) {
+    apply_lists(tensors, count, GuardOp{inf_value});
+}
 
 void adam_update(int64_t n, float* p, const float* g, float* m, float* v, const optim::AdamConstants<float>& k) {
     if (n <= 0) return;

@@ -12,14 +12,28 @@ namespace stf::nn {
 
 // ---- gradient guard and learning rate --------------------------------------------------------------
 
+// Whether the tensors share one device and dtype (what the *_many_ ops take).
+static bool all_on_one_device(const std::vector<Tensor>& ts) {
+    for (const Tensor& t : ts)
+        if (t.device() != ts[0].device() || t.dtype() != ts[0].dtype()) return false;
+    return true;
+}
+
 void nan_to_num_grads(const std::vector<Tensor>& params, double inf_value) {
     NoGradGuard no_grad;
+    std::vector<Tensor> contiguous_grads;
     for (const Tensor& p : params) {
         Tensor g = p.grad();
         if (!g.defined()) continue;
-        // unary_ needs a contiguous tensor; a strided gradient is fixed through a copy into its own storage.
-        if (g.is_contiguous()) ops::unary_(UnaryOp::NanToNum, g, inf_value);
+        // In place needs a contiguous tensor; a strided gradient is fixed through a copy into its own storage.
+        if (g.is_contiguous()) contiguous_grads.push_back(g);
         else ops::copy_(g, ops::unary(UnaryOp::NanToNum, g, inf_value));
+    }
+    // All of them at once: on CUDA a few launches instead of one per tensor.
+    if (!contiguous_grads.empty() && all_on_one_device(contiguous_grads)) {
+        ops::nan_to_num_many_(contiguous_grads, inf_value);
+    } else {
+        for (Tensor& g : contiguous_grads) ops::unary_(UnaryOp::NanToNum, g, inf_value);
     }
 }
 
@@ -42,13 +56,22 @@ Adam::Adam(std::vector<Tensor> params, Options o) : params_(std::move(params)), 
 void Adam::step(double lr) {
     NoGradGuard no_grad;
     ++steps_;
+    std::vector<Tensor> p, g, m, v;  // the parameters that have a gradient
     for (size_t i = 0; i < params_.size(); ++i) {
-        Tensor g = params_[i].grad();
-        if (!g.defined()) continue;
-        STF_CHECK(g.shape() == params_[i].shape(),
-                  "Adam: gradient " << describe(g) << " does not match parameter " << i << " " << describe(params_[i]));
-        ops::adam_update_(params_[i], ops::contiguous(g), exp_avg_[i], exp_avg_sq_[i],
-                          ops::AdamStep{lr, opt_.beta1, opt_.beta2, opt_.eps, steps_});
+        Tensor gi = params_[i].grad();
+        if (!gi.defined()) continue;
+        STF_CHECK(gi.shape() == params_[i].shape(),
+                  "Adam: gradient " << describe(gi) << " does not match parameter " << i << " " << describe(params_[i]));
+        p.push_back(params_[i]);
+        g.push_back(ops::contiguous(gi));
+        m.push_back(exp_avg_[i]);
+        v.push_back(exp_avg_sq_[i]);
+    }
+    const ops::AdamStep step{lr, opt_.beta1, opt_.beta2, opt_.eps, steps_};
+    if (all_on_one_device(p)) {
+        ops::adam_update_many_(p, g, m, v, step);  // on CUDA a few launches for all the tensors
+    } else {
+        for (size_t i = 0; i < p.size(); ++i) ops::adam_update_(p[i], g[i], m[i], v[i], step);
     }
 }
 
@@ -119,8 +142,12 @@ double Ema::beta(double batch_size, double cur_nimg, double halflife_kimg, doubl
 
 void Ema::update(double beta) {
     NoGradGuard no_grad;
-    for (size_t i = 0; i < ema_.size(); ++i) {
-        ops::ema_update_(ema_[i], ops::contiguous(net_[i]), beta);  // net + beta * (ema - net)
+    std::vector<Tensor> net;
+    for (const Tensor& t : net_) net.push_back(ops::contiguous(t));
+    if (all_on_one_device(ema_)) {
+        ops::ema_update_many_(ema_, net, beta);  // net + beta * (ema - net); on CUDA a few launches in all
+    } else {
+        for (size_t i = 0; i < ema_.size(); ++i) ops::ema_update_(ema_[i], net[i], beta);
     }
 }
 

@@ -122,6 +122,13 @@ struct AdamStep {
 void adam_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamStep& step);
 // ema = net + beta * (ema - net), in place (both contiguous, same shape, dtype and device).
 void ema_update_(Tensor& ema, const Tensor& net, double beta);
+// The same over many tensors at once (entry i as above; all on one device and dtype): on CUDA a few
+// launches in all instead of one per tensor (cuda/tensor_lists.h).
+void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                       const std::vector<Tensor>& v, const AdamStep& step);
+void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>& net, double beta);
+// The gradient guard in place over contiguous tensors: NaN -> 0, +-inf -> +-inf_value (torch.nan_to_num).
+void nan_to_num_many_(const std::vector<Tensor>& xs, double inf_value);
 
 // ---- distances -------------------------------------------------------------------------------------
 // [b, n] squared Euclidean distances between the rows of y [b, d] and x [n, d], from the differences.

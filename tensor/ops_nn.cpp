@@ -469,6 +469,79 @@ void adam_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamSt
     }
 }
 
+void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                       const std::vector<Tensor>& v, const AdamStep& step) {
+    const char* op = "adam_update_many_";
+    STF_CHECK(g.size() == p.size() && m.size() == p.size() && v.size() == p.size(),
+              op << ": " << p.size() << " parameters, " << g.size() << " gradients, " << m.size() << " and " << v.size()
+                 << " moments");
+    if (p.empty()) return;
+    if (!p[0].device().is_cuda()) {
+        for (size_t i = 0; i < p.size(); ++i) {
+            Tensor pi = p[i], mi = m[i], vi = v[i];
+            adam_update_(pi, g[i], mi, vi, step);
+        }
+        return;
+    }
+    STF_CHECK(step.t >= 1, op << ": step number " << step.t << " must be at least 1");
+    std::vector<cuda::AdamOperands> table;
+    for (size_t i = 0; i < p.size(); ++i) {
+        check_same(p[i], p[0], op);
+        check_optimiser_operand(p[i], p[i], op, "parameter");
+        check_optimiser_operand(g[i], p[i], op, "gradient");
+        check_optimiser_operand(m[i], p[i], op, "first moment");
+        check_optimiser_operand(v[i], p[i], op, "second moment");
+        table.push_back({p[i].data<float>(), g[i].data<float>(), m[i].data<float>(), v[i].data<float>(), p[i].numel()});
+    }
+    STF_CHECK(backend_of(p[0], op) == Backend::CudaF32, op << ": CUDA tensors must be float32");
+    STF_CUDA_LAUNCH(op, cuda::adam_update_many(table.data(), static_cast<int64_t>(table.size()),
+                                               adam_constants<float>(step)));
+}
+
+void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>& net, double beta) {
+    const char* op = "ema_update_many_";
+    STF_CHECK(net.size() == ema.size(), op << ": " << ema.size() << " EMA tensors, " << net.size() << " network tensors");
+    if (ema.empty()) return;
+    if (!ema[0].device().is_cuda()) {
+        for (size_t i = 0; i < ema.size(); ++i) {
+            Tensor e = ema[i];
+            ema_update_(e, net[i], beta);
+        }
+        return;
+    }
+    std::vector<cuda::EmaOperands> table;
+    for (size_t i = 0; i < ema.size(); ++i) {
+        check_same(ema[i], ema[0], op);
+        check_optimiser_operand(ema[i], ema[i], op, "EMA tensor");
+        check_optimiser_operand(net[i], ema[i], op, "network tensor");
+        table.push_back({ema[i].data<float>(), net[i].data<float>(), ema[i].numel()});
+    }
+    STF_CHECK(backend_of(ema[0], op) == Backend::CudaF32, op << ": CUDA tensors must be float32");
+    STF_CUDA_LAUNCH(op, cuda::ema_update_many(table.data(), static_cast<int64_t>(table.size()), static_cast<float>(beta)));
+}
+
+void nan_to_num_many_(const std::vector<Tensor>& xs, double inf_value) {
+    const char* op = "nan_to_num_many_";
+    if (xs.empty()) return;
+    if (!xs[0].device().is_cuda()) {
+        for (const Tensor& x : xs) {
+            Tensor t = x;
+            STF_CHECK(t.is_contiguous(), op << ": tensors must be contiguous, got " << describe(t));
+            unary_(UnaryOp::NanToNum, t, inf_value);
+        }
+        return;
+    }
+    std::vector<cuda::GuardOperands> table;
+    for (const Tensor& x : xs) {
+        check_same(x, xs[0], op);
+        STF_CHECK(x.is_contiguous(), op << ": tensors must be contiguous, got " << describe(x));
+        table.push_back({x.data<float>(), x.numel()});
+    }
+    STF_CHECK(backend_of(xs[0], op) == Backend::CudaF32, op << ": CUDA tensors must be float32");
+    STF_CUDA_LAUNCH(op, cuda::nan_to_num_many(table.data(), static_cast<int64_t>(table.size()),
+                                              static_cast<float>(inf_value)));
+}
+
 void ema_update_(Tensor& ema, const Tensor& net, double beta) {
     const char* op = "ema_update_";
     check_optimiser_operand(ema, ema, op, "EMA tensor");

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -819,6 +820,60 @@ TEST_CASE("optim: fused Adam and EMA steps match their CPU twins") {
         stf::cuda::ema_update(n, de.get(), dp.get(), 0.999f);
         stf::cpu::ema_update<float>(n, ema.data(), p.data(), 0.999f);
         CHECK(de.download() == ema);
+    }
+}
+
+TEST_CASE("optim: Adam, EMA and the gradient guard over many tensors match the per-tensor CPU twins") {
+    // 45 tensors (more than a launch's 32 slots), sizes 0 and 1 to 9.1 M (more than a launch's 256 blocks
+    // of 32768), so the plan spans several launches and splits a tensor between two.
+    std::vector<int64_t> sizes{0, 1, 4099, 32768, 32769, 9100000, 3};
+    for (int i = 0; sizes.size() < 45; ++i) sizes.push_back(1 + 37 * i);
+    const stf::optim::AdamConstants<float> k{0.9f, 0.1f, 0.999f, 0.001f, 1.0f / 0.00698f, -2e-3f / 0.5217f, 1e-8f};
+    std::vector<std::vector<float>> p, g, m, v, ema;
+    std::vector<std::unique_ptr<DeviceArray<float>>> dp, dg, dm, dv, de;
+    std::vector<stf::cuda::AdamOperands> adam;
+    std::vector<stf::cuda::EmaOperands> emas;
+    std::vector<stf::cuda::GuardOperands> guards;
+    uint32_t seed = 1000;
+    for (int64_t n : sizes) {
+        p.push_back(random_floats(n, -1, 1, seed++));
+        g.push_back(random_floats(n, -1e-3f, 1e-3f, seed++));
+        m.push_back(random_floats(n, -1e-3f, 1e-3f, seed++));
+        v.push_back(random_floats(n, 0, 1e-6f, seed++));
+        ema.push_back(random_floats(n, -1, 1, seed++));
+        dp.push_back(std::make_unique<DeviceArray<float>>(p.back()));
+        dg.push_back(std::make_unique<DeviceArray<float>>(g.back()));
+        dm.push_back(std::make_unique<DeviceArray<float>>(m.back()));
+        dv.push_back(std::make_unique<DeviceArray<float>>(v.back()));
+        de.push_back(std::make_unique<DeviceArray<float>>(ema.back()));
+        adam.push_back({dp.back()->get(), dg.back()->get(), dm.back()->get(), dv.back()->get(), n});
+        emas.push_back({de.back()->get(), dp.back()->get(), n});
+        guards.push_back({dg.back()->get(), n});
+    }
+    stf::cuda::adam_update_many(adam.data(), static_cast<int64_t>(adam.size()), k);
+    stf::cuda::ema_update_many(emas.data(), static_cast<int64_t>(emas.size()), 0.999f);
+    for (size_t t = 0; t < sizes.size(); ++t) {
+        const int64_t n = sizes[t];
+        stf::cpu::adam_update<float>(n, p[t].data(), g[t].data(), m[t].data(), v[t].data(), k);
+        stf::cpu::ema_update<float>(n, ema[t].data(), p[t].data(), 0.999f);
+        INFO("tensor ", t, " of ", n, " elements");
+        CHECK(dp[t]->download() == p[t]);
+        CHECK(dm[t]->download() == m[t]);
+        CHECK(dv[t]->download() == v[t]);
+        CHECK(de[t]->download() == ema[t]);
+    }
+    // The guard: NaN -> 0, +-inf -> +-1e5, everything else untouched.
+    for (size_t t = 0; t < sizes.size(); ++t)
+        if (sizes[t] >= 3) {
+            g[t][0] = NAN;
+            g[t][1] = INFINITY;
+            g[t][2] = -INFINITY;
+            dg[t]->upload(g[t]);
+        }
+    stf::cuda::nan_to_num_many(guards.data(), static_cast<int64_t>(guards.size()), 1e5f);
+    for (size_t t = 0; t < sizes.size(); ++t) {
+        if (sizes[t] >= 3) g[t][0] = 0, g[t][1] = 1e5f, g[t][2] = -1e5f;
+        CHECK(dg[t]->download() == g[t]);
     }
 }
 
