@@ -6,6 +6,7 @@
 # plugins, PMIx, hwloc, libevent) for machines without mpirun. About 32 MB.
 #
 #   cmake -S . -B build -DSTF_CUDA=ON && cmake --build build -j
+#   bash tests/gpu/build_baseline.sh [REV]      # optional: an earlier revision's benchmarks, for a before/after
 #   bash tests/gpu/pack_devrun.sh [build]        # then carry devrun.tar.gz and run run_on_device.sh
 set -euo pipefail
 build="${1:-build}"
@@ -20,7 +21,14 @@ rm -rf devrun devrun.tar.gz
 mkdir devrun
 cp "${programs[@]/#/$build/}" devrun/
 [ -f "$build/libstf_dist.so" ] && cp "$build/libstf_dist.so" devrun/
-strip --strip-unneeded devrun/*
+# An earlier revision's benchmarks (tests/gpu/build_baseline.sh), timed beside these on the device.
+if [ -f build-baseline/REVISION ]; then
+    mkdir devrun/baseline
+    cp build-baseline/{bench_train,bench_sample,bench_stf_target,bench_kernels,REVISION} devrun/baseline/
+    strip --strip-unneeded devrun/baseline/bench_*
+    echo "pack_devrun: with the baseline benchmarks of $(cat build-baseline/REVISION)"
+fi
+strip --strip-unneeded devrun/*  2>/dev/null || true
 
 # The shared libraries the programs load that are not part of CUDA, as this machine resolves them.
 ldd devrun/test_gpu devrun/train_cifar | awk '/=> \// {print $3}' | sort -u |

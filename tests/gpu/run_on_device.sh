@@ -68,7 +68,20 @@ gpu_suite=$?
 section stf_demo 40 2 ./devrun/stf_demo --device cuda --steps 100
 section bench_stf_target 60 8 ./devrun/bench_stf_target --device cuda
 
-# 2. Speed (docs/perf.md).
+# 2. Speed (docs/perf.md). With an earlier revision's benchmarks packed (devrun/baseline, from
+# tests/gpu/build_baseline.sh), the two fp32 and TF32 STF steps alternate with it: before/after on one card.
+if [ -x devrun/baseline/bench_train ]; then
+    summary+=("baseline: $(cat devrun/baseline/REVISION)")
+    for round in 1 2; do
+        section "baseline-fp32-stf-$round" 70 4 ./devrun/baseline/bench_train --device cuda --batch 64 --steps 20 \
+            --mode fp32 --rbatch 1024
+        section "current-fp32-stf-$round" 70 4 ./devrun/bench_train --device cuda --batch 64 --steps 20 --mode fp32 \
+            --rbatch 1024
+    done
+    section baseline-tf32-stf 70 3 ./devrun/baseline/bench_train --device cuda --batch 64 --steps 20 --mode tf32 \
+        --rbatch 1024
+    section baseline-stf-target 60 6 ./devrun/baseline/bench_stf_target --device cuda
+fi
 section train-fp32-stf 70 8 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode fp32 --rbatch 1024
 section train-tf32-stf 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode tf32 --rbatch 1024
 section train-fp32-dsm 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode fp32
