@@ -339,6 +339,37 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
                   });
 }
 
+Tensor self_attention(const Tensor& qkv_in, int num_heads) {
+    STF_CHECK(qkv_in.ndim() == 4 && num_heads >= 1 && qkv_in.size(1) % (3 * num_heads) == 0,
+              "self_attention: expected qkv [n, 3c, h, w] with c divisible by " << num_heads << " heads, got "
+                                                                                << describe(qkv_in));
+    const int64_t n = qkv_in.size(0), c = qkv_in.size(1) / 3, hw = qkv_in.size(2) * qkv_in.size(3);
+    const int64_t heads = num_heads, ch = c / heads;
+    const double scale = 1 / std::sqrt(static_cast<double>(ch));
+    Tensor qkv = ops::reshape(qkv_in, {n * heads, ch, 3, hw});  // contiguous
+    // q, k, v [n * heads, ch, hw]: slices of qkv, rows contiguous, used in place by the GEMMs.
+    auto part = [qkv](int64_t i) { return ops::squeeze(ops::narrow(qkv, 2, i, 1), 2); };
+    Tensor w = ops::softmax(ops::matmul(part(0), part(1), true, false, scale), 2);  // [n*heads, queries, keys]
+    Tensor a = ops::matmul(part(2), w, false, true);                                // a[c, q] = sum_k v[c, k] w[q, k]
+    Shape out_shape{n, c, qkv_in.size(2), qkv_in.size(3)}, in_shape = qkv_in.shape();
+    return record("self_attention", ops::reshape(a, out_shape), {qkv_in},
+                  [w, part, scale, n, heads, ch, hw, in_shape](const Tensor& g) {
+                      Tensor da = ops::reshape(g, {n * heads, ch, hw});
+                      Tensor q = part(0), k = part(1), v = part(2);
+                      // a = v w^T: dv = da w, dw = da^T v; logits = scale q^T k: dq = scale k dl^T, dk = scale q dl.
+                      Tensor dv = ops::matmul(da, w);
+                      Tensor dl = ops::softmax_backward(ops::matmul(da, v, true, false), w, 2);
+                      Tensor dq = ops::matmul(k, dl, false, true, scale), dk = ops::matmul(q, dl, false, false, scale);
+                      Tensor dqkv = ops::empty({n * heads, ch, 3, hw}, g.dtype(), g.device());
+                      int64_t i = 0;
+                      for (const Tensor* d : {&dq, &dk, &dv}) {
+                          Tensor slot = ops::squeeze(ops::narrow(dqkv, 2, i++, 1), 2);
+                          ops::copy_(slot, *d);
+                      }
+                      return Grads{ops::reshape(dqkv, in_shape)};
+                  });
+}
+
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     STF_CHECK(x.ndim() == 2 && weight.ndim() == 2 && x.size(1) == weight.size(1),
               "linear: input " << describe(x) << " and weight " << describe(weight) << " (expected [n, in] and [out, in])");

@@ -75,6 +75,11 @@ Tensor max(const Tensor& x, std::vector<int> dims = {}, bool keepdim = false);  
 
 // ---- linear algebra ----------------------------------------------------------------------------------
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);  // 2-D or batched 3-D
+// EDM's self-attention core from its qkv convolution's output [n, 3c, h, w] (channel 3 * j + i holds q,
+// k or v (i = 0, 1, 2) of channel j, heads of c / num_heads channels): per head, w = softmax over keys of
+// q^T k / sqrt(c / heads), and the output [n, c, h, w] is v w^T. One node: q, k and v are read in place
+// from qkv, and the backward pass writes their gradients into one tensor shaped like qkv.
+Tensor self_attention(const Tensor& qkv, int num_heads);
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);  // x [n, in], weight [out, in]
 
 // ---- convolution -------------------------------------------------------------------------------------

@@ -199,15 +199,9 @@ Tensor UNetBlock::forward(const Tensor& x_in, const Tensor& emb, Generator& drop
 }
 
 // Self-attention over the h*w pixels. EDM reshapes qkv's 3C channels to (n*heads, C/heads, 3, h*w), so
-// channel 3c+i holds q (i = 0), k (1) or v (2) of channel c.
+// channel 3c+i holds q (i = 0), k (1) or v (2) of channel c; self_attention computes it as one op.
 Tensor UNetBlock::attention(const Tensor& x) const {
-    int64_t n = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3), ch = c / num_heads_;
-    Tensor qkv = reshape(qkv_->forward(norm2_->forward(x)), {n * num_heads_, ch, 3, hw});
-    auto part = [&](int64_t i) { return reshape(narrow(qkv, 2, i, 1), {n * num_heads_, ch, hw}); };
-    Tensor q = part(0), k = mul(part(1), 1.0 / std::sqrt(static_cast<double>(ch))), v = part(2);
-    Tensor w = softmax(matmul(q, k, true, false), 2);  // [n*heads, q pixels, k pixels]
-    Tensor a = matmul(v, w, false, true);               // a[c, q] = sum_k v[c, k] w[q, k]
-    return reshape(a, x.shape());
+    return self_attention(qkv_->forward(norm2_->forward(x)), num_heads_);
 }
 
 }  // namespace stf::nn

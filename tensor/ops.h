@@ -77,7 +77,9 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape);
 // ---- linear algebra --------------------------------------------------------------------------------
 // a [m, k] (or [k, m] with trans_a) times b [k, n] (or [n, k] with trans_b); 3-D inputs are batched
 // with equal batch sizes.
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// alpha scales the product (folded into the GEMM). Operands whose rows are contiguous (last stride 1)
+// are used in place with their row and batch strides, e.g. slices of a larger tensor; others are copied.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false, double alpha = 1.0);
 
 // ---- convolution (NCHW, weight [k, c / groups, r, s], no bias) -------------------------------------
 ConvShape conv_shape(const Shape& x, const Shape& w, int stride, int padding, int groups, const char* op);

@@ -12,11 +12,31 @@ using detail::check_same;
 
 // ---- linear algebra --------------------------------------------------------------------------------
 
-Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b) {
+// A GEMM operand as it lies in memory: the tensor itself when its rows are contiguous and evenly
+// strided (row stride at least the row length, one batch stride), else a contiguous copy. ld and batch
+// are the row and batch strides in elements.
+struct GemmOperand {
+    Tensor t;
+    int64_t ld, batch;
+};
+static GemmOperand gemm_operand(const Tensor& x) {
+    const int nd = x.ndim();
+    const Shape& st = x.strides();
+    const int64_t cols = x.size(-1), rows = x.size(-2);
+    const int64_t ld = rows == 1 ? cols : st[nd - 2];
+    const bool rows_ok = (cols == 1 || st[nd - 1] == 1) && ld >= cols;
+    const bool batch_ok = nd == 2 || x.size(0) == 1 || st[0] >= ld * rows;
+    if (cols > 0 && rows > 0 && rows_ok && batch_ok) return {x, ld, nd == 3 && x.size(0) > 1 ? st[0] : rows * ld};
+    Tensor c = contiguous(x);
+    return {c, cols, rows * cols};
+}
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b, double alpha) {
     check_same(a_in, b_in, "matmul");
     STF_CHECK((a_in.ndim() == 2 && b_in.ndim() == 2) || (a_in.ndim() == 3 && b_in.ndim() == 3),
               "matmul: expected two 2-D or two 3-D tensors, got " << describe(a_in) << " and " << describe(b_in));
-    Tensor a = contiguous(a_in), b = contiguous(b_in);
+    const GemmOperand ga = gemm_operand(a_in), gb = gemm_operand(b_in);
+    const Tensor &a = ga.t, &b = gb.t;
     bool batched = a.ndim() == 3;
     int64_t batch = batched ? a.size(0) : 1;
     STF_CHECK(!batched || b.size(0) == batch,
@@ -30,20 +50,21 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
     Tensor c = empty(out_shape, a.dtype(), a.device());
     if (c.numel() == 0) return c;
     if (k == 0) return zeros(out_shape, a.dtype(), a.device());
-    int64_t lda = a.size(-1), ldb = b.size(-1), ldc = n;
-    int64_t sa = m * k, sb = k * n, sc = m * n;
+    const int64_t lda = ga.ld, ldb = gb.ld, ldc = n;
+    const int64_t sa = ga.batch, sb = gb.batch, sc = m * n;
+    const float alpha_f = static_cast<float>(alpha);
     switch (backend_of(a, "matmul")) {
         case Backend::CpuF32:
-            cpu::gemm<float>(trans_a, trans_b, m, n, k, 1.f, a.data<float>(), lda, b.data<float>(), ldb, 0.f,
+            cpu::gemm<float>(trans_a, trans_b, m, n, k, alpha_f, a.data<float>(), lda, b.data<float>(), ldb, 0.f,
                              c.data<float>(), ldc, batch, sa, sb, sc);
             break;
         case Backend::CpuF64:
-            cpu::gemm<double>(trans_a, trans_b, m, n, k, 1.0, a.data<double>(), lda, b.data<double>(), ldb, 0.0,
+            cpu::gemm<double>(trans_a, trans_b, m, n, k, alpha, a.data<double>(), lda, b.data<double>(), ldb, 0.0,
                               c.data<double>(), ldc, batch, sa, sb, sc);
             break;
         case Backend::CudaF32:
-            STF_CUDA_LAUNCH("matmul", cuda::gemm(trans_a, trans_b, m, n, k, 1.f, a.data<float>(), lda, b.data<float>(),
-                                                 ldb, 0.f, c.data<float>(), ldc, batch, sa, sb, sc));
+            STF_CUDA_LAUNCH("matmul", cuda::gemm(trans_a, trans_b, m, n, k, alpha_f, a.data<float>(), lda,
+                                                 b.data<float>(), ldb, 0.f, c.data<float>(), ldc, batch, sa, sb, sc));
             break;
     }
     return c;

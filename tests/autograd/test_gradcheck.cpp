@@ -101,6 +101,27 @@ TEST_CASE("matmul and linear, all transposes, batched") {
     check("linear", [](const Inputs& v) { return linear(v[0], v[1], v[2]); }, {randn({2, 3}, 15), bt, randn({5}, 16)});
 }
 
+TEST_CASE("self_attention: gradients, and the same function as EDM's composition of ops") {
+    check("self_attention 1 head", [](const Inputs& v) { return self_attention(v[0], 1); }, {randn({2, 6, 2, 3}, 101)});
+    check("self_attention 2 heads", [](const Inputs& v) { return self_attention(v[0], 2); }, {randn({1, 12, 3, 2}, 102)});
+    // EDM: qkv reshaped to (n*heads, ch, 3, hw); w = softmax(q^T (k / sqrt(ch))); a = v w^T.
+    Tensor qkv = randn({2, 12, 2, 2}, 103).set_requires_grad(), wgt = randn({2, 4, 2, 2}, 104);
+    Tensor fused = self_attention(qkv, 2);
+    backward(sum(mul(fused, wgt)));
+    std::vector<double> fused_grad = qkv.grad().to_vector();
+    qkv.set_grad(Tensor());
+    Tensor r = reshape(qkv, {4, 2, 3, 4});
+    auto part = [&](int64_t i) { return reshape(narrow(r, 2, i, 1), {4, 2, 4}); };
+    Tensor w = softmax(matmul(part(0), mul(part(1), 1 / std::sqrt(2.0)), true, false), 2);
+    Tensor plain = reshape(matmul(part(2), w, false, true), {2, 4, 2, 2});
+    backward(sum(mul(plain, wgt)));
+    std::vector<double> f = fused.to_vector(), p = plain.to_vector(), pg = qkv.grad().to_vector();
+    for (size_t i = 0; i < f.size(); ++i) CHECK(f[i] == doctest::Approx(p[i]).epsilon(1e-12));
+    for (size_t i = 0; i < pg.size(); ++i) CHECK(fused_grad[i] == doctest::Approx(pg[i]).epsilon(1e-12));
+    CHECK_THROWS_WITH_AS(self_attention(randn({2, 12, 2, 2}, 105), 3), doctest::Contains("divisible by 3 heads"),
+                         std::exception);
+}
+
 TEST_CASE("convolutions: stride, padding, groups, bias, transposed") {
     Tensor x = randn({2, 4, 5, 6}, 17);
     check("conv2d 3x3 pad 1", [](const Inputs& v) { return conv2d(v[0], v[1], v[2], 1, 1); },

@@ -121,6 +121,11 @@ TEST_CASE("matmul and linear") {
            {randn({8, 128}, 17), randn({512, 128}, 18), randn({512}, 19)});
 }
 
+TEST_CASE("self-attention at DDPM++'s 16x16 shape") {
+    parity("self_attention", [](const Inputs& v) { return self_attention(v[0], 1); }, {randn({2, 192, 16, 16}, 65)});
+    parity("self_attention 2 heads", [](const Inputs& v) { return self_attention(v[0], 2); }, {randn({3, 24, 5, 7}, 66)});
+}
+
 TEST_CASE("convolutions as EDM's U-Net uses them") {
     parity("conv 3x3", [](const Inputs& v) { return conv2d(v[0], v[1], v[2], 1, 1); },
            {randn({2, 32, 16, 16}, 20), randn({64, 32, 3, 3}, 21), randn({64}, 22)});

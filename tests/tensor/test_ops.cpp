@@ -69,6 +69,32 @@ TEST_CASE("matmul in all transpose combinations and batched") {
     CHECK_THROWS_WITH_AS(ops::matmul(a, a), doctest::Contains("inner sizes differ (7 vs 5)"), Error);
 }
 
+TEST_CASE("matmul uses row-contiguous slices in place, with alpha, batched; other layouts are copied") {
+    // q, k, v interleaved as EDM's attention holds them: [batch, ch, 3, hw], each part a strided slice.
+    Tensor qkv = randn({4, 5, 3, 6}, 11);
+    auto part = [&](int64_t i) { return ops::squeeze(ops::narrow(qkv, 2, i, 1), 2); };  // [4, 5, 6], row stride 18
+    Tensor q = part(0), k = part(1);
+    REQUIRE_FALSE(q.is_contiguous());
+    Tensor want = ops::mul_scalar(ops::matmul(ops::contiguous(q), ops::contiguous(k), true, false), 0.25);
+    Tensor got = ops::matmul(q, k, true, false, 0.25);
+    CHECK(got.shape() == Shape{4, 6, 6});
+    CHECK(got.to_vector() == want.to_vector());  // the same GEMM on the same numbers
+    // A batch of one, a single row, a broadcast (stride 0) batch and a transposed view.
+    Tensor row = ops::narrow(randn({3, 8}, 12), 0, 1, 1);
+    Tensor w = randn({8, 2}, 13);
+    CHECK(ops::matmul(row, w).to_vector() == ops::matmul(ops::contiguous(row), w).to_vector());
+    Tensor one = ops::narrow(qkv, 0, 2, 1);  // [1, 5, 3, 6]
+    Tensor sq = ops::reshape(one, {1, 15, 6});
+    CHECK(ops::matmul(sq, sq, false, true).to_vector() ==
+          ops::matmul(ops::contiguous(sq), ops::contiguous(sq), false, true).to_vector());
+    Tensor bcast = ops::expand(randn({1, 5, 6}, 14), {4, 5, 6});
+    CHECK(ops::matmul(bcast, q, false, true).to_vector() ==
+          ops::matmul(ops::contiguous(bcast), ops::contiguous(q), false, true).to_vector());
+    Tensor t = ops::transpose(randn({6, 5}, 15), 0, 1);  // [5, 6], column-contiguous: copied
+    Tensor w6 = randn({6, 2}, 16);
+    CHECK(ops::matmul(t, w6).to_vector() == ops::matmul(ops::contiguous(t), w6).to_vector());
+}
+
 TEST_CASE("conv2d matches a direct convolution, bias-free, with stride, padding and groups") {
     Tensor x = randn({2, 4, 7, 6}, 3), w = randn({6, 2, 3, 3}, 4);
     Tensor y = ops::conv2d(x, w, 2, 1, 2);
