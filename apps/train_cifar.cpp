@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
         apps::TrainOptions o;
         std::string preset = f.str("preset", "");
         if (preset == "small") {
-            o = apps::TrainOptions::small();  // about 2 minutes of training on 2 CPU cores
+            o = apps::TrainOptions::small();  // about 3 minutes on 2 CPU cores
         } else {
             STF_CHECK(preset.empty(), "unknown --preset '" << preset << "' (known: small)");
             o.net.unet.dropout = 0.13;
