@@ -10,6 +10,13 @@
 // var = E[x^2] - E[x]^2 subtracts two large, nearly equal numbers when |mean| >> std and loses most of
 // its digits in float; the deviations d are small, and their sum, which would be 0 if m were exact,
 // measures m's rounding error and corrects both the mean and the variance.
+//
+// Fused around it (cuda/group_norm_math.h, as EDM's blocks use it): an [n, c] offset added to x as it
+// is loaded, SiLU and dropout (its mask drawn here from a Philox stream, and again in the backward
+// pass) applied as y is stored. The kernels, in order below: general forward; register-cached forward
+// (groups of up to 8192 or 16384 values, 256 or 512 threads); general backward dx; register-cached
+// backward dx, which also leaves each (sample, channel)'s share of dgamma and dbeta; the sum of those
+// shares; and the general dgamma/dbeta kernel, which re-reads x and dy, for the uncached case.
 #include <algorithm>
 #include <climits>
 #include <cmath>
