@@ -33,16 +33,20 @@ __global__ void ema_kernel(int64_t n, float* ema, const float* net, float beta) 
 // ---- many tensors per launch (cuda/tensor_lists.h) --------------------------------------------------
 // A launch's tables travel in its arguments (under the 4 KB limit): up to kListTensors operand sets and
 // kListBlocks blocks, block b taking chunk chunk_of_block[b] of the tensor in slot slot_of_block[b].
+// 512 blocks of 256 threads are about four per multiprocessor of an H100: enough loads in flight for
+// these memory-bound updates (the tables of 256 blocks left half of that).
 constexpr int kListTensors = 32;
-constexpr int kListBlocks = 256;
-constexpr int64_t kListChunk = 32768;  // elements per block: 128 per thread
+constexpr int kListBlocks = 512;
+constexpr int64_t kListChunk = 16384;  // elements per block: 64 per thread
 
 template <class Operands> struct TensorList {
     Operands tensors[kListTensors];
     uint8_t slot_of_block[kListBlocks];
     int32_t chunk_of_block[kListBlocks];
 };
-static_assert(sizeof(TensorList<AdamOperands>) <= 4096, "kernel arguments are limited to 4 KB");
+static_assert(sizeof(TensorList<AdamOperands>) + sizeof(optim::AdamConstants<float>) <= 4096,
+              "kernel arguments are limited to 4 KB");
+static_assert(kListTensors <= 256, "slots are uint8_t");
 
 template <class Operands, class Op> __global__ void tensor_list_kernel(TensorList<Operands> list, Op op) {
     const Operands& t = list.tensors[list.slot_of_block[blockIdx.x]];

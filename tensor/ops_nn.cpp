@@ -1,5 +1,7 @@
 // Raw ops: matmul, convolution, group norm, softmax, concatenation and padding. See tensor/ops.h.
+#include <climits>
 #include <cmath>
+#include <set>
 
 #include "tensor/dispatch.h"
 #include "tensor/ops.h"
@@ -24,7 +26,7 @@ static GemmOperand gemm_operand(const Tensor& x) {
     const Shape& st = x.strides();
     const int64_t cols = x.size(-1), rows = x.size(-2);
     const int64_t ld = rows == 1 ? cols : st[nd - 2];
-    const bool rows_ok = (cols == 1 || st[nd - 1] == 1) && ld >= cols;
+    const bool rows_ok = (cols == 1 || st[nd - 1] == 1) && ld >= cols && ld <= INT32_MAX;  // BLAS ints
     const bool batch_ok = nd == 2 || x.size(0) == 1 || st[0] >= ld * rows;
     if (cols > 0 && rows > 0 && rows_ok && batch_ok) return {x, ld, nd == 3 && x.size(0) > 1 ? st[0] : rows * ld};
     Tensor c = contiguous(x);
@@ -490,6 +492,15 @@ void adam_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamSt
     }
 }
 
+// Whether the tensors updated in place lie in distinct storages (a parameter listed twice, or two views
+// of one tensor, would race within one multi-tensor launch).
+static bool distinct_storage(const std::vector<Tensor>& ts) {
+    std::set<const void*> seen;
+    for (const Tensor& t : ts)
+        if (!seen.insert(t.storage().get()).second) return false;
+    return true;
+}
+
 void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
                        const std::vector<Tensor>& v, const AdamStep& step) {
     const char* op = "adam_update_many_";
@@ -505,6 +516,13 @@ void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& 
         return;
     }
     STF_CHECK(step.t >= 1, op << ": step number " << step.t << " must be at least 1");
+    if (!distinct_storage(p)) {  // one launch would update a shared tensor twice at once: one at a time
+        for (size_t i = 0; i < p.size(); ++i) {
+            Tensor pi = p[i], mi = m[i], vi = v[i];
+            adam_update_(pi, g[i], mi, vi, step);
+        }
+        return;
+    }
     std::vector<cuda::AdamOperands> table;
     for (size_t i = 0; i < p.size(); ++i) {
         check_same(p[i], p[0], op);
@@ -524,6 +542,13 @@ void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>&
     STF_CHECK(net.size() == ema.size(), op << ": " << ema.size() << " EMA tensors, " << net.size() << " network tensors");
     if (ema.empty()) return;
     if (!ema[0].device().is_cuda()) {
+        for (size_t i = 0; i < ema.size(); ++i) {
+            Tensor e = ema[i];
+            ema_update_(e, net[i], beta);
+        }
+        return;
+    }
+    if (!distinct_storage(ema)) {
         for (size_t i = 0; i < ema.size(); ++i) {
             Tensor e = ema[i];
             ema_update_(e, net[i], beta);

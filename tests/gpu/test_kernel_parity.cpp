@@ -824,8 +824,8 @@ TEST_CASE("optim: fused Adam and EMA steps match their CPU twins") {
 }
 
 TEST_CASE("optim: Adam, EMA and the gradient guard over many tensors match the per-tensor CPU twins") {
-    // 45 tensors (more than a launch's 32 slots), sizes 0 and 1 to 9.1 M (more than a launch's 256 blocks
-    // of 32768), so the plan spans several launches and splits a tensor between two.
+    // 45 tensors (more than a launch's 32 slots), sizes 0 and 1 to 9.1 M (more than a launch's 512 blocks
+    // of 16384), so the plan spans several launches and splits a tensor between two.
     std::vector<int64_t> sizes{0, 1, 4099, 32768, 32769, 9100000, 3};
     for (int i = 0; sizes.size() < 45; ++i) sizes.push_back(1 + 37 * i);
     const stf::optim::AdamConstants<float> k{0.9f, 0.1f, 0.999f, 0.001f, 1.0f / 0.00698f, -2e-3f / 0.5217f, 1e-8f};

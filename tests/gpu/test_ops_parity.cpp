@@ -206,3 +206,38 @@ TEST_CASE("tensors on the device reuse cached memory") {
     CHECK(cuda::allocator_stats().backend_allocs <= before + 1);
     CHECK(cuda::allocator_stats().peak_allocated >= 4000000);
 }
+
+TEST_CASE("multi-tensor Adam and EMA: bit for bit with the CPU, and a tensor listed twice updated twice") {
+    auto on = [](const Tensor& t, Device d) { return ops::contiguous(ops::to(t, d)); };
+    std::vector<Tensor> p_cpu{randn({70000}, 67), randn({3, 5}, 68)}, g_cpu{randn({70000}, 69), randn({3, 5}, 70)};
+    for (Tensor& g : g_cpu) g = ops::mul_scalar(g, 1e-3);
+    auto zeros_like_all = [](const std::vector<Tensor>& ts) {
+        std::vector<Tensor> out;
+        for (const Tensor& t : ts) out.push_back(ops::zeros_like(t));
+        return out;
+    };
+    // The second parameter listed twice: two Adam steps on it, one after the other, as on the CPU.
+    std::vector<Tensor> p_gpu{on(p_cpu[0], Device::cuda()), on(p_cpu[1], Device::cuda())};
+    std::vector<Tensor> g_gpu{on(g_cpu[0], Device::cuda()), on(g_cpu[1], Device::cuda())};
+    std::vector<Tensor> m_cpu = zeros_like_all(p_cpu), v_cpu = zeros_like_all(p_cpu);
+    std::vector<Tensor> m_gpu = zeros_like_all(p_gpu), v_gpu = zeros_like_all(p_gpu);
+    const ops::AdamStep step{1e-3, 0.9, 0.999, 1e-8, 1};
+    ops::adam_update_many_({p_cpu[0], p_cpu[1], p_cpu[1]}, {g_cpu[0], g_cpu[1], g_cpu[1]}, {m_cpu[0], m_cpu[1], m_cpu[1]},
+                           {v_cpu[0], v_cpu[1], v_cpu[1]}, step);
+    ops::adam_update_many_({p_gpu[0], p_gpu[1], p_gpu[1]}, {g_gpu[0], g_gpu[1], g_gpu[1]}, {m_gpu[0], m_gpu[1], m_gpu[1]},
+                           {v_gpu[0], v_gpu[1], v_gpu[1]}, step);
+    for (size_t i = 0; i < 2; ++i) {
+        CHECK(p_gpu[i].to_vector() == p_cpu[i].to_vector());
+        CHECK(m_gpu[i].to_vector() == m_cpu[i].to_vector());
+        CHECK(v_gpu[i].to_vector() == v_cpu[i].to_vector());
+    }
+    // Without the duplicate: the multi-tensor launch itself.
+    ops::adam_update_many_(p_cpu, g_cpu, m_cpu, v_cpu, step);
+    ops::adam_update_many_(p_gpu, g_gpu, m_gpu, v_gpu, step);
+    for (size_t i = 0; i < 2; ++i) CHECK(p_gpu[i].to_vector() == p_cpu[i].to_vector());
+    std::vector<Tensor> e_cpu{randn({70000}, 71), randn({3, 5}, 72)};
+    std::vector<Tensor> e_gpu{on(e_cpu[0], Device::cuda()), on(e_cpu[1], Device::cuda())};
+    ops::ema_update_many_(e_cpu, p_cpu, 0.999);
+    ops::ema_update_many_(e_gpu, p_gpu, 0.999);
+    for (size_t i = 0; i < 2; ++i) CHECK(e_gpu[i].to_vector() == e_cpu[i].to_vector());
+}
