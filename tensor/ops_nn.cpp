@@ -508,7 +508,8 @@ void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& 
               op << ": " << p.size() << " parameters, " << g.size() << " gradients, " << m.size() << " and " << v.size()
                  << " moments");
     if (p.empty()) return;
-    if (!p[0].device().is_cuda()) {
+    // On the CPU, or where one launch would update a shared tensor twice at once: one tensor at a time.
+    if (!p[0].device().is_cuda() || !distinct_storage(p)) {
         for (size_t i = 0; i < p.size(); ++i) {
             Tensor pi = p[i], mi = m[i], vi = v[i];
             adam_update_(pi, g[i], mi, vi, step);
@@ -516,13 +517,6 @@ void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& 
         return;
     }
     STF_CHECK(step.t >= 1, op << ": step number " << step.t << " must be at least 1");
-    if (!distinct_storage(p)) {  // one launch would update a shared tensor twice at once: one at a time
-        for (size_t i = 0; i < p.size(); ++i) {
-            Tensor pi = p[i], mi = m[i], vi = v[i];
-            adam_update_(pi, g[i], mi, vi, step);
-        }
-        return;
-    }
     std::vector<cuda::AdamOperands> table;
     for (size_t i = 0; i < p.size(); ++i) {
         check_same(p[i], p[0], op);
@@ -541,14 +535,7 @@ void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>&
     const char* op = "ema_update_many_";
     STF_CHECK(net.size() == ema.size(), op << ": " << ema.size() << " EMA tensors, " << net.size() << " network tensors");
     if (ema.empty()) return;
-    if (!ema[0].device().is_cuda()) {
-        for (size_t i = 0; i < ema.size(); ++i) {
-            Tensor e = ema[i];
-            ema_update_(e, net[i], beta);
-        }
-        return;
-    }
-    if (!distinct_storage(ema)) {
+    if (!ema[0].device().is_cuda() || !distinct_storage(ema)) {  // as in adam_update_many_
         for (size_t i = 0; i < ema.size(); ++i) {
             Tensor e = ema[i];
             ema_update_(e, net[i], beta);
