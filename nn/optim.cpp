@@ -12,13 +12,6 @@ namespace stf::nn {
 
 // ---- gradient guard and learning rate --------------------------------------------------------------
 
-// Whether the tensors share one device and dtype (what the *_many_ ops take).
-static bool all_on_one_device(const std::vector<Tensor>& ts) {
-    for (const Tensor& t : ts)
-        if (t.device() != ts[0].device() || t.dtype() != ts[0].dtype()) return false;
-    return true;
-}
-
 void nan_to_num_grads(const std::vector<Tensor>& params, double inf_value) {
     NoGradGuard no_grad;
     std::vector<Tensor> contiguous_grads;
@@ -29,12 +22,7 @@ void nan_to_num_grads(const std::vector<Tensor>& params, double inf_value) {
         if (g.is_contiguous()) contiguous_grads.push_back(g);
         else ops::copy_(g, ops::unary(UnaryOp::NanToNum, g, inf_value));
     }
-    // All of them at once: on CUDA a few launches instead of one per tensor.
-    if (!contiguous_grads.empty() && all_on_one_device(contiguous_grads)) {
-        ops::nan_to_num_many_(contiguous_grads, inf_value);
-    } else {
-        for (Tensor& g : contiguous_grads) ops::unary_(UnaryOp::NanToNum, g, inf_value);
-    }
+    ops::nan_to_num_many_(contiguous_grads, inf_value);  // on CUDA a few launches instead of one per tensor
 }
 
 double edm_learning_rate(double base_lr, double cur_nimg, double rampup_kimg) {
@@ -67,12 +55,8 @@ void Adam::step(double lr) {
         m.push_back(exp_avg_[i]);
         v.push_back(exp_avg_sq_[i]);
     }
-    const ops::AdamStep step{lr, opt_.beta1, opt_.beta2, opt_.eps, steps_};
-    if (all_on_one_device(p)) {
-        ops::adam_update_many_(p, g, m, v, step);  // on CUDA a few launches for all the tensors
-    } else {
-        for (size_t i = 0; i < p.size(); ++i) ops::adam_update_(p[i], g[i], m[i], v[i], step);
-    }
+    // On CUDA a few launches for all the tensors.
+    ops::adam_update_many_(p, g, m, v, ops::AdamStep{lr, opt_.beta1, opt_.beta2, opt_.eps, steps_});
 }
 
 NamedTensors Adam::state() const {
@@ -144,11 +128,7 @@ void Ema::update(double beta) {
     NoGradGuard no_grad;
     std::vector<Tensor> net;
     for (const Tensor& t : net_) net.push_back(ops::contiguous(t));
-    if (all_on_one_device(ema_)) {
-        ops::ema_update_many_(ema_, net, beta);  // net + beta * (ema - net); on CUDA a few launches in all
-    } else {
-        for (size_t i = 0; i < ema_.size(); ++i) ops::ema_update_(ema_[i], net[i], beta);
-    }
+    ops::ema_update_many_(ema_, net, beta);  // net + beta * (ema - net); on CUDA a few launches in all
 }
 
 }  // namespace stf::nn

@@ -124,8 +124,8 @@ struct AdamStep {
 void adam_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamStep& step);
 // ema = net + beta * (ema - net), in place (both contiguous, same shape, dtype and device).
 void ema_update_(Tensor& ema, const Tensor& net, double beta);
-// The same over many tensors at once (entry i as above; all on one device and dtype): on CUDA a few
-// launches in all instead of one per tensor (cuda/tensor_lists.h).
+// The same over many tensors at once (entry i as above): when all are on one CUDA device with one dtype
+// and in distinct storages, a few launches in all instead of one per tensor (cuda/tensor_lists.h).
 void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
                        const std::vector<Tensor>& v, const AdamStep& step);
 void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>& net, double beta);

@@ -492,12 +492,15 @@ void adam_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamSt
     }
 }
 
-// Whether the tensors updated in place lie in distinct storages (a parameter listed twice, or two views
-// of one tensor, would race within one multi-tensor launch).
-static bool distinct_storage(const std::vector<Tensor>& ts) {
+// Whether one multi-tensor launch can update these tensors in place: all on one CUDA device with one
+// dtype, and in distinct storages (a parameter listed twice, or two views of one tensor, would race
+// within the launch). Otherwise the *_many_ ops run the per-tensor op on each.
+static bool one_cuda_launch(const std::vector<Tensor>& ts) {
     std::set<const void*> seen;
     for (const Tensor& t : ts)
-        if (!seen.insert(t.storage().get()).second) return false;
+        if (!t.device().is_cuda() || t.device() != ts[0].device() || t.dtype() != ts[0].dtype() ||
+            !seen.insert(t.storage().get()).second)
+            return false;
     return true;
 }
 
@@ -508,8 +511,7 @@ void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& 
               op << ": " << p.size() << " parameters, " << g.size() << " gradients, " << m.size() << " and " << v.size()
                  << " moments");
     if (p.empty()) return;
-    // On the CPU, or where one launch would update a shared tensor twice at once: one tensor at a time.
-    if (!p[0].device().is_cuda() || !distinct_storage(p)) {
+    if (!one_cuda_launch(p)) {
         for (size_t i = 0; i < p.size(); ++i) {
             Tensor pi = p[i], mi = m[i], vi = v[i];
             adam_update_(pi, g[i], mi, vi, step);
@@ -519,7 +521,6 @@ void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& 
     STF_CHECK(step.t >= 1, op << ": step number " << step.t << " must be at least 1");
     std::vector<cuda::AdamOperands> table;
     for (size_t i = 0; i < p.size(); ++i) {
-        check_same(p[i], p[0], op);
         check_optimiser_operand(p[i], p[i], op, "parameter");
         check_optimiser_operand(g[i], p[i], op, "gradient");
         check_optimiser_operand(m[i], p[i], op, "first moment");
@@ -535,7 +536,7 @@ void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>&
     const char* op = "ema_update_many_";
     STF_CHECK(net.size() == ema.size(), op << ": " << ema.size() << " EMA tensors, " << net.size() << " network tensors");
     if (ema.empty()) return;
-    if (!ema[0].device().is_cuda() || !distinct_storage(ema)) {  // as in adam_update_many_
+    if (!one_cuda_launch(ema)) {
         for (size_t i = 0; i < ema.size(); ++i) {
             Tensor e = ema[i];
             ema_update_(e, net[i], beta);
@@ -544,7 +545,6 @@ void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>&
     }
     std::vector<cuda::EmaOperands> table;
     for (size_t i = 0; i < ema.size(); ++i) {
-        check_same(ema[i], ema[0], op);
         check_optimiser_operand(ema[i], ema[i], op, "EMA tensor");
         check_optimiser_operand(net[i], ema[i], op, "network tensor");
         table.push_back({ema[i].data<float>(), net[i].data<float>(), ema[i].numel()});
@@ -556,7 +556,7 @@ void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>&
 void nan_to_num_many_(const std::vector<Tensor>& xs, double inf_value) {
     const char* op = "nan_to_num_many_";
     if (xs.empty()) return;
-    if (!xs[0].device().is_cuda()) {
+    if (!one_cuda_launch(xs)) {
         for (const Tensor& x : xs) {
             Tensor t = x;
             STF_CHECK(t.is_contiguous(), op << ": tensors must be contiguous, got " << describe(t));
@@ -566,7 +566,6 @@ void nan_to_num_many_(const std::vector<Tensor>& xs, double inf_value) {
     }
     std::vector<cuda::GuardOperands> table;
     for (const Tensor& x : xs) {
-        check_same(x, xs[0], op);
         STF_CHECK(x.is_contiguous(), op << ": tensors must be contiguous, got " << describe(x));
         table.push_back({x.data<float>(), x.numel()});
     }
