@@ -422,23 +422,13 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
 
 // ---- normalisation, softmax, dropout, losses ---------------------------------------------------------
 
-Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps) {
-    ops::GroupNormOut o = ops::group_norm(x, gamma, beta, groups, eps);
-    return record("group_norm", o.y, {x, gamma, beta},
-                  [x = detach(x), gamma = gamma.defined() ? detach(gamma) : Tensor(),
-                   beta = beta.defined() ? detach(beta) : Tensor(), mean = o.mean, rstd = o.rstd,
-                   groups](const Tensor& g) {
-                      ops::GroupNormGrads d = ops::group_norm_backward(g, x, gamma, beta, mean, rstd, groups);
-                      return Grads{d.dx, d.dgamma, d.dbeta};
-                  });
-}
-
-static Tensor fused_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
-                               const Tensor& offset, const DropoutStream& dropout) {
-    ops::FusedGroupNorm fused{offset.defined() ? detach(offset) : Tensor(), true, dropout};
+// group_norm and its fused forms (cuda/group_norm_math.h): one op, named for what it fuses.
+static Tensor fused_group_norm(const char* name, const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta,
+                               double eps, const Tensor& offset, bool silu, const DropoutStream& dropout) {
+    ops::FusedGroupNorm fused{offset.defined() ? detach(offset) : Tensor(), silu, dropout};
     ops::GroupNormOut o = ops::group_norm(x, gamma, beta, groups, eps, fused);
     bool g_offset = needs_grad(offset);
-    return record("group_norm_silu", o.y, {x, gamma, beta, offset},
+    return record(name, o.y, {x, gamma, beta, offset},
                   [x = detach(x), gamma = gamma.defined() ? detach(gamma) : Tensor(),
                    beta = beta.defined() ? detach(beta) : Tensor(), fused, mean = o.mean, rstd = o.rstd, groups,
                    g_offset](const Tensor& g) {
@@ -450,9 +440,13 @@ static Tensor fused_group_norm(const Tensor& x, int groups, const Tensor& gamma,
                   });
 }
 
+Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps) {
+    return fused_group_norm("group_norm", x, groups, gamma, beta, eps, Tensor(), false, DropoutStream{});
+}
+
 Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
                        const Tensor& offset) {
-    return fused_group_norm(x, groups, gamma, beta, eps, offset, DropoutStream{});
+    return fused_group_norm("group_norm_silu", x, groups, gamma, beta, eps, offset, true, DropoutStream{});
 }
 
 Tensor group_norm_silu_dropout(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
@@ -460,7 +454,7 @@ Tensor group_norm_silu_dropout(const Tensor& x, int groups, const Tensor& gamma,
     STF_CHECK(p >= 0 && p < 1, "dropout: probability " << p << " outside [0, 1)");
     DropoutStream dropout;  // inactive unless training with p > 0, as dropout()
     if (train && p > 0) dropout = ops::dropout_stream(x.shape(), p, gen);
-    return fused_group_norm(x, groups, gamma, beta, eps, offset, dropout);
+    return fused_group_norm("group_norm_silu_dropout", x, groups, gamma, beta, eps, offset, true, dropout);
 }
 
 Tensor scaled_residual(const Tensor& a, const Tensor& b, const Tensor& bias, double scale) {
