@@ -48,9 +48,8 @@ Tensor arange(int64_t n, DType dtype, Device device) {
 
 // One op's stream; a keyed generator gives each row (sample) of the draw its own (tensor/random.h).
 static Generator::Stream draw_stream(const Shape& shape, Generator& gen) {
-    int64_t rows = !shape.empty() && shape[0] > 0 ? shape[0] : 1, numel = 1;
-    for (int64_t s : shape) numel *= s;
-    return gen.next_draw(numel, rows);
+    int64_t rows = !shape.empty() && shape[0] > 0 ? shape[0] : 1;
+    return gen.next_draw(shape_numel(shape), rows);
 }
 static Generator::Stream draw_stream(const Tensor& t, Generator& gen) { return draw_stream(t.shape(), gen); }
 
