@@ -61,41 +61,35 @@ TEST_CASE("FastDivider divides exactly for divisors and dividends below 2^31") {
     }
 }
 
+// Builds the map of `layouts`, checks that it merged them into `ndim` dimensions and that every offset
+// is the layouts' own.
+template <int N> void expect_merged(const StridedLayout* const (&layouts)[N], int ndim) {
+    IndexMap<N> map;
+    REQUIRE(stf::make_index_map<N>(layouts, map));
+    CHECK(map.ndim == ndim);
+    check_offsets<N>(layouts, map);
+}
+
 TEST_CASE("IndexMap merges what the layouts allow and reproduces every offset") {
     SUBCASE("a per-channel broadcast over [n, c, h, w] is three dimensions") {
         StridedLayout a = layout({4, 6, 5, 7}, {210, 35, 7, 1}), b = layout({4, 6, 5, 7}, {0, 1, 0, 0});
-        IndexMap<2> map;
-        REQUIRE(stf::make_index_map<2>({&a, &b}, map));
-        CHECK(map.ndim == 3);
-        check_offsets<2>({&a, &b}, map);
+        expect_merged<2>({&a, &b}, 3);
     }
     SUBCASE("a copy into a channel slice of a concatenation is two dimensions") {
         StridedLayout dst = layout({4, 6, 5, 7}, {350, 35, 7, 1}), src = layout({4, 6, 5, 7}, {210, 35, 7, 1});
-        IndexMap<2> map;
-        REQUIRE(stf::make_index_map<2>({&dst, &src}, map));
-        CHECK(map.ndim == 2);
-        check_offsets<2>({&dst, &src}, map);
+        expect_merged<2>({&dst, &src}, 2);
     }
     SUBCASE("size-1 dimensions drop out; contiguous operands merge into one dimension") {
         StridedLayout a = layout({3, 1, 4, 1}, {4, 99, 1, 5}), b = layout({3, 1, 4, 1}, {4, 1, 1, 1});
-        IndexMap<2> map;
-        REQUIRE(stf::make_index_map<2>({&a, &b}, map));
-        CHECK(map.ndim == 1);
-        check_offsets<2>({&a, &b}, map);
+        expect_merged<2>({&a, &b}, 1);
     }
     SUBCASE("a permutation, a scalar and a contiguous operand: nothing merges") {
         StridedLayout a = layout({5, 3, 2}, {1, 10, 3}), b = layout({5, 3, 2}, {0, 0, 0}), c = layout({5, 3, 2}, {6, 2, 1});
-        IndexMap<3> map;
-        REQUIRE(stf::make_index_map<3>({&a, &b, &c}, map));
-        CHECK(map.ndim == 3);
-        check_offsets<3>({&a, &b, &c}, map);
+        expect_merged<3>({&a, &b, &c}, 3);
     }
     SUBCASE("a 0-d scalar has no dimensions and offset 0") {
         StridedLayout a = layout({}, {});
-        IndexMap<1> map;
-        REQUIRE(stf::make_index_map<1>({&a}, map));
-        CHECK(map.ndim == 0);
-        check_offsets<1>({&a}, map);
+        expect_merged<1>({&a}, 0);
     }
 }
 
