@@ -1,4 +1,5 @@
-// 2-D convolution (NCHW, float32) on cuDNN's legacy convolution API.
+// 2-D convolution (NCHW, float32 or bfloat16) on cuDNN's legacy convolution API. bf16 operands (mixed
+// precision, cuda/bf16.h) run on tensor cores with float32 accumulation, whatever the TF32 setting.
 //
 // cuDNN offers several algorithms for each direction (implicit GEMM, explicit GEMM, FFT, Winograd, ...)
 // and which one is fastest depends on the shape and the GPU. Choosing costs a benchmark, so we do it
@@ -20,6 +21,7 @@
 // Workspace: one buffer shared by all convolutions, grown to the largest need seen so far and kept.
 // Everything runs on stf::cuda::stream(), so reusing it across calls needs no synchronisation.
 #include <algorithm>
+#include <cstdio>
 #include <climits>
 #include <map>
 #include <memory>
@@ -50,6 +52,10 @@ constexpr float kDeterminismSlackMs = 0.005f;
 constexpr size_t kReleaseAfterFindBytes = size_t(64) << 20;
 
 enum class Direction { Forward, BackwardData, BackwardFilter };
+enum class Element { F32, BF16 };  // the element type of x, w and y (and their gradients)
+
+cudnnDataType_t cudnn_type(Element t) { return t == Element::BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
+size_t element_size(Element t) { return t == Element::BF16 ? 2 : 4; }
 
 const char* direction_name(Direction d) {
     switch (d) {
@@ -88,7 +94,8 @@ void validate(const ConvShape& s) {
 struct PlanKey {
     int64_t n, c, h, w, k, r, s, stride_h, stride_w, pad_h, pad_w, groups;
     Direction direction;
-    bool tf32;
+    Element element;
+    bool tf32;  // false for bf16, which always runs on tensor cores
     auto operator<=>(const PlanKey&) const = default;
 };
 
@@ -98,7 +105,7 @@ struct Plan {
     cudnnTensorDescriptor_t y = nullptr;  // output (or dy)
     cudnnFilterDescriptor_t w = nullptr;  // weight (or dw)
     cudnnConvolutionDescriptor_t conv = nullptr;
-    int algo = 0;                // a cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t, by direction
+    int algo = 0;                // a cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t, by direction; -1: none (bf16)
     size_t workspace_bytes = 0;  // what `algo` needs
 
     Plan() = default;
@@ -131,13 +138,13 @@ ConvState& state() {
 //   backward data:    dy, w     -> out = dx
 //   backward filter:  x, dy     -> out = dw
 struct Operands {
-    const float* x = nullptr;
-    const float* w = nullptr;
-    const float* dy = nullptr;
-    float* out = nullptr;
+    const void* x = nullptr;
+    const void* w = nullptr;
+    const void* dy = nullptr;
+    void* out = nullptr;
 };
 
-std::unique_ptr<Plan> make_descriptors(const ConvShape& s, bool tf32) {
+std::unique_ptr<Plan> make_descriptors(const ConvShape& s, Element t, bool tf32) {
     auto p = std::make_unique<Plan>();  // owns each descriptor as soon as it exists, even if a later call throws
     STF_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->x));
     STF_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p->y));
@@ -146,18 +153,20 @@ std::unique_ptr<Plan> make_descriptors(const ConvShape& s, bool tf32) {
 
     const int n = int(s.n), c = int(s.c), h = int(s.h), w = int(s.w), k = int(s.k);
     const int p_out = int(s.out_h()), q_out = int(s.out_w());
-    STF_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
+    STF_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, cudnn_type(t), n, c, h, w));
     // A grouped convolution's filter holds only c / groups input channels per output channel.
-    STF_CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k, int(s.c / s.groups),
+    STF_CUDNN_CHECK(cudnnSetFilter4dDescriptor(p->w, cudnn_type(t), CUDNN_TENSOR_NCHW, k, int(s.c / s.groups),
                                                int(s.r), int(s.s)));
-    // CROSS_CORRELATION is what deep learning calls convolution (no kernel flip); compute in float32.
+    // CROSS_CORRELATION is what deep learning calls convolution (no kernel flip); compute in float32
+    // (for bf16 operands too: cuDNN's BFLOAT16 configuration accumulates in float).
     STF_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p->conv, int(s.pad_h), int(s.pad_w), int(s.stride_h),
                                                     int(s.stride_w), /*dilation*/ 1, 1, CUDNN_CROSS_CORRELATION,
                                                     CUDNN_DATA_FLOAT));
     STF_CUDNN_CHECK(cudnnSetConvolutionGroupCount(p->conv, int(s.groups)));
     // The math type set before the search decides which kernels Find considers. FMA_MATH excludes
-    // every tensor-core (TF32) kernel; TENSOR_OP_MATH lets TF32 kernels compete.
-    STF_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    // every tensor-core (TF32) kernel; TENSOR_OP_MATH lets TF32 kernels compete, and is what bf16 needs.
+    const bool tensor_ops = tf32 || t == Element::BF16;
+    STF_CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, tensor_ops ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
 
     // ConvShape and cuDNN must agree on the output size, or every index below is wrong.
     int on = 0, oc = 0, oh = 0, ow = 0;
@@ -168,7 +177,7 @@ std::unique_ptr<Plan> make_descriptors(const ConvShape& s, bool tf32) {
            << n << ", " << k << ", " << p_out << ", " << q_out << "] for " << describe(s);
         throw std::logic_error(os.str());
     }
-    STF_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, k, p_out, q_out));
+    STF_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, cudnn_type(t), n, k, p_out, q_out));
     return p;
 }
 
@@ -218,43 +227,50 @@ struct Candidate {
 };
 
 template <class Perf>
-std::vector<Candidate> usable(const std::vector<Perf>& perf, int returned, size_t workspace_bytes, bool tf32) {
+std::vector<Candidate> usable(const std::vector<Perf>& perf, int returned, size_t workspace_bytes, bool fma_only) {
     std::vector<Candidate> out;
     for (int i = 0; i < returned; ++i) {
         const Perf& r = perf[size_t(i)];
         if (r.status != CUDNN_STATUS_SUCCESS || r.time < 0 || r.memory > workspace_bytes) continue;
         // With TF32 off the descriptor asked for FMA math, so this only guards against a surprise.
-        if (!tf32 && r.mathType != CUDNN_FMA_MATH) continue;
+        if (fma_only && r.mathType != CUDNN_FMA_MATH) continue;
         out.push_back({int(r.algo), r.time, r.memory, r.determinism == CUDNN_DETERMINISTIC, r.mathType});
     }
     return out;
 }
 
-// Times every algorithm on the real buffers. Host-blocking, but it runs once per shape.
+// Times every algorithm on the real buffers. Host-blocking, but it runs once per shape. With
+// `unsupported_ok` (bf16), a search cuDNN refuses outright counts as finding nothing.
 std::vector<Candidate> benchmark(cudnnHandle_t handle, const Plan& p, Direction d, const Operands& o, void* ws,
-                                 size_t ws_bytes, bool tf32) {
+                                 size_t ws_bytes, bool fma_only, bool unsupported_ok) {
+    auto found = [&](cudnnStatus_t st) {
+        if (st != CUDNN_STATUS_SUCCESS && unsupported_ok) return false;
+        STF_CUDNN_CHECK(st);
+        return true;
+    };
     const int requested = algorithm_count(handle, d);
     int returned = 0;
     switch (d) {
         case Direction::Forward: {
             std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(size_t(std::max(requested, 1)));
-            STF_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle, p.x, o.x, p.w, o.w, p.conv, p.y, o.out,
-                                                                   requested, &returned, perf.data(), ws, ws_bytes));
-            return usable(perf, returned, ws_bytes, tf32);
+            if (!found(cudnnFindConvolutionForwardAlgorithmEx(handle, p.x, o.x, p.w, o.w, p.conv, p.y, o.out, requested,
+                                                              &returned, perf.data(), ws, ws_bytes)))
+                return {};
+            return usable(perf, returned, ws_bytes, fma_only);
         }
         case Direction::BackwardData: {
             std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(size_t(std::max(requested, 1)));
-            STF_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(handle, p.w, o.w, p.y, o.dy, p.conv, p.x,
-                                                                        o.out, requested, &returned, perf.data(), ws,
-                                                                        ws_bytes));
-            return usable(perf, returned, ws_bytes, tf32);
+            if (!found(cudnnFindConvolutionBackwardDataAlgorithmEx(handle, p.w, o.w, p.y, o.dy, p.conv, p.x, o.out,
+                                                                   requested, &returned, perf.data(), ws, ws_bytes)))
+                return {};
+            return usable(perf, returned, ws_bytes, fma_only);
         }
         case Direction::BackwardFilter: {
             std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(size_t(std::max(requested, 1)));
-            STF_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(handle, p.x, o.x, p.y, o.dy, p.conv, p.w,
-                                                                          o.out, requested, &returned, perf.data(),
-                                                                          ws, ws_bytes));
-            return usable(perf, returned, ws_bytes, tf32);
+            if (!found(cudnnFindConvolutionBackwardFilterAlgorithmEx(handle, p.x, o.x, p.y, o.dy, p.conv, p.w, o.out,
+                                                                     requested, &returned, perf.data(), ws, ws_bytes)))
+                return {};
+            return usable(perf, returned, ws_bytes, fma_only);
         }
     }
     return {};
@@ -284,8 +300,10 @@ struct ScratchBuffer {
     }
 };
 
-std::unique_ptr<Plan> build_plan(cudnnHandle_t handle, const ConvShape& s, Direction d, const Operands& o, bool tf32) {
-    auto plan = make_descriptors(s, tf32);
+std::unique_ptr<Plan> build_plan(cudnnHandle_t handle, const ConvShape& s, Direction d, const Operands& o, Element t,
+                                 bool tf32) {
+    auto plan = make_descriptors(s, t, tf32);
+    const bool fma_only = t == Element::F32 && !tf32;
 
     // Size the benchmark workspace for the hungriest algorithm under the cap.
     size_t find_bytes = 0;
@@ -307,11 +325,22 @@ std::unique_ptr<Plan> build_plan(cudnnHandle_t handle, const ConvShape& s, Direc
     }
     if (!scratch.ptr) find_bytes = 0;
 
-    std::vector<Candidate> cands = benchmark(handle, *plan, d, o, scratch.ptr, find_bytes, tf32);
+    const bool bf16 = t == Element::BF16;
+    std::vector<Candidate> cands = benchmark(handle, *plan, d, o, scratch.ptr, find_bytes, fma_only, bf16);
     const Candidate* best = choose(cands, d);
+    if (!best && bf16) {
+        // Not an error: the caller computes this shape in float32 instead (tensor/ops_nn.cpp). Said
+        // once per shape and direction, since it costs speed.
+        (void)cudaGetLastError();
+        std::fprintf(stderr, "conv2d: cuDNN has no bfloat16 %s algorithm for %s; it runs in float32\n",
+                     direction_name(d), describe(s).c_str());
+        plan->algo = -1;
+        return plan;
+    }
     if (!best) {
         throw std::runtime_error(std::string("conv2d: cuDNN found no usable ") + direction_name(d) + " algorithm" +
-                                 (tf32 ? "" : " with float32 (FMA) math") + " for " + describe(s));
+                                 (t == Element::BF16 ? " for bfloat16" : fma_only ? " with float32 (FMA) math" : "") +
+                                 " for " + describe(s));
     }
 
     // Find reports the best (algorithm, math type) pair; the descriptor must carry that math type
@@ -344,18 +373,20 @@ void* workspace(ConvState& st, size_t bytes) {
     return st.workspace;
 }
 
-void run(const ConvShape& s, Direction d, const Operands& o) {
+// False when cuDNN has no algorithm for a bf16 problem (nothing was computed).
+bool run(const ConvShape& s, Direction d, Element t, const Operands& o) {
     auto handle = static_cast<cudnnHandle_t>(cudnn_handle());
     ConvState& st = state();
     std::lock_guard<std::mutex> lock(st.mutex);
     // The handle is shared; set its stream on every call rather than trust whoever set it last.
     STF_CUDNN_CHECK(cudnnSetStream(handle, static_cast<cudaStream_t>(stream())));
 
-    const bool tf32 = allow_tf32();
-    const PlanKey key{s.n, s.c, s.h, s.w, s.k, s.r, s.s, s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.groups, d, tf32};
+    const bool tf32 = t == Element::F32 && allow_tf32();
+    const PlanKey key{s.n, s.c, s.h, s.w, s.k, s.r, s.s, s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.groups, d, t, tf32};
     auto it = st.plans.find(key);
-    if (it == st.plans.end()) it = st.plans.emplace(key, build_plan(handle, s, d, o, tf32)).first;
+    if (it == st.plans.end()) it = st.plans.emplace(key, build_plan(handle, s, d, o, t, tf32)).first;
     const Plan& p = *it->second;
+    if (p.algo < 0) return false;
 
     void* ws = workspace(st, p.workspace_bytes);
     // beta = 0 overwrites the output; cuDNN then never reads it, so it may hold garbage (even NaN).
@@ -377,42 +408,62 @@ void run(const ConvShape& s, Direction d, const Operands& o) {
                                                            p.workspace_bytes, &zero, p.w, o.out));
             break;
     }
+    return true;
 }
 
-}  // namespace
-
-void conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y) {
+// The three directions for either storage type; false as run().
+bool forward(const ConvShape& s, Element t, const void* x, const void* w, void* y) {
     validate(s);
-    if (s.n == 0) return;  // an empty batch has no output; cuDNN rejects zero-sized tensors
+    if (s.n == 0) return true;  // an empty batch has no output; cuDNN rejects zero-sized tensors
     Operands o;
     o.x = x;
     o.w = w;
     o.out = y;
-    run(s, Direction::Forward, o);
+    return run(s, Direction::Forward, t, o);
 }
 
-void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx) {
+bool backward_data(const ConvShape& s, Element t, const void* dy, const void* w, void* dx) {
     validate(s);
-    if (s.n == 0) return;
+    if (s.n == 0) return true;
     Operands o;
     o.dy = dy;
     o.w = w;
     o.out = dx;
-    run(s, Direction::BackwardData, o);
+    return run(s, Direction::BackwardData, t, o);
 }
 
-void conv2d_backward_weight(const ConvShape& s, const float* x, const float* dy, float* dw) {
+bool backward_weight(const ConvShape& s, Element t, const void* x, const void* dy, void* dw) {
     validate(s);
     if (s.n == 0) {  // a sum over an empty batch: the weight gradient is zero
-        STF_CUDA_CHECK(cudaMemsetAsync(dw, 0, size_t(s.k * (s.c / s.groups) * s.r * s.s) * sizeof(float),
+        STF_CUDA_CHECK(cudaMemsetAsync(dw, 0, size_t(s.k * (s.c / s.groups) * s.r * s.s) * element_size(t),
                                        static_cast<cudaStream_t>(stream())));
-        return;
+        return true;
     }
     Operands o;
     o.x = x;
     o.dy = dy;
     o.out = dw;
-    run(s, Direction::BackwardFilter, o);
+    return run(s, Direction::BackwardFilter, t, o);
+}
+
+}  // namespace
+
+// float32 always has an algorithm (build_plan throws otherwise).
+void conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y) { forward(s, Element::F32, x, w, y); }
+void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx) {
+    backward_data(s, Element::F32, dy, w, dx);
+}
+void conv2d_backward_weight(const ConvShape& s, const float* x, const float* dy, float* dw) {
+    backward_weight(s, Element::F32, x, dy, dw);
+}
+bool conv2d_forward(const ConvShape& s, const bf16* x, const bf16* w, bf16* y) {
+    return forward(s, Element::BF16, x, w, y);
+}
+bool conv2d_backward_data(const ConvShape& s, const bf16* dy, const bf16* w, bf16* dx) {
+    return backward_data(s, Element::BF16, dy, w, dx);
+}
+bool conv2d_backward_weight(const ConvShape& s, const bf16* x, const bf16* dy, bf16* dw) {
+    return backward_weight(s, Element::BF16, x, dy, dw);
 }
 
 }  // namespace stf::cuda

@@ -211,28 +211,14 @@ void launch_copy_strided(int64_t n, void* dst, const StridedLayout& ldst, const 
     STF_CUDA_CHECK_LAUNCH();
 }
 
-// ---- bf16 -----------------------------------------------------------------------------------------
-// bfloat16 is the top half of a float32: same sign and 8-bit exponent, 7 mantissa bits.
-
-__device__ __forceinline__ uint16_t f32_to_bf16_bits(float f) {
-    uint32_t u = __float_as_uint(f);
-    // NaN: keep the sign and top mantissa bits and force the quiet bit, since rounding could carry a
-    // NaN whose payload sits in the low half into infinity.
-    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
-    // Round to nearest, ties to even: add just under half of the dropped range, plus one when the kept
-    // part is odd. A carry out of the mantissa bumps the exponent, which is the correct rounding
-    // (and the largest floats round to infinity, as they should).
-    uint32_t lsb = (u >> 16) & 1u;
-    u += 0x7fffu + lsb;
-    return static_cast<uint16_t>(u >> 16);
-}
+// ---- bf16 (the conversions themselves: cuda/bf16.h) -----------------------------------------------
 
 __global__ void f32_to_bf16_kernel(int64_t n, uint16_t* out, const float* x) {
-    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = f32_to_bf16_bits(x[i]);
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = bf16_bits_from_float(x[i]);
 }
 
 __global__ void bf16_to_f32_kernel(int64_t n, float* out, const uint16_t* x) {
-    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = __uint_as_float(static_cast<uint32_t>(x[i]) << 16);
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = float_from_bf16_bits(x[i]);
 }
 
 }  // namespace

@@ -17,11 +17,18 @@
 // (groups of up to 8192 or 16384 values, 256 or 512 threads); general backward dx; register-cached
 // backward dx, which also leaves each (sample, channel)'s share of dgamma and dbeta; the sum of those
 // shares; and the general dgamma/dbeta kernel, which re-reads x and dy, for the uncached case.
+//
+// Storage (cuda/bf16.h): x and dx are TX, y and dy TY, each float or bf16 (activations stored in
+// bfloat16 for mixed precision). Values are converted to float as they are loaded, four at a time by
+// load4 in the register-cached kernels, and rounded once as they are stored; the arithmetic, the
+// statistics, the parameters and their gradients stay float, so the bf16 results are the float ones
+// of the same (bf16) inputs, rounded.
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 
+#include "cuda/bf16.h"
 #include "cuda/block_reduce.cuh"
 #include "cuda/check.h"
 #include "cuda/group_norm_math.h"
@@ -76,19 +83,20 @@ __device__ __forceinline__ float offset_of(const Fusion& f, int64_t ng, int64_t 
 
 // ---- forward: one block per (sample, group) ------------------------------------------------------
 
-__global__ void group_norm_forward_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const float* x,
-                                          const float* gamma, const float* beta, Fusion fusion, float* y,
+template <class TX, class TY>
+__global__ void group_norm_forward_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const TX* x,
+                                          const float* gamma, const float* beta, Fusion fusion, TY* y,
                                           float* mean_out, float* rstd_out) {
     int64_t per_group = c / g;  // channels per group
     int64_t count = per_group * hw;
     float inv_count = 1.0f / static_cast<float>(count);
     // `ng` = sample * g + group is the same for the whole block, so every thread reaches the barriers.
     for (int64_t ng = blockIdx.x; ng < n * g; ng += gridDim.x) {
-        const float* xg = x + ng * count;
-        float* yg = y + ng * count;
+        const TX* xg = x + ng * count;
+        TY* yg = y + ng * count;
         int64_t first_channel = (ng % g) * per_group;
 
-        auto value = [&](int64_t i) { return xg[i] + offset_of(fusion, ng, per_group, i / hw); };
+        auto value = [&](int64_t i) { return static_cast<float>(xg[i]) + offset_of(fusion, ng, per_group, i / hw); };
 
         float sum = 0.0f;
         for (int64_t i = threadIdx.x; i < count; i += blockDim.x) sum += value(i);
@@ -116,16 +124,18 @@ __global__ void group_norm_forward_kernel(int64_t n, int64_t c, int64_t hw, int6
             float bt = beta ? beta[ch] : 0.0f;
             // x - mean as (x - m) - shift: x - m is usually exact (x and m are close), so this keeps the
             // digits that rounding the mean to float would lose.
-            yg[i] = activate(((value(i) - m) - shift) * rstd * gm + bt, fusion.silu) * mask_at(fusion, gp, i);
+            yg[i] = from_float<TY>(activate(((value(i) - m) - shift) * rstd * gm + bt, fusion.silu) *
+                                   mask_at(fusion, gp, i));
         }
     }
 }
 
 // ---- the same for groups that fit in registers ---------------------------------------------------
 // A U-Net's groups are small (8 channels of 32x32 pixels: 8192 values, 32 KB), so a block of
-// Threads threads can hold its group in registers, kCachedVecs float4s per thread: x is read from
-// memory once instead of three times, and the channel of each float4 comes from a 32-bit division
-// (hw % 4 == 0, so a float4 never straddles two channels). Same statistics as above.
+// Threads threads can hold its group in registers, kCachedVecs float4s per thread (each loaded with
+// load4: one float4, or four bf16 in 8 bytes): x is read from memory once instead of three times, and
+// the channel of each float4 comes from a 32-bit division (hw % 4 == 0, so a float4 never straddles
+// two channels). Same statistics as above.
 // Blocks of 256 threads take groups of up to 8192 values; the decoder's 512-channel inputs at 32x32
 // (16 channels per group, 16384 values) take blocks of 512 threads with the same registers per thread.
 constexpr int kCachedVecs = 8;
@@ -134,16 +144,17 @@ constexpr int64_t cached_max_count(int threads) { return int64_t(4) * threads * 
 
 __device__ __forceinline__ float sum4(float4 v) { return (v.x + v.y) + (v.z + v.w); }
 
-template <int Threads>
+template <class TX, class TY, int Threads>
 __global__ void __launch_bounds__(Threads)
-group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t per_group, float eps, const float4* x,
-                                 const float* gamma, const float* beta, Fusion fusion, float4* y, float* mean_out,
+group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t per_group, float eps, const TX* x,
+                                 const float* gamma, const float* beta, Fusion fusion, TY* y, float* mean_out,
                                  float* rstd_out) {
     const uint32_t count4 = per_group * hw / 4;
     const float inv_count = 1.0f / static_cast<float>(4 * count4);
     for (int ng = blockIdx.x; ng < groups_total; ng += gridDim.x) {
-        const float4* xg = x + static_cast<int64_t>(ng) * count4;
-        float4* yg = y + static_cast<int64_t>(ng) * count4;
+        // float4 i of the group is elements 4 * i .. 4 * i + 3 from xg and yg (64-bit element indices)
+        const TX* xg = x + 4 * (static_cast<int64_t>(ng) * count4);
+        TY* yg = y + 4 * (static_cast<int64_t>(ng) * count4);
         float4 v[kCachedVecs];
         float sum = 0.0f;
 #pragma unroll
@@ -152,7 +163,7 @@ group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t 
             v[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             if (i < count4) {
                 const float off = offset_of(fusion, ng, per_group, 4 * i / hw);
-                const float4 xv = xg[i];
+                const float4 xv = load4(xg, 4 * int64_t(i));
                 v[k] = make_float4(xv.x + off, xv.y + off, xv.z + off, xv.w + off);
             }
             sum += sum4(v[k]);
@@ -191,7 +202,7 @@ group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t 
             out.y = activate(((v[k].y - m) - shift) * rstd * gm + b, fusion.silu) * mask[1];
             out.z = activate(((v[k].z - m) - shift) * rstd * gm + b, fusion.silu) * mask[2];
             out.w = activate(((v[k].w - m) - shift) * rstd * gm + b, fusion.silu) * mask[3];
-            yg[i] = out;
+            store4(yg, 4 * int64_t(i), out);
         }
     }
 }
@@ -202,16 +213,17 @@ group_norm_forward_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t 
 //   dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat)),   means over the group's values,
 // and dx' = dx (the offset shifts x and its mean alike).
 
-__global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x,
+template <class TX, class TY>
+__global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, const TX* x,
                                               const float* gamma, const float* beta, Fusion fusion,
-                                              const float* mean, const float* rstd, const float* dy, float* dx) {
+                                              const float* mean, const float* rstd, const TY* dy, TX* dx) {
     int64_t per_group = c / g;
     int64_t count = per_group * hw;
     float inv_count = 1.0f / static_cast<float>(count);
     for (int64_t ng = blockIdx.x; ng < n * g; ng += gridDim.x) {
-        const float* xg = x + ng * count;
-        const float* dyg = dy + ng * count;
-        float* dxg = dx + ng * count;
+        const TX* xg = x + ng * count;
+        const TY* dyg = dy + ng * count;
+        TX* dxg = dx + ng * count;
         int64_t first_channel = (ng % g) * per_group;
         float mu = mean[ng], rs = rstd[ng];
 
@@ -221,8 +233,8 @@ __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, 
             const int64_t ch = i / hw;
             const float gm = gamma ? gamma[first_channel + ch] : 1.0f;
             const float bt = beta ? beta[first_channel + ch] : 0.0f;
-            xhat = (xg[i] + offset_of(fusion, ng, per_group, ch) - mu) * rs;
-            gx = activation_grad(dyg[i] * mask_at(fusion, gp, i), xhat * gm + bt, fusion.silu) * gm;
+            xhat = (static_cast<float>(xg[i]) + offset_of(fusion, ng, per_group, ch) - mu) * rs;
+            gx = activation_grad(static_cast<float>(dyg[i]) * mask_at(fusion, gp, i), xhat * gm + bt, fusion.silu) * gm;
         };
         float2 sums = make_float2(0.0f, 0.0f);  // sum(gx), sum(gx * xhat)
         for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
@@ -237,7 +249,7 @@ __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, 
         for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
             float xhat, gx;
             at(i, xhat, gx);
-            dxg[i] = rs * (gx - mean_gx - xhat * mean_gx_xhat);
+            dxg[i] = from_float<TX>(rs * (gx - mean_gx - xhat * mean_gx_xhat));
         }
     }
 }
@@ -247,16 +259,16 @@ __global__ void group_norm_backward_dx_kernel(int64_t n, int64_t c, int64_t hw, 
 // channel's positions, to part[0][sample * c + ch] and part[1][...], from the values it already holds:
 // the affine kernel below, which reads x and dy again, is then not needed (see affine_from_parts). The
 // shares are summed per channel from shared memory by one warp each, in a fixed order.
-template <int Threads>
+template <class TX, class TY, int Threads>
 __global__ void __launch_bounds__(Threads)
-group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t per_group, const float4* x,
+group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint32_t per_group, const TX* x,
                                      const float* gamma, const float* beta, Fusion fusion, const float* mean,
-                                     const float* rstd, const float4* dy, float4* dx, float* part) {
+                                     const float* rstd, const TY* dy, TX* dx, float* part) {
     __shared__ float2 shares[kCachedVecs * Threads];  // per float4: sum(gy * xhat), sum(gy)
     const uint32_t count4 = per_group * hw / 4;
     const float inv_count = 1.0f / static_cast<float>(4 * count4);
     for (int ng = blockIdx.x; ng < groups_total; ng += gridDim.x) {
-        const int64_t base = static_cast<int64_t>(ng) * count4;
+        const int64_t base = static_cast<int64_t>(ng) * count4;  // the group's first float4: element 4 * base
         const uint32_t first_channel = (ng % g) * per_group;
         const float mu = mean[ng], rs = rstd[ng];
         float4 xhat[kCachedVecs], gx[kCachedVecs];
@@ -270,7 +282,7 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
                 const float gm = gamma ? gamma[first_channel + ch] : 1.0f;
                 const float bt = beta ? beta[first_channel + ch] : 0.0f;
                 const float centre = mu - offset_of(fusion, ng, per_group, ch);  // x' - mu = x - (mu - offset)
-                const float4 xv = x[base + i], dv = dy[base + i];
+                const float4 xv = load4(x, 4 * (base + i)), dv = load4(dy, 4 * (base + i));
                 xhat[k] = make_float4((xv.x - centre) * rs, (xv.y - centre) * rs, (xv.z - centre) * rs,
                                       (xv.w - centre) * rs);
                 float mask[4];
@@ -300,7 +312,7 @@ group_norm_backward_dx_cached_kernel(int groups_total, int g, uint32_t hw, uint3
             out.y = rs * (gx[k].y - mean_gx - xhat[k].y * mean_gx_xhat);
             out.z = rs * (gx[k].z - mean_gx - xhat[k].z * mean_gx_xhat);
             out.w = rs * (gx[k].w - mean_gx - xhat[k].w * mean_gx_xhat);
-            dx[base + i] = out;
+            store4(dx, 4 * (base + i), out);
         }
         if (part) {
             // block_sum's barriers made every share visible. Warp w sums channels w, w + warps, ...:
@@ -347,9 +359,10 @@ __global__ void group_norm_affine_from_parts_kernel(int64_t n, int64_t c, const 
 // A channel's values are n runs of hw contiguous floats, hw * c apart; consecutive threads take
 // consecutive positions within a run.
 
-__global__ void group_norm_backward_affine_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x,
+template <class TX, class TY>
+__global__ void group_norm_backward_affine_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, const TX* x,
                                                   const float* gamma, const float* beta, Fusion fusion,
-                                                  const float* mean, const float* rstd, const float* dy,
+                                                  const float* mean, const float* rstd, const TY* dy,
                                                   float* dgamma, float* dbeta) {
     int64_t per_group = c / g;
     for (int64_t ch = blockIdx.x; ch < c; ch += gridDim.x) {
@@ -361,7 +374,7 @@ __global__ void group_norm_backward_affine_kernel(int64_t n, int64_t c, int64_t 
             int64_t at = (sample * c + ch) * hw + pos;
             int64_t stat = sample * g + group;
             const float off = fusion.offset ? fusion.offset[sample * c + ch] : 0.0f;
-            float xhat = (x[at] + off - mean[stat]) * rstd[stat];
+            float xhat = (static_cast<float>(x[at]) + off - mean[stat]) * rstd[stat];
             // Element ch * hw + pos of its sample: the dropout place without a division.
             const float mask = fusion.dropout.active()
                                    ? group_norm_math::dropout_factor<float>(
@@ -369,7 +382,7 @@ __global__ void group_norm_backward_affine_kernel(int64_t n, int64_t c, int64_t 
                                                              fusion.dropout, uint64_t(at), uint64_t(sample),
                                                              uint64_t(ch * hw + pos), uint64_t(c * hw)))
                                    : 1.0f;
-            float gy = activation_grad(dy[at] * mask, xhat * gm + bt, fusion.silu);
+            float gy = activation_grad(static_cast<float>(dy[at]) * mask, xhat * gm + bt, fusion.silu);
             sums.x += gy * xhat;
             sums.y += gy;
         }
@@ -381,16 +394,20 @@ __global__ void group_norm_backward_affine_kernel(int64_t n, int64_t c, int64_t 
     }
 }
 
-bool is_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// Whether load4 and store4 may access p: aligned to four elements of T (16 bytes for float, 8 for bf16).
+template <class T> bool is_vec4_aligned(const T* p) {
+    return reinterpret_cast<uintptr_t>(p) % vec4_alignment<T>() == 0;
+}
 
 // The block size of the register-cached kernels for these arguments, or 0 where they do not apply:
 // whole float4s per channel, a group within a block's registers, aligned pointers, and counts that fit
 // their int and 32-bit indices.
 // With dropout, a float4's four elements must share one Philox block: the stream's rows (if any) are
 // whole float4s. `n * g` leaves room for the grid stride in the kernels' int group counter.
-int cached_threads(int64_t n, int64_t c, int64_t hw, int64_t g, const Fusion& fusion, const float* in,
-                   const float* out) {
-    if (hw % 4 != 0 || n * g > INT32_MAX - kMaxBlocks || !is_aligned16(in) || !is_aligned16(out)) return 0;
+template <class TIn, class TOut>
+int cached_threads(int64_t n, int64_t c, int64_t hw, int64_t g, const Fusion& fusion, const TIn* in,
+                   const TOut* out) {
+    if (hw % 4 != 0 || n * g > INT32_MAX - kMaxBlocks || !is_vec4_aligned(in) || !is_vec4_aligned(out)) return 0;
     if (fusion.dropout.active() && fusion.dropout.row_len % 4 != 0) return 0;
     const int64_t count = (c / g) * hw;
     if (count <= cached_max_count(kCachedThreadsSmall)) return kCachedThreadsSmall;
@@ -400,32 +417,34 @@ int cached_threads(int64_t n, int64_t c, int64_t hw, int64_t g, const Fusion& fu
 
 }  // namespace
 
-void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const float* x, const float* gamma,
-                        const float* beta, GroupNormFusion<float> fusion, float* y, float* mean, float* rstd) {
+template <class TX, class TY>
+void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const TX* x, const float* gamma,
+                        const float* beta, GroupNormFusion<float> fusion, TY* y, float* mean, float* rstd) {
     if (n <= 0 || c <= 0 || g <= 0) return;
     if (hw <= 0) return;  // no values: nothing to normalise (the statistics would be 0/0)
     const int threads = cached_threads(n, c, hw, g, fusion, x, y);
     auto cached = [&](auto kernel) {
         kernel<<<grid_for(n * g), threads, 0, current_stream()>>>(
             static_cast<int>(n * g), static_cast<int>(g), static_cast<uint32_t>(hw), static_cast<uint32_t>(c / g), eps,
-            reinterpret_cast<const float4*>(x), gamma, beta, fusion, reinterpret_cast<float4*>(y), mean, rstd);
+            x, gamma, beta, fusion, y, mean, rstd);
     };
     if (threads == kCachedThreadsSmall)
-        cached(group_norm_forward_cached_kernel<kCachedThreadsSmall>);
+        cached(group_norm_forward_cached_kernel<TX, TY, kCachedThreadsSmall>);
     else if (threads == kCachedThreadsLarge)
-        cached(group_norm_forward_cached_kernel<kCachedThreadsLarge>);
+        cached(group_norm_forward_cached_kernel<TX, TY, kCachedThreadsLarge>);
     else
-        group_norm_forward_kernel<<<grid_for(n * g), kThreads, 0, current_stream()>>>(n, c, hw, g, eps, x, gamma, beta,
-                                                                                      fusion, y, mean, rstd);
+        group_norm_forward_kernel<TX, TY><<<grid_for(n * g), kThreads, 0, current_stream()>>>(
+            n, c, hw, g, eps, x, gamma, beta, fusion, y, mean, rstd);
     STF_CUDA_CHECK_LAUNCH();
 }
 
-void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x, const float* gamma,
+template <class TX, class TY>
+void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const TX* x, const float* gamma,
                          const float* beta, GroupNormFusion<float> fusion, const float* mean, const float* rstd,
-                         const float* dy, float* dx, float* dgamma, float* dbeta) {
+                         const TY* dy, TX* dx, float* dgamma, float* dbeta) {
     if (c <= 0 || g <= 0) return;
     cudaStream_t s = current_stream();
-    const int threads = n > 0 && hw > 0 && is_aligned16(dy) ? cached_threads(n, c, hw, g, fusion, x, dx) : 0;
+    const int threads = n > 0 && hw > 0 && is_vec4_aligned(dy) ? cached_threads(n, c, hw, g, fusion, x, dx) : 0;
     if (threads) {
         // The cached dx kernel also leaves each (sample, channel)'s share of dgamma and dbeta in `part`.
         const bool affine = dgamma || dbeta;
@@ -439,13 +458,12 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const floa
         auto cached = [&](auto kernel) {
             kernel<<<grid_for(n * g), threads, 0, s>>>(
                 static_cast<int>(n * g), static_cast<int>(g), static_cast<uint32_t>(hw), static_cast<uint32_t>(c / g),
-                reinterpret_cast<const float4*>(x), gamma, beta, fusion, mean, rstd,
-                reinterpret_cast<const float4*>(dy), reinterpret_cast<float4*>(dx), part);
+                x, gamma, beta, fusion, mean, rstd, dy, dx, part);
         };
         if (threads == kCachedThreadsSmall)
-            cached(group_norm_backward_dx_cached_kernel<kCachedThreadsSmall>);
+            cached(group_norm_backward_dx_cached_kernel<TX, TY, kCachedThreadsSmall>);
         else
-            cached(group_norm_backward_dx_cached_kernel<kCachedThreadsLarge>);
+            cached(group_norm_backward_dx_cached_kernel<TX, TY, kCachedThreadsLarge>);
         STF_CUDA_CHECK_LAUNCH();
         if (affine) {
             group_norm_affine_from_parts_kernel<<<static_cast<unsigned>((c + 255) / 256), 256, 0, s>>>(n, c, part,
@@ -455,15 +473,26 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const floa
         return;
     }
     if (n > 0 && hw > 0) {
-        group_norm_backward_dx_kernel<<<grid_for(n * g), kThreads, 0, s>>>(n, c, hw, g, x, gamma, beta, fusion, mean,
-                                                                           rstd, dy, dx);
+        group_norm_backward_dx_kernel<TX, TY><<<grid_for(n * g), kThreads, 0, s>>>(n, c, hw, g, x, gamma, beta, fusion,
+                                                                                   mean, rstd, dy, dx);
         STF_CUDA_CHECK_LAUNCH();
     }
     if (dgamma || dbeta) {  // with no samples or no positions the sums are empty and come out 0
-        group_norm_backward_affine_kernel<<<grid_for(c), kThreads, 0, s>>>(n, c, hw, g, x, gamma, beta, fusion, mean,
-                                                                           rstd, dy, dgamma, dbeta);
+        group_norm_backward_affine_kernel<TX, TY><<<grid_for(c), kThreads, 0, s>>>(n, c, hw, g, x, gamma, beta, fusion,
+                                                                                   mean, rstd, dy, dgamma, dbeta);
         STF_CUDA_CHECK_LAUNCH();
     }
 }
+
+#define STF_INSTANTIATE(TX, TY)                                                                                        \
+    template void group_norm_forward<TX, TY>(int64_t, int64_t, int64_t, int64_t, float, const TX*, const float*,       \
+                                             const float*, GroupNormFusion<float>, TY*, float*, float*);               \
+    template void group_norm_backward<TX, TY>(int64_t, int64_t, int64_t, int64_t, const TX*, const float*,             \
+                                              const float*, GroupNormFusion<float>, const float*, const float*,        \
+                                              const TY*, TX*, float*, float*);
+STF_INSTANTIATE(float, float)
+STF_INSTANTIATE(bf16, bf16)
+STF_INSTANTIATE(float, bf16)
+#undef STF_INSTANTIATE
 
 }  // namespace stf::cuda

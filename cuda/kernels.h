@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include "cuda/bf16.h"
 #include "cuda/group_norm_math.h"
 #include "cuda/layout.h"
 #include "cuda/optim_math.h"
@@ -38,18 +39,25 @@ void softmax_rows_backward(int64_t rows, int64_t cols, float* dx, const float* d
 
 // --- group_norm.cu --------------------------------------------------------------------------------
 // x [n, c, hw] contiguous, groups g dividing c; mean and rstd are [n, g]; gamma/beta [c] (may be null);
-// the fused offset and SiLU as in cuda/group_norm_math.h
-void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const float* x, const float* gamma,
-                        const float* beta, GroupNormFusion<float> fusion, float* y, float* mean, float* rstd);
+// the fused offset and SiLU as in cuda/group_norm_math.h.
+// x (and dx) are TX, y (and dy) TY: float, or bf16 where activations are stored in bfloat16 (cuda/bf16.h;
+// the arithmetic stays float). Instantiated for (float, float), (bf16, bf16) and (float, bf16).
+template <class TX, class TY>
+void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const TX* x, const float* gamma,
+                        const float* beta, GroupNormFusion<float> fusion, TY* y, float* mean, float* rstd);
 // beta is needed (with gamma) only to recompute the SiLU's input; dgamma and dbeta may be null
-void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x, const float* gamma,
+template <class TX, class TY>
+void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const TX* x, const float* gamma,
                          const float* beta, GroupNormFusion<float> fusion, const float* mean, const float* rstd,
-                         const float* dy, float* dx, float* dgamma, float* dbeta);
+                         const TY* dy, TX* dx, float* dgamma, float* dbeta);
 
 // --- residual.cu ----------------------------------------------------------------------------------
-// y = ((a + b) + bias[ch]) * scale over contiguous [n, c, inner]; bias [c] may be null
-void scaled_residual(int64_t n, int64_t c, int64_t inner, const float* a, const float* b, const float* bias,
-                     float scale, float* y);
+// y = ((a + b) + bias[ch]) * scale over contiguous [n, c, inner]; bias [c] may be null. a and b are
+// float or bf16 (activations stored in bfloat16), y is float: instantiated for (float, float),
+// (bf16, float) and (bf16, bf16).
+template <class TA, class TB>
+void scaled_residual(int64_t n, int64_t c, int64_t inner, const TA* a, const TB* b, const float* bias, float scale,
+                     float* y);
 
 // --- random.cu (Philox stream convention in cuda/philox.h) ----------------------------------------
 // row_len/row_stride split the draw into rows with their own streams (cuda/philox.h); 0 means one stream.
@@ -110,6 +118,12 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 void conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y);
 void conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx);
 void conv2d_backward_weight(const ConvShape& s, const float* x, const float* dy, float* dw);
+// bf16 operands with float32 accumulation (tensor cores; the TF32 setting does not apply). They return
+// false, having computed nothing, when cuDNN has no bf16 algorithm for the shape (said once on stderr):
+// the caller then computes it in float32.
+bool conv2d_forward(const ConvShape& s, const bf16* x, const bf16* w, bf16* y);
+bool conv2d_backward_data(const ConvShape& s, const bf16* dy, const bf16* w, bf16* dx);
+bool conv2d_backward_weight(const ConvShape& s, const bf16* x, const bf16* dy, bf16* dw);
 
 // --- augment.cu (EDM's augmentation pipeline; the per-pixel formulas are in cuda/augment_math.h) --
 // x and y are [n, c, h, w] and must not overlap.

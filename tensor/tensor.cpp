@@ -4,6 +4,7 @@
 #include <cstring>
 #include <iomanip>
 
+#include "cuda/bf16.h"
 #include "cuda/runtime.h"
 #include "tensor/ops.h"
 
@@ -138,6 +139,7 @@ template <class T> static constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::F32; }
 template <> constexpr DType dtype_of<double>() { return DType::F64; }
 template <> constexpr DType dtype_of<uint16_t>() { return DType::BF16; }
+template <> constexpr DType dtype_of<bf16>() { return DType::BF16; }
 
 template <class T> T* Tensor::data() const {
     STF_CHECK(dtype() == dtype_of<T>(), "data<" << dtype_name(dtype_of<T>()) << ">() on a tensor of dtype "
@@ -147,6 +149,7 @@ template <class T> T* Tensor::data() const {
 template float* Tensor::data<float>() const;
 template double* Tensor::data<double>() const;
 template uint16_t* Tensor::data<uint16_t>() const;
+template bf16* Tensor::data<bf16>() const;
 
 std::vector<double> Tensor::to_vector() const {
     Tensor host = ops::contiguous(ops::to(ops::to(*this, Device::cpu()), DType::F64));

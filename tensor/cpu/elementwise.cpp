@@ -1,7 +1,6 @@
 // Elementwise CPU kernels: every output element depends on one element of each input, so the loops
 // are embarrassingly parallel and the results do not depend on the number of threads.
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -161,19 +160,6 @@ template <class T> T binary_op(BinaryOp op, T a, T b, T alpha, T beta) {
     throw std::invalid_argument("cpu::binary: unknown op");
 }
 
-// bfloat16 is the top half of a float32. Rounding to nearest even: add 0x7FFF plus the lowest kept
-// bit, so an exact tie rounds up only when that makes the kept mantissa even. Overflow correctly
-// carries into the exponent (and up to inf).
-uint16_t float_to_bf16(float f) {
-    uint32_t bits = std::bit_cast<uint32_t>(f);
-    // Rounding could carry a NaN's payload into inf; keep the sign and force a quiet-NaN bit instead.
-    if (std::isnan(f)) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-    uint32_t lsb = (bits >> 16) & 1u;
-    return static_cast<uint16_t>((bits + 0x7FFFu + lsb) >> 16);
-}
-
-float bf16_to_float(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
-
 size_t dtype_bytes(int dtype) {
     switch (dtype) {
     case 0: return 4;
@@ -188,7 +174,7 @@ double load(const void* p, int dtype, int64_t i) {
     switch (dtype) {
     case 0: return static_cast<const float*>(p)[i];
     case 1: return static_cast<const double*>(p)[i];
-    default: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+    default: return float_from_bf16_bits(static_cast<const uint16_t*>(p)[i]);  // cuda/bf16.h
     }
 }
 
@@ -198,7 +184,7 @@ void store(void* p, int dtype, int64_t i, double v) {
     switch (dtype) {
     case 0: static_cast<float*>(p)[i] = static_cast<float>(v); break;
     case 1: static_cast<double*>(p)[i] = v; break;
-    default: static_cast<uint16_t*>(p)[i] = float_to_bf16(static_cast<float>(v)); break;
+    default: static_cast<uint16_t*>(p)[i] = bf16_bits_from_float(static_cast<float>(v)); break;
     }
 }
 

@@ -1,7 +1,13 @@
 // GroupNorm (Wu & He, 2018) over x [n, c, hw]: the c channels are split into g groups of c/g, and
 // each (sample, group) block of (c/g) * hw values is normalised by its own mean and variance.
 // Because x is contiguous, block ng = sample * g + group is the contiguous run x[ng * (c/g) * hw ...].
+//
+// Storage: x and dx are TX, y and dy TY, either T or bf16 with T = float (cuda/bf16.h). Each stored
+// value is converted to T where it is loaded and each result is computed in T exactly as for T storage,
+// then rounded to bf16 as it is stored, so the bf16 results are the float ones (on the same, bf16-exact
+// inputs) rounded to bfloat16; the statistics and the parameter gradients are the float ones.
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/group_norm_math.h"
@@ -32,8 +38,8 @@ template <class F> double lane_sum(int64_t count, F term) {
 }
 
 // A block's values with the fused offset added: channel ch of the block holds x[ch * hw + p] + off(ch).
-template <class T> struct Block {
-    const T* x;
+template <class T, class TX> struct Block {
+    const TX* x;
     int64_t cpg, hw;
     const T* offset;  // offset + first channel of the block, or null
     double off(int64_t ch) const { return offset ? double(offset[ch]) : 0.0; }
@@ -42,17 +48,17 @@ template <class T> struct Block {
 // Two passes (mean first, then squared deviations) rather than E[x^2] - E[x]^2, which cancels
 // catastrophically when the mean is large compared with the spread. Sums run channel by channel so
 // the offset is a constant of each inner loop.
-template <class T> Stats block_stats(const Block<T>& b, double eps) {
+template <class T, class TX> Stats block_stats(const Block<T, TX>& b, double eps) {
     const double count = static_cast<double>(b.cpg * b.hw);
     double sum = 0.0;
     for (int64_t ch = 0; ch < b.cpg; ++ch) {
-        const T* xc = b.x + ch * b.hw;
+        const TX* xc = b.x + ch * b.hw;
         sum += lane_sum(b.hw, [xc](int64_t p) { return double(xc[p]); }) + b.off(ch) * static_cast<double>(b.hw);
     }
     const double mean = sum / count;
     double sq = 0.0;
     for (int64_t ch = 0; ch < b.cpg; ++ch) {
-        const T* xc = b.x + ch * b.hw;
+        const TX* xc = b.x + ch * b.hw;
         const double centre = mean - b.off(ch);  // x' - mean = x - (mean - offset)
         sq += lane_sum(b.hw, [xc, centre](int64_t p) {
             const double d = double(xc[p]) - centre;
@@ -84,21 +90,22 @@ template <class T> void fill_mask(const DropoutStream& d, uint64_t first, int64_
 //   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
 // and dx' = dx: the offset shifts x and its statistics alike. gy is computed in T from a rounded to T,
 // as the unfused ops (group_norm, then silu's and dropout's backward) would; `gy` is the block's
-// scratch and `mask` its dropout factors (null: no dropout).
-template <class T>
-void block_backward(const Block<T>& b, const T* gamma, const T* beta, bool silu, const T* mask, double mean,
-                    double rstd, const T* dy, T* dx, double* gy, double* part_gamma, double* part_beta) {
+// scratch and `mask` its dropout factors (null: no dropout). dy is loaded as T, and dx computed in T
+// before it is stored as TX.
+template <class T, class TX, class TY>
+void block_backward(const Block<T, TX>& b, const T* gamma, const T* beta, bool silu, const T* mask, double mean,
+                    double rstd, const TY* dy, TX* dx, double* gy, double* part_gamma, double* part_beta) {
     using group_norm_math::activation_grad;
     double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
     for (int64_t ch = 0; ch < b.cpg; ++ch) {
         const double gm = gamma ? double(gamma[ch]) : 1.0, bt = beta ? double(beta[ch]) : 0.0;
         const double centre = mean - b.off(ch);
-        const T* xc = b.x + ch * b.hw;
-        const T* dyc = dy + ch * b.hw;
+        const TX* xc = b.x + ch * b.hw;
+        const TY* dyc = dy + ch * b.hw;
         const T* mc = mask ? mask + ch * b.hw : nullptr;
         double* gyc = gy + ch * b.hw;
         for (int64_t p = 0; p < b.hw; ++p) {
-            const T dy_kept = mc ? dyc[p] * mc[p] : dyc[p];
+            const T dy_kept = mc ? static_cast<T>(dyc[p]) * mc[p] : static_cast<T>(dyc[p]);
             const T a = static_cast<T>((double(xc[p]) - centre) * rstd * gm + bt);
             gyc[p] = double(activation_grad<T>(dy_kept, a, silu));
         }
@@ -115,12 +122,12 @@ void block_backward(const Block<T>& b, const T* gamma, const T* beta, bool silu,
     for (int64_t ch = 0; ch < b.cpg; ++ch) {
         const double gm = gamma ? double(gamma[ch]) : 1.0;
         const double centre = mean - b.off(ch);
-        const T* xc = b.x + ch * b.hw;
+        const TX* xc = b.x + ch * b.hw;
         const double* gyc = gy + ch * b.hw;
-        T* dxc = dx + ch * b.hw;
+        TX* dxc = dx + ch * b.hw;
         for (int64_t p = 0; p < b.hw; ++p) {
             const double xhat = (double(xc[p]) - centre) * rstd;
-            dxc[p] = static_cast<T>(rstd * (gyc[p] * gm - mean_dxhat - xhat * mean_dxhat_xhat));
+            dxc[p] = TX(static_cast<T>(rstd * (gyc[p] * gm - mean_dxhat - xhat * mean_dxhat_xhat)));
         }
     }
 }
@@ -129,20 +136,27 @@ void block_backward(const Block<T>& b, const T* gamma, const T* beta, bool silu,
 
 // The affine value is rounded to T before the SiLU and the mask, which then run in T: the same
 // numbers as the unfused ops (group_norm, silu, dropout's multiply), and as the CUDA kernels in float.
-template <class T>
-void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, double eps, const T* x, const T* gamma,
-                        const T* beta, GroupNormFusion<T> fusion, T* y, T* mean, T* rstd) {
+// With TY other than T a block's output is formed in a scratch block of T and then rounded into y.
+template <class T, class TX, class TY>
+void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, double eps, const TX* x, const T* gamma,
+                        const T* beta, GroupNormFusion<T> fusion, TY* y, T* mean, T* rstd) {
+    constexpr bool direct = std::is_same_v<T, TY>;  // y itself holds the block's values of T
     const int64_t cpg = c / g, count = cpg * hw;
     const bool drop = fusion.dropout.active();
 #pragma omp parallel if (n * c * hw >= kParallelMin)
     {
         std::vector<T> mask(drop ? count : 0);
+        std::vector<T> scratch(direct ? 0 : count);
 #pragma omp for schedule(static)
         for (int64_t ng = 0; ng < n * g; ++ng) {
             const int64_t first_channel = (ng % g) * cpg;
             // ng * cpg = sample * c + first_channel: the block's first row of the [n, c] offset
-            const Block<T> b{x + ng * count, cpg, hw, fusion.offset ? fusion.offset + ng * cpg : nullptr};
-            T* yb = y + ng * count;
+            const Block<T, TX> b{x + ng * count, cpg, hw, fusion.offset ? fusion.offset + ng * cpg : nullptr};
+            T* yb;
+            if constexpr (direct)
+                yb = y + ng * count;
+            else
+                yb = scratch.data();
             const Stats st = block_stats(b, eps);
             mean[ng] = static_cast<T>(st.mean);
             rstd[ng] = static_cast<T>(st.rstd);
@@ -150,7 +164,7 @@ void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, double eps,
                 const double scale = gamma ? double(gamma[first_channel + ch]) : 1.0;
                 const double shift = beta ? double(beta[first_channel + ch]) : 0.0;
                 const double centre = st.mean - b.off(ch);
-                const T* xc = b.x + ch * hw;
+                const TX* xc = b.x + ch * hw;
                 T* yc = yb + ch * hw;
                 for (int64_t p = 0; p < hw; ++p)
                     yc[p] = static_cast<T>((double(xc[p]) - centre) * st.rstd * scale + shift);
@@ -161,15 +175,19 @@ void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, double eps,
                 fill_mask(fusion.dropout, uint64_t(ng * count), count, mask.data());
                 for (int64_t i = 0; i < count; ++i) yb[i] = yb[i] * mask[i];
             }
+            if constexpr (!direct) {
+                TY* out = y + ng * count;
+                for (int64_t i = 0; i < count; ++i) out[i] = TY(yb[i]);
+            }
         }
     }
 }
 
 // One fused pass per block computes dx and each (sample, channel)'s share of dgamma and dbeta; the
 // shares are then added over samples in order, so the result does not depend on the thread count.
-template <class T>
-void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x, const T* gamma, const T* beta,
-                         GroupNormFusion<T> fusion, const T* mean, const T* rstd, const T* dy, T* dx, T* dgamma,
+template <class T, class TX, class TY>
+void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const TX* x, const T* gamma, const T* beta,
+                         GroupNormFusion<T> fusion, const T* mean, const T* rstd, const TY* dy, TX* dx, T* dgamma,
                          T* dbeta) {
     const int64_t cpg = c / g, count = cpg * hw;
     const bool drop = fusion.dropout.active();
@@ -181,7 +199,7 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x
 #pragma omp for schedule(static)
         for (int64_t ng = 0; ng < n * g; ++ng) {
             const int64_t off = ng * count, first_channel = (ng % g) * cpg, row = ng * cpg;
-            const Block<T> b{x + off, cpg, hw, fusion.offset ? fusion.offset + row : nullptr};
+            const Block<T, TX> b{x + off, cpg, hw, fusion.offset ? fusion.offset + row : nullptr};
             if (drop) fill_mask(fusion.dropout, uint64_t(off), count, mask.data());
             block_backward(b, gamma ? gamma + first_channel : nullptr, beta ? beta + first_channel : nullptr,
                            fusion.silu, drop ? mask.data() : nullptr, double(mean[ng]), double(rstd[ng]), dy + off,
@@ -199,13 +217,15 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x
     }
 }
 
-#define STF_INSTANTIATE(T)                                                                                         \
-    template void group_norm_forward<T>(int64_t, int64_t, int64_t, int64_t, double, const T*, const T*, const T*, \
-                                        GroupNormFusion<T>, T*, T*, T*);                                           \
-    template void group_norm_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, const T*,        \
-                                         GroupNormFusion<T>, const T*, const T*, const T*, T*, T*, T*);
-STF_INSTANTIATE(float)
-STF_INSTANTIATE(double)
+#define STF_INSTANTIATE(T, TX, TY)                                                                                     \
+    template void group_norm_forward<T, TX, TY>(int64_t, int64_t, int64_t, int64_t, double, const TX*, const T*,       \
+                                                const T*, GroupNormFusion<T>, TY*, T*, T*);                            \
+    template void group_norm_backward<T, TX, TY>(int64_t, int64_t, int64_t, int64_t, const TX*, const T*, const T*,    \
+                                                 GroupNormFusion<T>, const T*, const T*, const TY*, TX*, T*, T*);
+STF_INSTANTIATE(float, float, float)
+STF_INSTANTIATE(double, double, double)
+STF_INSTANTIATE(float, bf16, bf16)
+STF_INSTANTIATE(float, float, bf16)
 #undef STF_INSTANTIATE
 
 } // namespace stf::cpu

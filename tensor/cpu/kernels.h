@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include "cuda/bf16.h"
 #include "cuda/group_norm_math.h"
 #include "cuda/layout.h"
 #include "cuda/optim_math.h"
@@ -33,19 +34,23 @@ template <class T> void softmax_rows(int64_t rows, int64_t cols, T* y, const T* 
 template <class T> void softmax_rows_backward(int64_t rows, int64_t cols, T* dx, const T* dy, const T* y, bool log);
 
 // --- group_norm.cpp (fusion: cuda/group_norm_math.h) -------------------------------------------------
-template <class T>
-void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, double eps, const T* x, const T* gamma,
-                        const T* beta, GroupNormFusion<T> fusion, T* y, T* mean, T* rstd);
+// T is the arithmetic and parameter type (float or double); x and dx are stored as TX, y and dy as TY
+// (T, or bf16 with T = float: the values are converted as loaded and rounded as stored, so the result
+// is the float one rounded to bfloat16).
+template <class T, class TX = T, class TY = T>
+void group_norm_forward(int64_t n, int64_t c, int64_t hw, int64_t g, double eps, const TX* x, const T* gamma,
+                        const T* beta, GroupNormFusion<T> fusion, TY* y, T* mean, T* rstd);
 // beta is needed (with gamma) only to recompute the SiLU's input; dgamma and dbeta may be null.
-template <class T>
-void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const T* x, const T* gamma, const T* beta,
-                         GroupNormFusion<T> fusion, const T* mean, const T* rstd, const T* dy, T* dx, T* dgamma,
+template <class T, class TX = T, class TY = T>
+void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const TX* x, const T* gamma, const T* beta,
+                         GroupNormFusion<T> fusion, const T* mean, const T* rstd, const TY* dy, TX* dx, T* dgamma,
                          T* dbeta);
 
 // --- residual.cpp ---------------------------------------------------------------------------------
-// y = ((a + b) + bias[ch]) * scale over contiguous [n, c, inner]; bias [c] may be null
-template <class T>
-void scaled_residual(int64_t n, int64_t c, int64_t inner, const T* a, const T* b, const T* bias, T scale, T* y);
+// y = ((a + b) + bias[ch]) * scale over contiguous [n, c, inner]; bias [c] may be null. a and b are
+// stored as TA and TB (T, or bf16 with T = float), y as T.
+template <class T, class TA = T, class TB = T>
+void scaled_residual(int64_t n, int64_t c, int64_t inner, const TA* a, const TB* b, const T* bias, T scale, T* y);
 
 // --- random.cpp -----------------------------------------------------------------------------------
 // row_len/row_stride split the draw into rows with their own streams (cuda/philox.h); 0 means one stream.

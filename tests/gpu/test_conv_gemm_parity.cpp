@@ -344,7 +344,10 @@ TEST_CASE("conv parity: groups that do not divide the channels are rejected") {
     // Validation happens before any device work, so null pointers are fine here.
     const stf::ConvShape bad_c = conv_shape(1, 6, 8, 8, 8, 3, 3, 1, 1, 1, 1, 4);
     const stf::ConvShape bad_k = conv_shape(1, 8, 8, 8, 6, 3, 3, 1, 1, 1, 1, 4);
-    CHECK_THROWS_AS(stf::cuda::conv2d_forward(bad_c, nullptr, nullptr, nullptr), std::invalid_argument);
-    CHECK_THROWS_AS(stf::cuda::conv2d_backward_data(bad_k, nullptr, nullptr, nullptr), std::invalid_argument);
-    CHECK_THROWS_AS(stf::cuda::conv2d_backward_weight(bad_c, nullptr, nullptr, nullptr), std::invalid_argument);
+    float* none = nullptr;
+    CHECK_THROWS_AS(stf::cuda::conv2d_forward(bad_c, none, none, none), std::invalid_argument);
+    CHECK_THROWS_AS(stf::cuda::conv2d_backward_data(bad_k, none, none, none), std::invalid_argument);
+    CHECK_THROWS_AS(stf::cuda::conv2d_backward_weight(bad_c, none, none, none), std::invalid_argument);
+    stf::bf16* none16 = nullptr;  // the bf16 entry points validate the same way
+    CHECK_THROWS_AS(stf::cuda::conv2d_forward(bad_c, none16, none16, none16), std::invalid_argument);
 }
