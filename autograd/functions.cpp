@@ -424,18 +424,22 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
 
 // group_norm and its fused forms (cuda/group_norm_math.h): one op, named for what it fuses.
 static Tensor fused_group_norm(const char* name, const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta,
-                               double eps, const Tensor& offset, bool silu, const DropoutStream& dropout) {
-    ops::FusedGroupNorm fused{offset.defined() ? detach(offset) : Tensor(), silu, dropout};
+                               double eps, const Tensor& offset, bool silu, const DropoutStream& dropout,
+                               std::optional<DType> y_dtype = std::nullopt) {
+    ops::FusedGroupNorm fused{offset.defined() ? detach(offset) : Tensor(), silu, dropout, y_dtype};
     ops::GroupNormOut o = ops::group_norm(x, gamma, beta, groups, eps, fused);
     bool g_offset = needs_grad(offset);
+    const DType offset_dtype = offset.defined() ? offset.dtype() : x.dtype();
     return record(name, o.y, {x, gamma, beta, offset},
                   [x = detach(x), gamma = gamma.defined() ? detach(gamma) : Tensor(),
                    beta = beta.defined() ? detach(beta) : Tensor(), fused, mean = o.mean, rstd = o.rstd, groups,
-                   g_offset](const Tensor& g) {
+                   g_offset, offset_dtype](const Tensor& g) {
                       ops::GroupNormGrads d = ops::group_norm_backward(g, x, gamma, beta, mean, rstd, groups, fused);
-                      // x' = x + offset[n, c]: the offset's gradient is dx summed over each channel's positions.
+                      // x' = x + offset[n, c]: the offset's gradient is dx summed over each channel's positions
+                      // (in float32 when dx is stored as bf16, like the offset).
                       Tensor d_offset;
-                      if (g_offset) d_offset = ops::sum(ops::reshape(d.dx, {x.size(0), x.size(1), -1}), {2});
+                      if (g_offset)
+                          d_offset = ops::sum(ops::reshape(ops::to(d.dx, offset_dtype), {x.size(0), x.size(1), -1}), {2});
                       return Grads{d.dx, d.dgamma, d.dbeta, d_offset};
                   });
 }
@@ -444,31 +448,37 @@ Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor
     return fused_group_norm("group_norm", x, groups, gamma, beta, eps, Tensor(), false, DropoutStream{});
 }
 
+Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps, DType y_dtype) {
+    return fused_group_norm("group_norm", x, groups, gamma, beta, eps, Tensor(), false, DropoutStream{}, y_dtype);
+}
+
 Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
-                       const Tensor& offset) {
-    return fused_group_norm("group_norm_silu", x, groups, gamma, beta, eps, offset, true, DropoutStream{});
+                       const Tensor& offset, std::optional<DType> y_dtype) {
+    return fused_group_norm("group_norm_silu", x, groups, gamma, beta, eps, offset, true, DropoutStream{}, y_dtype);
 }
 
 Tensor group_norm_silu_dropout(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
-                               const Tensor& offset, double p, bool train, Generator& gen) {
+                               const Tensor& offset, double p, bool train, Generator& gen,
+                               std::optional<DType> y_dtype) {
     STF_CHECK(p >= 0 && p < 1, "dropout: probability " << p << " outside [0, 1)");
     DropoutStream dropout;  // inactive unless training with p > 0, as dropout()
     if (train && p > 0) dropout = ops::dropout_stream(x.shape(), p, gen);
-    return fused_group_norm("group_norm_silu_dropout", x, groups, gamma, beta, eps, offset, true, dropout);
+    return fused_group_norm("group_norm_silu_dropout", x, groups, gamma, beta, eps, offset, true, dropout, y_dtype);
 }
 
 Tensor scaled_residual(const Tensor& a, const Tensor& b, const Tensor& bias, double scale) {
     bool g_bias = needs_grad(bias);
     return record("scaled_residual", ops::scaled_residual(a, b, bias, scale), {a, b, bias},
-                  [scale, g_bias](const Tensor& g) {
-                      Tensor ga = ops::mul_scalar(g, scale);  // a and b share one gradient tensor
+                  [scale, g_bias, a_dtype = a.dtype(), b_dtype = b.dtype()](const Tensor& g) {
+                      Tensor ga = ops::mul_scalar(g, scale);  // a and b share one gradient tensor...
                       Tensor gbias;
                       if (g_bias) {
                           std::vector<int> dims{0};
                           for (int d = 2; d < g.ndim(); ++d) dims.push_back(d);
                           gbias = ops::sum(ga, dims);
                       }
-                      return Grads{ga, ga, gbias};
+                      // ...stored like each of them (bf16 for a convolution's output under mixed precision)
+                      return Grads{ops::to(ga, a_dtype), ops::to(ga, b_dtype), gbias};
                   });
 }
 

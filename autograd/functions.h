@@ -1,6 +1,7 @@
 // The differentiable ops: every op a model is built from, each recording its backward in the graph
 // (autograd/node.h). Forward work is done by the raw ops in tensor/ops.h on either device.
 #pragma once
+#include <optional>
 #include <utility>
 #include <vector>
 #include "autograd/node.h"
@@ -92,18 +93,24 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
 
 // ---- normalisation, softmax, dropout, losses ---------------------------------------------------------
 Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps = 1e-5);
+// The same with the output stored as y_dtype: bf16 from a float32 x for mixed precision (the rounding
+// fused into the store; the backward pass takes a bf16 gradient and returns a float32 one).
+Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps, DType y_dtype);
 // silu(group_norm(x + offset[:, :, None, None])) as one kernel each way (cuda/group_norm_math.h), without
 // keeping the normalised tensor for the backward pass: it is recomputed from x there. offset [n, c] (a
 // convolution's bias plus the noise embedding, in EDM's blocks) may be undefined.
+// x may be bf16 (mixed precision), and y_dtype (default: x's) bf16 for a float32 x, as group_norm.
 Tensor group_norm_silu(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps = 1e-5,
-                       const Tensor& offset = Tensor());
+                       const Tensor& offset = Tensor(), std::optional<DType> y_dtype = std::nullopt);
 // dropout(group_norm_silu(...), p, train, gen) with the mask drawn inside the kernels and drawn again
 // in the backward pass: the same mask and values as the two ops (same generator draw), no mask tensor.
 Tensor group_norm_silu_dropout(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, double eps,
-                               const Tensor& offset, double p, bool train, Generator& gen);
+                               const Tensor& offset, double p, bool train, Generator& gen,
+                               std::optional<DType> y_dtype = std::nullopt);
 // (a + b + bias[c]) * scale in one pass: a residual connection and its skip scale, with the biases of
 // the convolutions that made a and b folded into bias. a and b [n, c, ...] of one shape; bias [c] or
-// undefined.
+// undefined. a or b may be bf16 (mixed precision): the output is then float32, and each gradient is
+// stored like its input.
 Tensor scaled_residual(const Tensor& a, const Tensor& b, const Tensor& bias, double scale);
 Tensor softmax(const Tensor& x, int dim);
 Tensor log_softmax(const Tensor& x, int dim);

@@ -46,6 +46,13 @@ Tensor record(const char* name, Tensor out, const std::vector<Tensor>& inputs, N
     return out;
 }
 
+// The sum of two gradients reaching one node. bf16 ones (mixed precision) are added in float32 and
+// rounded once, as the ops that made them would have done.
+static Tensor add_gradients(const Tensor& a, const Tensor& b) {
+    if (a.dtype() != DType::BF16 && b.dtype() != DType::BF16) return ops::add(a, b);
+    return ops::to(ops::add(ops::to(a, DType::F32), ops::to(b, DType::F32)), a.dtype());
+}
+
 static void accumulate_into_leaf(TensorImpl& leaf, const Tensor& g) {
     STF_CHECK(g.shape() == leaf.sizes, "backward: gradient " << describe(g) << " does not match its leaf of shape "
                                                              << shape_str(leaf.sizes));
@@ -124,7 +131,7 @@ void backward(const Tensor& root, const Tensor& seed_in) {
             Node* next = e.node.get();
             if (grads[i].defined()) {
                 Tensor& slot = pending[next];
-                slot = slot.defined() ? ops::add(slot, grads[i]) : grads[i];
+                slot = slot.defined() ? add_gradients(slot, grads[i]) : grads[i];
             }
             if (--consumers[next] == 0) ready.push_back(e.node);
         }

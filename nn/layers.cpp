@@ -63,33 +63,39 @@ Conv2d::Conv2d(int64_t in, int64_t out, int kernel, const Options& o, Generator&
     }
 }
 
-// The filter repeated for a depthwise (groups = channels) convolution.
-Tensor Conv2d::tiled_filter(int64_t channels, double gain) const {
+// t converted (differentiably) to the dtype of x, if it is not already in it: a float32 weight for a
+// bf16 input under mixed precision, whose gradient then comes back to float32.
+static Tensor in_dtype_of(const Tensor& t, const Tensor& x) { return t.dtype() == x.dtype() ? t : to(t, x.dtype()); }
+
+// The filter repeated for a depthwise (groups = channels) convolution, in the dtype of `like`.
+Tensor Conv2d::tiled_filter(int64_t channels, double gain, const Tensor& like) const {
     int64_t f = resample_filter.size(-1);
     Tensor t = ops::contiguous(ops::expand(resample_filter, {channels, 1, f, f}));
-    return gain == 1 ? t : ops::mul_scalar(t, gain);
+    return ops::to(gain == 1 ? t : ops::mul_scalar(t, gain), like.dtype());
 }
 
 Tensor Conv2d::forward(const Tensor& x) const {
     Tensor y = forward_unbiased(x);
-    return bias.defined() ? add(y, reshape(bias, {1, bias.size(0), 1, 1})) : y;
+    if (!bias.defined()) return y;
+    return add(in_dtype_of(y, bias), reshape(bias, {1, bias.size(0), 1, 1}));  // a bf16 y widens to the bias's float32
 }
 
 Tensor Conv2d::forward_unbiased(const Tensor& x_in) const {
     Tensor x = x_in;
+    const Tensor w = weight.defined() ? in_dtype_of(weight, x_in) : Tensor();
     int w_pad = weight.defined() ? static_cast<int>(weight.size(-1) / 2) : 0;
     int f_pad = resample_filter.defined() ? static_cast<int>((resample_filter.size(-1) - 1) / 2) : 0;
     if (fused_resample && up && weight.defined()) {
-        x = conv_transpose2d(x, tiled_filter(in_channels, 4), Tensor(), 2, std::max(f_pad - w_pad, 0),
+        x = conv_transpose2d(x, tiled_filter(in_channels, 4, x), Tensor(), 2, std::max(f_pad - w_pad, 0),
                              static_cast<int>(in_channels));
-        x = conv2d(x, weight, Tensor(), 1, std::max(w_pad - f_pad, 0));
+        x = conv2d(x, w, Tensor(), 1, std::max(w_pad - f_pad, 0));
     } else if (fused_resample && down && weight.defined()) {
-        x = conv2d(x, weight, Tensor(), 1, w_pad + f_pad);
-        x = conv2d(x, tiled_filter(out_channels, 1), Tensor(), 2, 0, static_cast<int>(out_channels));
+        x = conv2d(x, w, Tensor(), 1, w_pad + f_pad);
+        x = conv2d(x, tiled_filter(out_channels, 1, x), Tensor(), 2, 0, static_cast<int>(out_channels));
     } else {
-        if (up) x = conv_transpose2d(x, tiled_filter(in_channels, 4), Tensor(), 2, f_pad, static_cast<int>(in_channels));
-        if (down) x = conv2d(x, tiled_filter(in_channels, 1), Tensor(), 2, f_pad, static_cast<int>(in_channels));
-        if (weight.defined()) x = conv2d(x, weight, Tensor(), 1, w_pad);
+        if (up) x = conv_transpose2d(x, tiled_filter(in_channels, 4, x), Tensor(), 2, f_pad, static_cast<int>(in_channels));
+        if (down) x = conv2d(x, tiled_filter(in_channels, 1, x), Tensor(), 2, f_pad, static_cast<int>(in_channels));
+        if (weight.defined()) x = conv2d(x, w, Tensor(), 1, w_pad);
     }
     return x;
 }
@@ -104,14 +110,16 @@ GroupNorm::GroupNorm(int64_t num_channels, double eps_, int groups, int min_chan
     bias = register_parameter("bias", ops::zeros({num_channels}));
 }
 
-Tensor GroupNorm::forward(const Tensor& x) const { return group_norm(x, num_groups, weight, bias, eps); }
-Tensor GroupNorm::forward_silu(const Tensor& x, const Tensor& offset) const {
-    return group_norm_silu(x, num_groups, weight, bias, eps, offset);
+Tensor GroupNorm::forward(const Tensor& x, std::optional<DType> y_dtype) const {
+    return y_dtype ? group_norm(x, num_groups, weight, bias, eps, *y_dtype) : group_norm(x, num_groups, weight, bias, eps);
+}
+Tensor GroupNorm::forward_silu(const Tensor& x, const Tensor& offset, std::optional<DType> y_dtype) const {
+    return group_norm_silu(x, num_groups, weight, bias, eps, offset, y_dtype);
 }
 
-Tensor GroupNorm::forward_silu_dropout(const Tensor& x, const Tensor& offset, double p, bool train,
-                                       Generator& gen) const {
-    return group_norm_silu_dropout(x, num_groups, weight, bias, eps, offset, p, train, gen);
+Tensor GroupNorm::forward_silu_dropout(const Tensor& x, const Tensor& offset, double p, bool train, Generator& gen,
+                                       std::optional<DType> y_dtype) const {
+    return group_norm_silu_dropout(x, num_groups, weight, bias, eps, offset, p, train, gen, y_dtype);
 }
 
 // ---- noise embeddings ------------------------------------------------------------------------------
@@ -179,29 +187,43 @@ static Tensor bias_sum(const Tensor& a, const Tensor& b) {
 // [n, c] offset, and norm1, SiLU and dropout are one op (group_norm_silu_dropout, same mask as
 // dropout() from the same generator); conv1 + skip + their biases, times skip_scale, is one
 // scaled_residual. Same arithmetic as the unfused ops up to rounding.
+//
+// Mixed precision (activation_dtype() bf16): every convolution runs in bf16 with float32 weights
+// converted on the way in. The GroupNorms before them store bf16, norm1 and scaled_residual read the
+// convolutions' bf16 outputs, and the residual stream x, the embedding, the biases and the attention's
+// softmax stay float32.
 Tensor UNetBlock::forward(const Tensor& x_in, const Tensor& emb, Generator& dropout_gen) const {
-    Tensor h = norm0_->forward_silu(x_in);
+    const std::optional<DType> store = mixed() ? std::optional<DType>(DType::BF16) : std::nullopt;
+    Tensor h = norm0_->forward_silu(x_in, Tensor(), store);
     Tensor params = affine_->forward(emb);  // [n, c] (or [n, 2c]: scale and shift)
     Tensor x;
     if (o_.adaptive_scale) {
         std::vector<Tensor> ss = split(unsqueeze(unsqueeze(params, 2), 3), {out_channels, out_channels}, 1);
         x = silu(add(ss[1], mul(norm1_->forward(conv0_->forward(h)), add(ss[0], 1.0))));
-        x = dropout(x, o_.dropout, is_training(), dropout_gen);
+        x = activation(dropout(x, o_.dropout, is_training(), dropout_gen));
     } else {
         Tensor offset = conv0_->bias.defined() ? add(params, reshape(conv0_->bias, {1, out_channels})) : params;
-        x = norm1_->forward_silu_dropout(conv0_->forward_unbiased(h), offset, o_.dropout, is_training(), dropout_gen);
+        x = norm1_->forward_silu_dropout(conv0_->forward_unbiased(h), offset, o_.dropout, is_training(), dropout_gen,
+                                         store);
     }
     x = conv1_->forward_unbiased(x);
-    Tensor skip = skip_ ? skip_->forward_unbiased(x_in) : x_in;
+    Tensor skip = skip_ ? skip_->forward_unbiased(activation(x_in)) : x_in;
     x = scaled_residual(x, skip, bias_sum(conv1_->bias, skip_ ? skip_->bias : Tensor()), o_.skip_scale);
-    if (num_heads_) x = scaled_residual(proj_->forward_unbiased(attention(x)), x, proj_->bias, o_.skip_scale);
+    if (num_heads_) x = scaled_residual(proj_->forward_unbiased(activation(attention(x))), x, proj_->bias, o_.skip_scale);
     return x;
 }
 
+bool UNetBlock::mixed() const { return activation_dtype() == DType::BF16; }
+
+// A float32 tensor entering a convolution, in the activation dtype.
+Tensor UNetBlock::activation(const Tensor& t) const { return mixed() && t.dtype() != DType::BF16 ? stf::to(t, DType::BF16) : t; }
+
 // Self-attention over the h*w pixels. EDM reshapes qkv's 3C channels to (n*heads, C/heads, 3, h*w), so
-// channel 3c+i holds q (i = 0), k (1) or v (2) of channel c; self_attention computes it as one op.
+// channel 3c+i holds q (i = 0), k (1) or v (2) of channel c; self_attention computes it as one op, in
+// float32 (the qkv convolution's bias add widens its bf16 output under mixed precision).
 Tensor UNetBlock::attention(const Tensor& x) const {
-    return self_attention(qkv_->forward(norm2_->forward(x)), num_heads_);
+    const std::optional<DType> store = mixed() ? std::optional<DType>(DType::BF16) : std::nullopt;
+    return self_attention(qkv_->forward(norm2_->forward(x, store)), num_heads_);
 }
 
 }  // namespace stf::nn

@@ -1,6 +1,7 @@
 // EDM's building blocks (training/networks.py), one class per concept, arguments named as there:
 // Linear, Conv2d with FIR up/down-sampling, GroupNorm, the two noise embeddings and UNetBlock.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,26 +35,32 @@ public:
         Init init;
     };
     Conv2d(int64_t in_channels, int64_t out_channels, int kernel, const Options& o, Generator& gen);
+    // x float32 (or float64), or bf16 under mixed precision: the float32 weight is converted to x's
+    // dtype. A bf16 convolution with a bias returns float32 (the bias is added in float32).
     Tensor forward(const Tensor& x) const;
-    // The convolution without its bias, for a caller that adds `bias` inside its next fused op.
+    // The convolution without its bias (output in x's dtype), for a caller that adds `bias` inside its
+    // next fused op.
     Tensor forward_unbiased(const Tensor& x) const;
     int64_t in_channels, out_channels;
     bool up, down, fused_resample;
     Tensor weight, bias, resample_filter;  // resample_filter [1, 1, f, f] when up or down
 
 private:
-    Tensor tiled_filter(int64_t channels, double gain) const;
+    Tensor tiled_filter(int64_t channels, double gain, const Tensor& like) const;
 };
 
 // Group normalisation with min(num_groups, C / min_channels_per_group) groups.
 class GroupNorm : public Module {
 public:
     GroupNorm(int64_t num_channels, double eps = 1e-5, int num_groups = 32, int min_channels_per_group = 4);
-    Tensor forward(const Tensor& x) const;
+    // y_dtype: the output's dtype if not x's (bf16 from a float32 x, for mixed precision).
+    Tensor forward(const Tensor& x, std::optional<DType> y_dtype = std::nullopt) const;
     // silu(forward(x + offset[:, :, None, None])) as one op (group_norm_silu); offset [n, c] or undefined
-    Tensor forward_silu(const Tensor& x, const Tensor& offset = Tensor()) const;
+    Tensor forward_silu(const Tensor& x, const Tensor& offset = Tensor(),
+                        std::optional<DType> y_dtype = std::nullopt) const;
     // dropout(forward_silu(x, offset), p) as one op (group_norm_silu_dropout)
-    Tensor forward_silu_dropout(const Tensor& x, const Tensor& offset, double p, bool train, Generator& gen) const;
+    Tensor forward_silu_dropout(const Tensor& x, const Tensor& offset, double p, bool train, Generator& gen,
+                                std::optional<DType> y_dtype = std::nullopt) const;
     int num_groups;
     double eps;
     Tensor weight, bias;
@@ -96,6 +103,8 @@ public:
 
 private:
     Tensor attention(const Tensor& x) const;
+    bool mixed() const;                            // activation_dtype() is bf16
+    Tensor activation(const Tensor& t) const;      // t as a convolution's input: bf16 when mixed()
     Options o_;
     int num_heads_;
     std::shared_ptr<GroupNorm> norm0_, norm1_, norm2_;

@@ -93,6 +93,13 @@ void Module::train(bool on) {
     for (auto& [name, child] : children_) child->train(on);
 }
 
+void Module::set_activation_dtype(DType dtype) {
+    STF_CHECK(dtype == DType::F32 || dtype == DType::BF16,
+              "set_activation_dtype: " << dtype_name(dtype) << " (expected f32, or bf16 for mixed precision)");
+    activation_dtype_ = dtype;
+    for (auto& [name, child] : children_) child->set_activation_dtype(dtype);
+}
+
 void Module::zero_grad() {
     for (auto& [name, t] : named_parameters()) t.set_grad(Tensor());
 }

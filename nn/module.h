@@ -34,6 +34,12 @@ public:
     void train(bool on = true);
     void eval() { train(false); }
     bool is_training() const { return training_; }
+    // Mixed precision: the dtype in which the layers that support it keep activations, F32 (the
+    // default) or BF16. Parameters stay float32 (the master weights); UNetBlock then runs its
+    // convolutions in bf16 and the GroupNorms before them store bf16 (docs/perf.md, version 6).
+    // Set on a whole tree, like train().
+    void set_activation_dtype(DType dtype);
+    DType activation_dtype() const { return activation_dtype_; }
     void zero_grad();
     // Moves every parameter and buffer in place: handles held by layers stay valid.
     void to(Device device);
@@ -54,6 +60,7 @@ private:
     NamedTensors params_, buffers_;
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
     bool training_ = true;
+    DType activation_dtype_ = DType::F32;
 };
 
 }  // namespace stf::nn

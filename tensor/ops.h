@@ -1,9 +1,12 @@
 // The raw tensor ops: no autograd, dispatched by device to the CPU kernels (tensor/cpu/) or the CUDA
 // kernels (cuda/). Differentiable versions of these live in autograd/functions.h. Listed in one place.
 //
-// Dtypes: CPU computes in float32 and float64; CUDA computes in float32 and stores bfloat16 (convert
-// with to()). Binary ops broadcast like NumPy. Errors throw stf::Error naming the op and the shapes.
+// Dtypes: CPU computes in float32 and float64; CUDA computes in float32. bfloat16 is a storage dtype
+// (convert with to()) that the mixed-precision ops also take: conv2d and its gradients, group_norm and
+// scaled_residual (arithmetic in float32; on the CPU by widening, so the results are the float ones
+// rounded). Binary ops broadcast like NumPy. Errors throw stf::Error naming the op and the shapes.
 #pragma once
+#include <optional>
 #include <utility>
 #include <vector>
 #include "cuda/group_norm_math.h"
@@ -81,7 +84,7 @@ Tensor sum_to_shape(const Tensor& x, const Shape& shape);
 // are used in place with their row and batch strides, e.g. slices of a larger tensor; others are copied.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false, double alpha = 1.0);
 
-// ---- convolution (NCHW, weight [k, c / groups, r, s], no bias) -------------------------------------
+// ---- convolution (NCHW, weight [k, c / groups, r, s], no bias; float32, float64 or bf16) -----------
 ConvShape conv_shape(const Shape& x, const Shape& w, int stride, int padding, int groups, const char* op);
 Tensor conv2d(const Tensor& x, const Tensor& w, int stride = 1, int padding = 0, int groups = 1);
 Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape, int stride, int padding,
@@ -99,8 +102,12 @@ struct FusedGroupNorm {
     Tensor offset;  // [n, c] or undefined
     bool silu = false;
     DropoutStream dropout;  // from dropout_stream(); inactive by default
+    // y's dtype where it differs from x's: BF16 for a float32 x whose output feeds a bf16 convolution
+    // (mixed precision), rounded as it is stored.
+    std::optional<DType> y_dtype;
 };
-// x [n, c, ...]; gamma and beta [c] or undefined.
+// x [n, c, ...]; gamma and beta [c] or undefined. x may be bf16 (mixed precision; then y is too): the
+// arithmetic, gamma, beta, the offset, mean and rstd are float32, and dx is stored like x, dy like y.
 GroupNormOut group_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups, double eps,
                         const FusedGroupNorm& fused = {});
 struct GroupNormGrads {
@@ -110,7 +117,9 @@ struct GroupNormGrads {
 GroupNormGrads group_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                    const Tensor& mean, const Tensor& rstd, int groups, const FusedGroupNorm& fused = {});
 Tensor softmax(const Tensor& x, int dim, bool log = false);
-// (a + b + bias[c]) * scale in one pass: a and b [n, c, ...] of one shape, bias [c] or undefined.
+// (a + b + bias[c]) * scale in one pass: a and b [n, c, ...] of one shape, bias [c] or undefined. Either
+// of a and b may be bf16 (a convolution's output under mixed precision) with the other float32: the
+// result is then float32 (the residual stream), as is bias.
 Tensor scaled_residual(const Tensor& a, const Tensor& b, const Tensor& bias, double scale);
 Tensor softmax_backward(const Tensor& dy, const Tensor& y, int dim, bool log = false);
 

@@ -93,12 +93,27 @@ ConvShape conv_shape(const Shape& x, const Shape& w, int stride, int padding, in
     return s;
 }
 
+// bf16 convolutions (mixed precision): on CUDA, cuDNN's bf16 kernels, which accumulate in float. The
+// CPU emulates them: the operands widen to float exactly, the float convolution runs, and its result
+// is rounded once to bf16, which is what the GPU computes up to the order of its float sums. The GPU
+// does the same where cuDNN has no bf16 algorithm for a shape.
+static bool is_bf16(const Tensor& t) { return t.dtype() == DType::BF16; }
+static Tensor widened(const Tensor& t) { return to(t, DType::F32); }
+static Tensor rounded(const Tensor& t) { return to(t, DType::BF16); }
+
 Tensor conv2d(const Tensor& x_in, const Tensor& w_in, int stride, int padding, int groups) {
     check_same(x_in, w_in, "conv2d");
     ConvShape s = conv_shape(x_in.shape(), w_in.shape(), stride, padding, groups, "conv2d");
     Tensor x = contiguous(x_in), w = contiguous(w_in);
+    auto in_float = [&] { return rounded(conv2d(widened(x), widened(w), stride, padding, groups)); };
+    if (is_bf16(x) && x.device().is_cpu()) return in_float();
     Tensor y = empty({s.n, s.k, s.out_h(), s.out_w()}, x.dtype(), x.device());
     if (y.numel() == 0) return y;
+    if (is_bf16(x)) {
+        bool done = false;
+        STF_CUDA_LAUNCH("conv2d", done = cuda::conv2d_forward(s, x.data<bf16>(), w.data<bf16>(), y.data<bf16>()));
+        return done ? y : in_float();
+    }
     switch (backend_of(x, "conv2d")) {
         case Backend::CpuF32: cpu::conv2d_forward<float>(s, x.data<float>(), w.data<float>(), y.data<float>()); break;
         case Backend::CpuF64: cpu::conv2d_forward<double>(s, x.data<double>(), w.data<double>(), y.data<double>()); break;
@@ -117,9 +132,19 @@ Tensor conv2d_backward_data(const Tensor& dy_in, const Tensor& w_in, const Shape
               "conv2d_backward_data: gradient " << describe(dy_in) << " does not match the output of input "
                                                 << shape_str(x_shape) << " and weight " << shape_str(w_in.shape()));
     Tensor dy = contiguous(dy_in), w = contiguous(w_in);
+    auto in_float = [&] {
+        return rounded(conv2d_backward_data(widened(dy), widened(w), x_shape, stride, padding, groups));
+    };
+    if (is_bf16(dy) && dy.device().is_cpu()) return in_float();
     Tensor dx = empty(x_shape, dy.dtype(), dy.device());
     if (dx.numel() == 0) return dx;
     if (dy.numel() == 0) return zeros(x_shape, dy.dtype(), dy.device());
+    if (is_bf16(dy)) {
+        bool done = false;
+        STF_CUDA_LAUNCH("conv2d_backward_data",
+                        done = cuda::conv2d_backward_data(s, dy.data<bf16>(), w.data<bf16>(), dx.data<bf16>()));
+        return done ? dx : in_float();
+    }
     switch (backend_of(dy, "conv2d_backward_data")) {
         case Backend::CpuF32:
             cpu::conv2d_backward_data<float>(s, dy.data<float>(), w.data<float>(), dx.data<float>());
@@ -143,8 +168,18 @@ Tensor conv2d_backward_weight(const Tensor& x_in, const Tensor& dy_in, const Sha
               "conv2d_backward_weight: gradient " << describe(dy_in) << " does not match the output of input "
                                                   << describe(x_in) << " and weight " << shape_str(w_shape));
     Tensor x = contiguous(x_in), dy = contiguous(dy_in);
+    auto in_float = [&] {
+        return rounded(conv2d_backward_weight(widened(x), widened(dy), w_shape, stride, padding, groups));
+    };
+    if (is_bf16(x) && x.device().is_cpu()) return in_float();
     if (dy.numel() == 0) return zeros(w_shape, x.dtype(), x.device());
     Tensor dw = empty(w_shape, x.dtype(), x.device());
+    if (is_bf16(x)) {
+        bool done = false;
+        STF_CUDA_LAUNCH("conv2d_backward_weight",
+                        done = cuda::conv2d_backward_weight(s, x.data<bf16>(), dy.data<bf16>(), dw.data<bf16>()));
+        return done ? dw : in_float();
+    }
     switch (backend_of(x, "conv2d_backward_weight")) {
         case Backend::CpuF32:
             cpu::conv2d_backward_weight<float>(s, x.data<float>(), dy.data<float>(), dw.data<float>());
@@ -166,6 +201,17 @@ struct GroupNormDims {
     int64_t n, c, hw, g;
 };
 
+// The dtype a mixed-precision op computes in and keeps its parameters and statistics in: float32 for
+// bf16 activations, else the activations' own.
+static DType arithmetic_dtype(const Tensor& x) { return is_bf16(x) ? DType::F32 : x.dtype(); }
+
+// A parameter (or offset) of an op on x: same device, and x's arithmetic dtype.
+static void check_parameter(const Tensor& x, const Tensor& p, const char* op) {
+    STF_CHECK(p.device() == x.device(), op << ": tensors on different devices: " << describe(x) << " and " << describe(p));
+    STF_CHECK(p.dtype() == arithmetic_dtype(x), op << ": " << describe(p) << " should be "
+                                                   << dtype_name(arithmetic_dtype(x)) << " for input " << describe(x));
+}
+
 static GroupNormDims group_norm_dims(const Tensor& x, const Tensor& gamma, const Tensor& beta, int groups) {
     STF_CHECK(x.ndim() >= 2, "group_norm: expected input [n, c, ...], got " << describe(x));
     int64_t c = x.size(1);
@@ -173,7 +219,7 @@ static GroupNormDims group_norm_dims(const Tensor& x, const Tensor& gamma, const
               "group_norm: " << groups << " groups do not divide the " << c << " channels of " << describe(x));
     for (const Tensor* p : {&gamma, &beta})
         if (p->defined()) {
-            check_same(x, *p, "group_norm");
+            check_parameter(x, *p, "group_norm");
             STF_CHECK(p->shape() == Shape{c}, "group_norm: affine parameter " << describe(*p) << " should be [" << c << "]");
         }
     return {x.size(0), c, x.numel() / std::max<int64_t>(x.size(0) * c, 1), groups};
@@ -186,7 +232,7 @@ static Tensor opt_contiguous(const Tensor& t) { return t.defined() ? contiguous(
 // The offset, checked against x and made contiguous.
 static Tensor fused_offset(const FusedGroupNorm& fused, const Tensor& x, const GroupNormDims& d) {
     if (!fused.offset.defined()) return Tensor();
-    check_same(x, fused.offset, "group_norm");
+    check_parameter(x, fused.offset, "group_norm");
     STF_CHECK(fused.offset.shape() == (Shape{d.n, d.c}),
               "group_norm: fused offset " << describe(fused.offset) << " should be [" << d.n << ", " << d.c
                                           << "] for input " << describe(x));
@@ -197,14 +243,65 @@ template <class T> static GroupNormFusion<T> kernel_fusion(const Tensor& offset,
     return {opt<T>(offset), fused.silu, fused.dropout};
 }
 
+// y's dtype: x's, or bf16 for a float32 x when the fusion asks for it.
+static DType group_norm_y_dtype(const Tensor& x, const FusedGroupNorm& fused) {
+    const DType y = fused.y_dtype.value_or(x.dtype());
+    STF_CHECK(y == x.dtype() || (x.dtype() == DType::F32 && y == DType::BF16),
+              "group_norm: output dtype " << dtype_name(y) << " for input " << describe(x)
+                                          << " (expected the input's, or bf16 for a float32 input)");
+    return y;
+}
+
+// The mixed-precision kernels: x stored as TX, y as TY (bf16 in at least one), float arithmetic.
+template <class TX, class TY>
+static void group_norm_mixed(const GroupNormDims& d, double eps, const Tensor& x, const Tensor& gamma,
+                             const Tensor& beta, const Tensor& offset, const FusedGroupNorm& fused, GroupNormOut& o) {
+    const GroupNormFusion<float> f = kernel_fusion<float>(offset, fused);
+    if (x.device().is_cpu())
+        cpu::group_norm_forward<float, TX, TY>(d.n, d.c, d.hw, d.g, eps, x.data<TX>(), opt<float>(gamma),
+                                               opt<float>(beta), f, o.y.data<TY>(), o.mean.data<float>(),
+                                               o.rstd.data<float>());
+    else
+        STF_CUDA_LAUNCH("group_norm",
+                        cuda::group_norm_forward<TX, TY>(d.n, d.c, d.hw, d.g, static_cast<float>(eps), x.data<TX>(),
+                                                         opt<float>(gamma), opt<float>(beta), f, o.y.data<TY>(),
+                                                         o.mean.data<float>(), o.rstd.data<float>()));
+}
+
+template <class TX, class TY>
+static void group_norm_backward_mixed(const GroupNormDims& d, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                      const Tensor& offset, const FusedGroupNorm& fused, const Tensor& mean,
+                                      const Tensor& rstd, const Tensor& dy, GroupNormGrads& g) {
+    const GroupNormFusion<float> f = kernel_fusion<float>(offset, fused);
+    if (x.device().is_cpu())
+        cpu::group_norm_backward<float, TX, TY>(d.n, d.c, d.hw, d.g, x.data<TX>(), opt<float>(gamma), opt<float>(beta),
+                                                f, mean.data<float>(), rstd.data<float>(), dy.data<TY>(),
+                                                g.dx.data<TX>(), opt_mut<float>(g.dgamma), opt_mut<float>(g.dbeta));
+    else
+        STF_CUDA_LAUNCH("group_norm_backward",
+                        cuda::group_norm_backward<TX, TY>(d.n, d.c, d.hw, d.g, x.data<TX>(), opt<float>(gamma),
+                                                          opt<float>(beta), f, mean.data<float>(), rstd.data<float>(),
+                                                          dy.data<TY>(), g.dx.data<TX>(), opt_mut<float>(g.dgamma),
+                                                          opt_mut<float>(g.dbeta)));
+}
+
 GroupNormOut group_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in, int groups, double eps,
                         const FusedGroupNorm& fused) {
     GroupNormDims d = group_norm_dims(x_in, gamma_in, beta_in, groups);
     Tensor x = contiguous(x_in), gamma = opt_contiguous(gamma_in), beta = opt_contiguous(beta_in);
     Tensor offset = fused_offset(fused, x, d);
-    GroupNormOut o{empty(x.shape(), x.dtype(), x.device()), empty({d.n, d.g}, x.dtype(), x.device()),
-                   empty({d.n, d.g}, x.dtype(), x.device())};
+    const DType y_dtype = group_norm_y_dtype(x, fused), stats = arithmetic_dtype(x);
+    GroupNormOut o{empty(x.shape(), y_dtype, x.device()), empty({d.n, d.g}, stats, x.device()),
+                   empty({d.n, d.g}, stats, x.device())};
     if (x.numel() == 0) return o;
+    if (is_bf16(x)) {
+        group_norm_mixed<bf16, bf16>(d, eps, x, gamma, beta, offset, fused, o);
+        return o;
+    }
+    if (y_dtype == DType::BF16) {
+        group_norm_mixed<float, bf16>(d, eps, x, gamma, beta, offset, fused, o);
+        return o;
+    }
     switch (backend_of(x, "group_norm")) {
         case Backend::CpuF32:
             cpu::group_norm_forward<float>(d.n, d.c, d.hw, d.g, eps, x.data<float>(), opt<float>(gamma),
@@ -231,11 +328,13 @@ GroupNormGrads group_norm_backward(const Tensor& dy_in, const Tensor& x_in, cons
                                    const Tensor& beta_in, const Tensor& mean, const Tensor& rstd, int groups,
                                    const FusedGroupNorm& fused) {
     GroupNormDims d = group_norm_dims(x_in, gamma_in, beta_in, groups);
-    check_same(dy_in, x_in, "group_norm_backward");
-    STF_CHECK(dy_in.shape() == x_in.shape(), "group_norm_backward: gradient " << describe(dy_in) << " vs input "
-                                                                              << describe(x_in));
+    const DType y_dtype = group_norm_y_dtype(x_in, fused);
+    STF_CHECK(dy_in.device() == x_in.device() && dy_in.dtype() == y_dtype && dy_in.shape() == x_in.shape(),
+              "group_norm_backward: gradient " << describe(dy_in) << " for input " << describe(x_in)
+                                               << " (expected the forward output's shape, device and dtype "
+                                               << dtype_name(y_dtype) << ")");
     for (const Tensor* t : {&mean, &rstd}) {
-        check_same(x_in, *t, "group_norm_backward");
+        check_parameter(x_in, *t, "group_norm_backward");
         STF_CHECK(t->shape() == (Shape{d.n, d.g}), "group_norm_backward: statistics " << describe(*t) << " should be ["
                                                                                       << d.n << ", " << d.g << "]");
     }
@@ -243,12 +342,21 @@ GroupNormGrads group_norm_backward(const Tensor& dy_in, const Tensor& x_in, cons
     Tensor gamma = opt_contiguous(gamma_in), beta = opt_contiguous(beta_in);
     Tensor m = contiguous(mean), rs = contiguous(rstd);
     Tensor offset = fused_offset(fused, x, d);
+    const DType params = arithmetic_dtype(x);
     GroupNormGrads g{empty(x.shape(), x.dtype(), x.device()), Tensor(), Tensor()};
-    if (gamma.defined()) g.dgamma = empty({d.c}, x.dtype(), x.device());
-    if (beta.defined()) g.dbeta = empty({d.c}, x.dtype(), x.device());
+    if (gamma.defined()) g.dgamma = empty({d.c}, params, x.device());
+    if (beta.defined()) g.dbeta = empty({d.c}, params, x.device());
     if (x.numel() == 0) {
         for (Tensor* t : {&g.dgamma, &g.dbeta})
-            if (t->defined()) *t = zeros({d.c}, x.dtype(), x.device());  // empty sums
+            if (t->defined()) *t = zeros({d.c}, params, x.device());  // empty sums
+        return g;
+    }
+    if (is_bf16(x)) {
+        group_norm_backward_mixed<bf16, bf16>(d, x, gamma, beta, offset, fused, m, rs, dy, g);
+        return g;
+    }
+    if (y_dtype == DType::BF16) {
+        group_norm_backward_mixed<float, bf16>(d, x, gamma, beta, offset, fused, m, rs, dy, g);
         return g;
     }
     switch (backend_of(x, "group_norm_backward")) {
@@ -278,20 +386,46 @@ GroupNormGrads group_norm_backward(const Tensor& dy_in, const Tensor& x_in, cons
 
 // ---- fused residual ----------------------------------------------------------------------------------
 
+// The mixed-precision forms: a stored as TA, b as TB, float arithmetic and output.
+template <class TA, class TB>
+static void scaled_residual_mixed(int64_t n, int64_t c, int64_t inner, const Tensor& a, const Tensor& b,
+                                  const Tensor& bias, double scale, Tensor& y) {
+    if (a.device().is_cpu())
+        cpu::scaled_residual<float, TA, TB>(n, c, inner, a.data<TA>(), b.data<TB>(), opt<float>(bias),
+                                            static_cast<float>(scale), y.data<float>());
+    else
+        STF_CUDA_LAUNCH("scaled_residual",
+                        cuda::scaled_residual<TA, TB>(n, c, inner, a.data<TA>(), b.data<TB>(), opt<float>(bias),
+                                                      static_cast<float>(scale), y.data<float>()));
+}
+
 Tensor scaled_residual(const Tensor& a_in, const Tensor& b_in, const Tensor& bias_in, double scale) {
-    check_same(a_in, b_in, "scaled_residual");
+    // a + b is b + a exactly, so a bf16 b with a float32 a swaps to the one mixed kernel (bf16, float).
+    if (is_bf16(b_in) && !is_bf16(a_in)) return scaled_residual(b_in, a_in, bias_in, scale);
+    const bool mixed = is_bf16(a_in);
+    STF_CHECK(a_in.device() == b_in.device() &&
+                  (a_in.dtype() == b_in.dtype() || (mixed && b_in.dtype() == DType::F32)),
+              "scaled_residual: inputs " << describe(a_in) << " and " << describe(b_in)
+                                         << " (expected one device and one dtype, or bf16 with float32)");
     STF_CHECK(a_in.ndim() >= 2 && a_in.shape() == b_in.shape(),
               "scaled_residual: expected two inputs [n, c, ...] of one shape, got " << describe(a_in) << " and "
                                                                                     << describe(b_in));
     const int64_t n = a_in.size(0), c = a_in.size(1), inner = a_in.numel() / std::max<int64_t>(n * c, 1);
     if (bias_in.defined()) {
-        check_same(a_in, bias_in, "scaled_residual");
+        check_parameter(a_in, bias_in, "scaled_residual");
         STF_CHECK(bias_in.shape() == Shape{c}, "scaled_residual: bias " << describe(bias_in) << " should be [" << c
                                                                         << "] for inputs " << describe(a_in));
     }
     Tensor a = contiguous(a_in), b = contiguous(b_in), bias = opt_contiguous(bias_in);
-    Tensor y = empty(a.shape(), a.dtype(), a.device());
+    Tensor y = empty(a.shape(), arithmetic_dtype(a), a.device());
     if (a.numel() == 0) return y;
+    if (mixed) {
+        if (is_bf16(b))
+            scaled_residual_mixed<bf16, bf16>(n, c, inner, a, b, bias, scale, y);
+        else
+            scaled_residual_mixed<bf16, float>(n, c, inner, a, b, bias, scale, y);
+        return y;
+    }
     switch (backend_of(a, "scaled_residual")) {
         case Backend::CpuF32:
             cpu::scaled_residual<float>(n, c, inner, a.data<float>(), b.data<float>(), opt<float>(bias),
