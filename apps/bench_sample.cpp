@@ -24,10 +24,10 @@ sampling
   --steps N            sampler steps (default 18: Heun makes 2N-1 = 35 network evaluations)
   --euler              Euler steps (N evaluations) instead of Heun
   --repeats N          timed batches (default 1), after a warm-up of two network evaluations
-  --mode fp32|tf32|bf16  as bench_train (bf16 is not implemented and fails)
+  --mode fp32|tf32|bf16  as bench_train
   --device cpu|cuda    (default cuda when a GPU is usable)
-  --peak-tflops T      arithmetic limit for the share (default: CUDA 67 fp32 / 495 tf32, NVIDIA's H100 SXM
-                       datasheet; CPU the measured sgemm rate)
+  --peak-tflops T      arithmetic limit for the share (default: CUDA 67 fp32 / 495 tf32 / 989 bf16, NVIDIA's
+                       H100 SXM datasheet; CPU the measured sgemm rate)
   --seed N             latents and initial weights (default 0)
   --profile            CUDA: record one network evaluation, after the warm-up and outside the timing, for
                        `ncu --profile-from-start off` (per-kernel times)
@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
             config = loaded.config;
         }
         net->to(device);
+        net->set_activation_dtype(apps::activation_dtype(mode));
         net->eval();
         const nn::SongUNetConfig& u = config.unet;
 
@@ -119,7 +120,7 @@ int main(int argc, char** argv) {
         double achieved = flops / total / 1e12;
         std::printf("FLOPs: forward %.2f GFLOP/image; batch %.3f TFLOP\n", nn::forward_flops(u) / 1e9, flops / 1e12);
         std::printf("limit: %.3g TFLOP/s (%s); measured %s GEMM: %.3g TFLOP/s\n", limit.tflops,
-                    limit.source.c_str(), mode.c_str(), gemm_tflops);
+                    limit.source.c_str(), apps::gemm_mode(), gemm_tflops);
         std::printf("s/batch: %.3f; ms per network evaluation: %.2f (with its copies); float64 sampler outside "
                     "the network: %.1f%%\n",
                     total, per_eval_ms, 100 * (1 - network_seconds / static_cast<double>(repeats) / total));

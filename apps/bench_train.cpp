@@ -33,13 +33,14 @@ step
                        the batch); 0: DSM (default 0)
   --augment P          EDM's augmentation with probability P every step, 9 augmentation labels (default
                        0.12, as train_cifar; 0: off, no labels)
-  --mode fp32|tf32|bf16  arithmetic: fp32 with TF32 off (default), TF32 tensor cores (CUDA); bf16 is not
-                       implemented and fails
+  --mode fp32|tf32|bf16  arithmetic: fp32 with TF32 off (default), TF32 tensor cores (CUDA), or bf16
+                       mixed precision (the residual blocks' convolutions and the activations between
+                       them in bf16, float32 master weights; the rest TF32 on CUDA; emulated on the CPU)
   --steps N            timed steps (default 20)
   --warmup N           untimed steps first (default 3)
   --device cpu|cuda    (default cuda when a GPU is usable)
-  --peak-tflops T      arithmetic limit for the share (default: CUDA 67 fp32 / 495 tf32, NVIDIA's H100 SXM
-                       datasheet; CPU the measured sgemm rate)
+  --peak-tflops T      arithmetic limit for the share (default: CUDA 67 fp32 / 495 tf32 / 989 bf16, NVIDIA's
+                       H100 SXM datasheet; CPU the measured sgemm rate)
   --seed N             (default 0)
   --profile            CUDA: record the last timed step for `ncu --profile-from-start off` (per-kernel
                        times; the kernels run serialised under the profiler, so ms/step is then meaningless)
@@ -97,6 +98,7 @@ int main(int argc, char** argv) {
         Generator init(seed);
         std::shared_ptr<nn::Precond> net = nn::make_network(config, init), ema = nn::make_network(config, init);
         net->to(device);
+        net->set_activation_dtype(apps::activation_dtype(mode));
         ema->to(device);
         net->train();
         ema->eval();
@@ -170,7 +172,7 @@ int main(int argc, char** argv) {
         std::printf("FLOPs: forward %.2f GFLOP/image; step %.3f TFLOP (3 x forward x batch)\n",
                     nn::forward_flops(u) / 1e9, step_flops / 1e12);
         std::printf("limit: %.3g TFLOP/s (%s); measured %s GEMM: %.3g TFLOP/s\n", limit.tflops,
-                    limit.source.c_str(), mode.c_str(), gemm_tflops);
+                    limit.source.c_str(), apps::gemm_mode(), gemm_tflops);
         std::printf("ms/step: mean %.2f  min %.2f\n", mean_ms, min_ms);
         std::printf("achieved: %.3g TFLOP/s = %.1f%% of the limit (%.1f%% of the measured GEMM)\n", achieved,
                     100 * achieved / limit.tflops, 100 * achieved / gemm_tflops);

@@ -49,6 +49,9 @@ progress and checkpoints
   --resume FILE        continue from a training-state-*.safetensors (its options are used; --duration may extend)
   --no-progress        no progress bar between ticks
   --device cpu|cuda    (default cuda)
+  --precision MODE     fp32 (default; TF32 off), tf32 (CUDA tensor cores), or bf16: mixed precision, the
+                       residual blocks' convolutions and the activations between them in bf16, float32
+                       master weights, the rest TF32 on CUDA (emulated on the CPU, for checking numerics)
 
 several processes (built where MPI is installed; one rank per GPU)
   mpirun -np 8 ./train_cifar --stf ...   each rank trains on --batch / 8 images of every step
@@ -97,6 +100,7 @@ int main(int argc, char** argv) {
         o.dump_ticks = f.integer("dump", o.dump_ticks);
         o.resume = f.str("resume", "");
         o.device = f.str("device", o.device);
+        o.precision = f.str("precision", o.precision);
         o.progress_bar = !f.boolean("no-progress");
         o.dist_timeout = f.real("dist-timeout", o.dist_timeout);
         f.check_all_used();

@@ -45,10 +45,15 @@ std::string set_math_mode(const std::string& mode, Device device) {
         cuda::set_allow_tf32(true);
         return "tf32 (cuBLAS and cuDNN on TF32 tensor cores)";
     }
-    STF_CHECK(mode != "bf16", "--mode bf16: bfloat16 mixed-precision training is not implemented in stf yet "
-                              "(bfloat16 exists only as a storage dtype); use --mode fp32 or tf32");
+    if (mode == "bf16") {
+        cuda::set_allow_tf32(device.is_cuda());
+        return device.is_cuda() ? "bf16 mixed precision (the blocks' convolutions in bf16, the rest TF32)"
+                                : "bf16 mixed precision, emulated on the CPU (float arithmetic, bf16 rounding)";
+    }
     throw Error("--mode '" + mode + "' (expected fp32, tf32 or bf16)");
 }
+
+DType activation_dtype(const std::string& mode) { return mode == "bf16" ? DType::BF16 : DType::F32; }
 
 double measure_gemm_tflops(Device device) {
     const int64_t n = device.is_cuda() ? 8192 : 1024;  // fills an H100; about 30 ms on two CPU cores
@@ -66,11 +71,14 @@ double measure_gemm_tflops(Device device) {
     return 2.0 * n * n * n / best / 1e12;
 }
 
+const char* gemm_mode() { return cuda::allow_tf32() ? "tf32" : "fp32"; }
+
 Limit arithmetic_limit(double peak_tflops_flag, const std::string& mode, Device device, double measured_gemm_tflops) {
     if (peak_tflops_flag > 0) return {peak_tflops_flag, "--peak-tflops"};
     if (device.is_cuda())
-        return mode == "tf32" ? Limit{495, "H100 SXM dense TF32, NVIDIA datasheet"}
-                              : Limit{67, "H100 SXM fp32 FMA rate, NVIDIA datasheet"};
+        return mode == "tf32"   ? Limit{495, "H100 SXM dense TF32, NVIDIA datasheet"}
+               : mode == "bf16" ? Limit{989, "H100 SXM dense BF16, NVIDIA datasheet"}
+                                : Limit{67, "H100 SXM fp32 FMA rate, NVIDIA datasheet"};
     return {measured_gemm_tflops, "measured OpenBLAS sgemm 1024^3 on this CPU"};
 }
 

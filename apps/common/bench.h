@@ -15,9 +15,12 @@ nn::NetworkConfig network_flags(Flags& f);
 // The usage lines for network_flags().
 extern const char* kNetworkFlagsUsage;
 
-// --mode fp32|tf32|bf16: fp32 turns TF32 off, tf32 on (CUDA only); bf16 is not implemented and throws.
-// Returns a description such as "fp32 (TF32 off)".
+// --mode fp32|tf32|bf16: fp32 turns TF32 off, tf32 on (CUDA only); bf16 is mixed precision (set the
+// network's activation_dtype(mode) too), with TF32 on for the float32 rest on CUDA, and emulated on
+// the CPU. Returns a description such as "fp32 (TF32 off)".
 std::string set_math_mode(const std::string& mode, Device device);
+// The network's activation dtype for a mode (nn::Module::set_activation_dtype): bf16 for "bf16".
+DType activation_dtype(const std::string& mode);
 
 // The arithmetic limit a run's achieved rate is compared with, and where that number comes from.
 struct Limit {
@@ -31,6 +34,8 @@ Limit arithmetic_limit(double peak_tflops_flag, const std::string& mode, Device 
 // Measured float32 GEMM rate (TFLOP/s) of a large square matrix product (cuBLAS or OpenBLAS), best of a
 // few repetitions after a warm-up, under the current math mode.
 double measure_gemm_tflops(Device device);
+// The arithmetic of that GEMM under the current math mode: "tf32" or "fp32".
+const char* gemm_mode();
 
 // Waits for the device (a no-op on the CPU) so a host clock reads finished work.
 void sync(Device device);

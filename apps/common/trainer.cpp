@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "apps/common/bench.h"  // set_math_mode
 #include "apps/common/distributed.h"
 #include "apps/common/image_io.h"
 #include "apps/common/plot.h"
@@ -36,7 +37,8 @@ std::string TrainOptions::to_json() const {
               {"batch_gpu", batch_gpu}, {"duration_mimg", duration_mimg}, {"lr", lr},
               {"lr_rampup_mimg", lr_rampup_mimg}, {"ema_mimg", ema_mimg}, {"ema_rampup", ema_rampup},
               {"augment", augment},   {"seed", seed},           {"tick_kimg", tick_kimg},
-              {"snap_ticks", snap_ticks}, {"dump_ticks", dump_ticks}, {"device", device}};
+              {"snap_ticks", snap_ticks}, {"dump_ticks", dump_ticks}, {"device", device},
+              {"precision", precision}};
     return j.dump(2);
 }
 
@@ -65,6 +67,7 @@ TrainOptions TrainOptions::from_json(const std::string& text) {
         o.snap_ticks = j.at("snap_ticks");
         o.dump_ticks = j.at("dump_ticks");
         o.device = j.at("device");
+        o.precision = j.value("precision", "fp32");  // runs started before mixed precision existed
     } catch (const json::exception& e) {
         throw Error(std::string("training options: ") + e.what());
     }
@@ -116,6 +119,10 @@ static void validate(const TrainOptions& o, int ranks) {
     STF_CHECK(o.tick_kimg > 0, "--tick must be positive");
     STF_CHECK(o.dist_timeout > 0, "--dist-timeout must be positive");
     STF_CHECK(o.net.unet.dropout >= 0 && o.net.unet.dropout < 1, "--dropout must be in [0, 1)");
+    STF_CHECK(o.precision == "fp32" || o.precision == "tf32" || o.precision == "bf16",
+              "--precision must be fp32, tf32 or bf16, got '" << o.precision << "'");
+    STF_CHECK(o.precision != "tf32" || Device::parse(o.device).is_cuda(),
+              "--precision tf32 needs --device cuda (TF32 is a tensor-core mode)");
 }
 
 // ---- small helpers ---------------------------------------------------------------------------------
@@ -391,6 +398,8 @@ TrainSummary train(TrainOptions o) {
     }
     net->to(device);
     ema->to(device);
+    const std::string precision_text = set_math_mode(o.precision, device);
+    net->set_activation_dtype(activation_dtype(o.precision));
     net->train();
     ema->eval();
     nn::Adam adam(net->parameters(), nn::AdamOptions{o.lr, 0.9, 0.999, 1e-8});
@@ -423,6 +432,7 @@ TrainSummary train(TrainOptions o) {
                         : "",
                   (long long)o.batch, (long long)o.batch_gpu, group.describe().c_str());
     log.line(line);
+    log.line("Arithmetic: " + precision_text);
     if (resuming) {
         std::snprintf(line, sizeof(line), "Resumed from %s at kimg %.1f", o.resume.c_str(), p.cur_nimg / 1e3);
         log.line(line);

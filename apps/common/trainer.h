@@ -33,6 +33,7 @@ struct TrainOptions {
     int64_t snap_ticks = 50;           // network snapshot every N ticks (0: only at the end)
     int64_t dump_ticks = 500;          // training state every N ticks (0: only at the end)
     std::string device = "cuda";
+    std::string precision = "fp32";   // fp32 (TF32 off), tf32 (CUDA) or bf16 mixed precision (bench_train's --mode)
     std::string resume;                // training-state-*.safetensors to continue from
     bool progress_bar = true;
     double dist_timeout = 600;         // seconds a collective waits for the other ranks before failing

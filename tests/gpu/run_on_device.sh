@@ -4,13 +4,14 @@
 # time limit, and the whole script stops starting sections when BUDGET seconds (default 540) are used
 # (ONLY=REGEX runs just the sections whose names match):
 #   1. the GPU suite (test_gpu: every CUDA op against its CPU twin), the CUDA demo, the STF target bench
-#   2. bench_train (DDPM++ batch 64: fp32 STF 1024, TF32 STF, fp32 DSM; NCSN++ fp32 STF), bench_sample
-#      (Heun 18, batch 256)
-#   3. Nsight Compute per-kernel times of one fp32 and one TF32 STF training step and one sampling evaluation
+#   2. bench_train (DDPM++ batch 64: fp32 STF 1024, TF32 STF, bf16 STF, fp32 DSM; NCSN++ fp32 STF),
+#      bench_sample (Heun 18, batch 256, fp32 and bf16)
+#   3. Nsight Compute per-kernel times of one fp32, one TF32 and one bf16 STF training step and one sampling
+#      evaluation
 #      (summarise them here with tools/ncu_summary.py)
 #   4. data-parallel training through NCCL under mpirun, compared with a single-process run
 #   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), bench_kernels
-# What comes back in $OUT: device.log (every section's full output), ncu-step.csv, ncu-step-tf32.csv,
+# What comes back in $OUT: device.log (every section's full output), ncu-step.csv, ncu-step-tf32.csv, ncu-step-bf16.csv,
 # ncu-sample.csv, ncu-stf.csv, grid.png. CIFAR-10 cannot be downloaded there, so the training runs use random images
 # in CIFAR-10's binary format: they measure speed, not quality. Its last output lines are a summary, one
 # line per section with its exit status and seconds.
@@ -84,8 +85,10 @@ if [ -x devrun/baseline/bench_train ]; then
 fi
 section train-fp32-stf 70 8 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode fp32 --rbatch 1024
 section train-tf32-stf 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode tf32 --rbatch 1024
+section train-bf16-stf 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode bf16 --rbatch 1024
 section train-fp32-dsm 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode fp32
 section sample-heun18 90 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18
+section sample-heun18-bf16 60 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18 --mode bf16
 section train-ncsnpp-stf 70 4 ./devrun/bench_train --device cuda --arch ncsnpp --batch 64 --steps 20 --mode fp32 --rbatch 1024
 
 # 3. Where the time goes.
@@ -97,6 +100,8 @@ if [ -n "$ncu" ]; then
         --batch 64 --rbatch 1024 --steps 1 --warmup 2 --profile
     section ncu-step-tf32 150 2 "${profile[@]}" --log-file "$out/ncu-step-tf32.csv" ./devrun/bench_train --device cuda \
         --mode tf32 --batch 64 --rbatch 1024 --steps 1 --warmup 2 --profile
+    section ncu-step-bf16 150 2 "${profile[@]}" --log-file "$out/ncu-step-bf16.csv" ./devrun/bench_train --device cuda \
+        --mode bf16 --batch 64 --rbatch 1024 --steps 1 --warmup 2 --profile
     section ncu-sample 90 2 "${profile[@]}" --log-file "$out/ncu-sample.csv" ./devrun/bench_sample --device cuda \
         --batch 256 --steps 1 --euler --profile
     # One STF target call at n = 50,000 per chunk size (8192, 16384, 65536), in that order.
