@@ -36,6 +36,17 @@ cmp -s "$tmp/a.npy" "$tmp/b.npy" && pass "batch size does not change a seed's im
 expect_error "missing dataset" "nowhere" "$bin/train_cifar" --data "$tmp/nowhere" --device cpu --outdir "$tmp/x"
 expect_error "unknown flag" "unknown flag --bogus" "$bin/train_cifar" --bogus 1
 expect_error "rbatch < batch" "--rbatch 4 is smaller" "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 4 --duration 0.00032 --outdir "$tmp/x"
+expect_error "unknown precision" "--precision must be fp32, tf32 or bf16" "$bin/train_cifar" "${tiny[@]}" --precision fp16 \
+    --duration 0.00032 --outdir "$tmp/x"
+expect_error "tf32 on the CPU" "--precision tf32 needs --device cuda" "$bin/train_cifar" "${tiny[@]}" --precision tf32 \
+    --duration 0.00032 --outdir "$tmp/x"
+
+# bf16 mixed precision (emulated on the CPU): trains, logs its arithmetic, records it for --resume
+if "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 64 --duration 0.00016 --precision bf16 --outdir "$tmp/bf16" \
+    >"$tmp/bf16.log" 2>&1; then pass "train_cifar --precision bf16"
+else fail "train_cifar bf16: $(tail -5 "$tmp/bf16.log")"; fi
+grep -q "Arithmetic: bf16 mixed precision" "$tmp/bf16.log" && grep -q '"precision": "bf16"' "$tmp/bf16/training_options.json" \
+    && pass "bf16 logged and stored in training_options.json" || fail "bf16 not recorded: $(head -3 "$tmp/bf16.log")"
 expect_error "training state given as a network" "do not match this network" "$bin/sample" --net "$state" \
     --device cpu --grid "$tmp/grid.png"
 head -c 1000 "$snap" >"$tmp/cut.safetensors"
