@@ -25,51 +25,15 @@
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
 #include "tensor/cpu/kernels.h"
+#include "tests/gpu/parity.h"
 
 namespace {
 
 using stf::bf16;
+using stf::test::DeviceArray;
+using stf::test::random_floats;
 
 constexpr double kTol = 1e-5;
-
-// n elements of T in device memory, returned to the allocator on scope exit.
-template <class T> class DeviceArray {
-public:
-    explicit DeviceArray(int64_t n) : n_(n), ptr_(static_cast<T*>(stf::cuda::malloc(bytes()))) {}
-    explicit DeviceArray(const std::vector<T>& host) : DeviceArray(static_cast<int64_t>(host.size())) { upload(host); }
-    ~DeviceArray() { stf::cuda::free(ptr_); }
-    DeviceArray(const DeviceArray&) = delete;
-    DeviceArray& operator=(const DeviceArray&) = delete;
-
-    T* get() const { return ptr_; }
-    size_t bytes() const { return static_cast<size_t>(n_) * sizeof(T); }
-    void upload(const std::vector<T>& host) {
-        REQUIRE(host.size() == static_cast<size_t>(n_));
-        stf::cuda::copy_host_to_device(ptr_, host.data(), bytes());
-    }
-    std::vector<T> download() const {
-        std::vector<T> host(static_cast<size_t>(n_));
-        stf::cuda::copy_device_to_host(host.data(), ptr_, bytes());
-        return host;
-    }
-    // Every byte 0xFF: a NaN as float32 and as bf16, so an element the kernel does not write fails.
-    void poison() {
-        std::vector<unsigned char> ff(bytes(), 0xFF);
-        stf::cuda::copy_host_to_device(ptr_, ff.data(), bytes());
-    }
-
-private:
-    int64_t n_;
-    T* ptr_;
-};
-
-std::vector<float> random_floats(int64_t n, float lo, float hi, uint32_t seed) {
-    std::mt19937 gen(seed);
-    std::uniform_real_distribution<float> dist(lo, hi);
-    std::vector<float> v(static_cast<size_t>(n));
-    for (float& x : v) x = dist(gen);
-    return v;
-}
 
 // The values as stored in T (bf16 rounds to nearest even), with `shift` unused elements in front.
 template <class T> std::vector<T> stored(const std::vector<float>& v, int64_t shift = 0) {

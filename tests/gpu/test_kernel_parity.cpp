@@ -27,56 +27,19 @@
 #include "cuda/runtime.h"
 #include "tensor/cpu/kernels.h"
 #include "tensor/tensor.h"  // DType, for cpu::convert
+#include "tests/gpu/parity.h"
 
 namespace {
 
 using stf::StridedLayout;
+using stf::test::DeviceArray;
+using stf::test::random_floats;
 
 constexpr double kTol = 1e-5;
 const int64_t kSizes[] = {1, 7, 1000, 4099, 65537};
 
-// ---- device memory --------------------------------------------------------------------------------
-
-// n elements of T in device memory from stf::cuda::malloc, returned to the allocator on scope exit.
-template <class T> class DeviceArray {
-public:
-    explicit DeviceArray(int64_t n) : n_(n), ptr_(static_cast<T*>(stf::cuda::malloc(bytes()))) {}
-    explicit DeviceArray(const std::vector<T>& host) : DeviceArray(static_cast<int64_t>(host.size())) { upload(host); }
-    ~DeviceArray() { stf::cuda::free(ptr_); }
-    DeviceArray(const DeviceArray&) = delete;
-    DeviceArray& operator=(const DeviceArray&) = delete;
-
-    T* get() const { return ptr_; }
-    size_t bytes() const { return static_cast<size_t>(n_) * sizeof(T); }
-    void upload(const std::vector<T>& host) {
-        REQUIRE(host.size() == static_cast<size_t>(n_));
-        stf::cuda::copy_host_to_device(ptr_, host.data(), bytes());
-    }
-    std::vector<T> download() const {
-        std::vector<T> host(static_cast<size_t>(n_));
-        stf::cuda::copy_device_to_host(host.data(), ptr_, bytes());
-        return host;
-    }
-    // Every byte 0xFF: as float32 (and bf16) that is a NaN.
-    void poison() {
-        std::vector<unsigned char> ff(bytes(), 0xFF);
-        stf::cuda::copy_host_to_device(ptr_, ff.data(), bytes());
-    }
-
-private:
-    int64_t n_;
-    T* ptr_;
-};
-
 // ---- inputs ---------------------------------------------------------------------------------------
 
-std::vector<float> random_floats(int64_t n, float lo, float hi, uint32_t seed) {
-    std::mt19937 gen(seed);
-    std::uniform_real_distribution<float> dist(lo, hi);
-    std::vector<float> v(static_cast<size_t>(n));
-    for (float& x : v) x = dist(gen);
-    return v;
-}
 
 // Multiples of 0.5 in [-2, 2]: comparisons, max/min and clamp boundaries see many exact ties.
 std::vector<float> random_steps(int64_t n, uint32_t seed) {

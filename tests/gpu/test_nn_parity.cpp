@@ -1,6 +1,7 @@
 // The full DDPM++ network (EDM's CIFAR-10 config with augmentation labels) at batch 2: forward output
 // and every parameter's gradient, CUDA vs CPU, within 1e-4 relative. Train mode, so dropout runs; the
-// same Philox stream gives both devices the same mask.
+// same Philox stream gives both devices the same mask. And the same under bf16 mixed precision, CUDA
+// against the CPU's emulation and against float32.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -19,13 +20,14 @@ struct Result {
     nn::NamedTensors grads;
 };
 
-Result run(Device device, const std::string& arch) {
+Result run(Device device, const std::string& arch, DType activations = DType::F32) {
     nn::NetworkConfig c = nn::NetworkConfig::preset(arch);
     c.unet.augment_dim = 9;
     c.unet.dropout = 0.13;
     Generator init(0);
     std::shared_ptr<nn::Precond> net = nn::make_network(c, init);
     net->to(device);
+    net->set_activation_dtype(activations);
     net->train();
     Generator data(1);
     Tensor x = ops::to(ops::randn({2, 3, 32, 32}, data), device).set_requires_grad(true);
@@ -64,3 +66,30 @@ void check_arch(const std::string& arch) {
 
 TEST_CASE("full DDPM++ forward and backward, CUDA vs CPU") { check_arch("ddpmpp"); }
 TEST_CASE("full NCSN++ forward and backward, CUDA vs CPU") { check_arch("ncsnpp"); }
+
+// Under mixed precision the devices round different float sums to bf16, so values may differ by one
+// bf16 unit (2^-8) per element and more after the backward pass's depth; the bounds allow that and
+// nothing like a wrong index or a missing term (errors of order 1).
+TEST_CASE("full DDPM++ in bf16 mixed precision: CUDA vs the CPU's emulation, and vs float32") {
+    Result cpu = run(Device::cpu(), "ddpmpp", DType::BF16), gpu = run(Device::cuda(), "ddpmpp", DType::BF16);
+    Result gpu32 = run(Device::cuda(), "ddpmpp");
+    auto all_grads = [](const Result& r) {
+        std::vector<Tensor> flat;
+        for (auto& [name, g] : r.grads) {
+            CHECK_MESSAGE(g.dtype() == DType::F32, name);
+            flat.push_back(ops::reshape(g, {-1}));
+        }
+        return ops::cat(flat, 0);
+    };
+    const double out = rel_error(gpu.out, cpu.out), xg = rel_error(gpu.x_grad, cpu.x_grad);
+    const double grads = rel_error(all_grads(gpu), all_grads(cpu));
+    const double out32 = rel_error(gpu.out, gpu32.out), grads32 = rel_error(all_grads(gpu), all_grads(gpu32));
+    std::printf("DDPM++ bf16 CUDA vs CPU emulation: output %.2e, input grad %.2e, all parameter grads %.2e; "
+                "vs CUDA float32: output %.2e, parameter grads %.2e\n", out, xg, grads, out32, grads32);
+    CHECK(out < 2e-2);
+    CHECK(xg < 5e-2);
+    CHECK(grads < 5e-2);
+    CHECK(out32 < 2e-2);
+    CHECK(grads32 < 5e-2);
+    CHECK(out32 > 1e-6);  // the bf16 paths ran
+}
