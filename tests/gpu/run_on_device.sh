@@ -16,6 +16,11 @@
 # in CIFAR-10's binary format: they measure speed, not quality. Its last output lines are a summary, one
 # line per section with its exit status and seconds.
 #
+# With the few minutes of one lent GPU, the call that checks versions 5 and 6 first (the GPU suite, run
+# 3 against the current fp32 step, TF32, bf16, and sampling in fp32 and bf16):
+#   BUDGET=560 ONLY='^(test_gpu|baseline-fp32-stf-1|current-fp32-stf-1|baseline-tf32-stf|train-tf32-stf|train-bf16-stf|sample-heun18|sample-heun18-bf16)$' \
+#       bash tests/gpu/run_on_device.sh
+#
 # Preparing it, on the build machine: `bash tests/gpu/pack_devrun.sh` after a CUDA build packs the
 # programs, the non-CUDA libraries they load and (optionally) Debian's OpenMPI runtime into
 # devrun.tar.gz; carry that file, and this script unpacks it. The OpenMPI tar is unpacked only where the
