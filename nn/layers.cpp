@@ -63,9 +63,11 @@ Conv2d::Conv2d(int64_t in, int64_t out, int kernel, const Options& o, Generator&
     }
 }
 
-// t converted (differentiably) to the dtype of x, if it is not already in it: a float32 weight for a
-// bf16 input under mixed precision, whose gradient then comes back to float32.
-static Tensor in_dtype_of(const Tensor& t, const Tensor& x) { return t.dtype() == x.dtype() ? t : to(t, x.dtype()); }
+// A float32 weight converted (differentiably) to bf16 for a bf16 input under mixed precision, its
+// gradient coming back to float32; otherwise t itself (other dtype mismatches stay errors).
+static Tensor for_input(const Tensor& t, const Tensor& x) {
+    return x.dtype() == DType::BF16 && t.dtype() == DType::F32 ? to(t, DType::BF16) : t;
+}
 
 // The filter repeated for a depthwise (groups = channels) convolution, in the dtype of `like`.
 Tensor Conv2d::tiled_filter(int64_t channels, double gain, const Tensor& like) const {
@@ -77,12 +79,13 @@ Tensor Conv2d::tiled_filter(int64_t channels, double gain, const Tensor& like) c
 Tensor Conv2d::forward(const Tensor& x) const {
     Tensor y = forward_unbiased(x);
     if (!bias.defined()) return y;
-    return add(in_dtype_of(y, bias), reshape(bias, {1, bias.size(0), 1, 1}));  // a bf16 y widens to the bias's float32
+    // A bf16 y (mixed precision) widens to the float32 of its bias.
+    return add(y.dtype() == DType::BF16 ? stf::to(y, bias.dtype()) : y, reshape(bias, {1, bias.size(0), 1, 1}));
 }
 
 Tensor Conv2d::forward_unbiased(const Tensor& x_in) const {
     Tensor x = x_in;
-    const Tensor w = weight.defined() ? in_dtype_of(weight, x_in) : Tensor();
+    const Tensor w = weight.defined() ? for_input(weight, x_in) : Tensor();
     int w_pad = weight.defined() ? static_cast<int>(weight.size(-1) / 2) : 0;
     int f_pad = resample_filter.defined() ? static_cast<int>((resample_filter.size(-1) - 1) / 2) : 0;
     if (fused_resample && up && weight.defined()) {
@@ -207,7 +210,8 @@ Tensor UNetBlock::forward(const Tensor& x_in, const Tensor& emb, Generator& drop
                                          store);
     }
     x = conv1_->forward_unbiased(x);
-    Tensor skip = skip_ ? skip_->forward_unbiased(activation(x_in)) : x_in;
+    // A skip without weights (FIR resampling only) keeps the residual stream in float32.
+    Tensor skip = skip_ ? skip_->forward_unbiased(skip_->weight.defined() ? activation(x_in) : x_in) : x_in;
     x = scaled_residual(x, skip, bias_sum(conv1_->bias, skip_ ? skip_->bias : Tensor()), o_.skip_scale);
     if (num_heads_) x = scaled_residual(proj_->forward_unbiased(activation(attention(x))), x, proj_->bias, o_.skip_scale);
     return x;
