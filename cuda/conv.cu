@@ -244,7 +244,14 @@ std::vector<Candidate> usable(const std::vector<Perf>& perf, int returned, size_
 std::vector<Candidate> benchmark(cudnnHandle_t handle, const Plan& p, Direction d, const Operands& o, void* ws,
                                  size_t ws_bytes, bool fma_only, bool unsupported_ok) {
     auto found = [&](cudnnStatus_t st) {
-        if (st != CUDNN_STATUS_SUCCESS && unsupported_ok) return false;
+        // A launch that failed inside the search must not linger for the next launch check to report.
+        (void)cudaGetLastError();
+        // cuDNN 9 numbers its statuses by family: 2000s bad parameters, 3000s not supported.
+        const int family = static_cast<int>(st) / 1000;
+        if (unsupported_ok && (family == CUDNN_STATUS_BAD_PARAM / 1000 || family == CUDNN_STATUS_NOT_SUPPORTED / 1000)) {
+            std::fprintf(stderr, "conv2d: cuDNN's bfloat16 search: %s\n", cudnnGetErrorString(st));
+            return false;
+        }
         STF_CUDNN_CHECK(st);
         return true;
     };
