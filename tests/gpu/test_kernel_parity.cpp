@@ -601,9 +601,10 @@ TEST_CASE("group_norm forward and backward match the CPU twins") {
             // Fused (cuda/group_norm_math.h): an [n, c] offset added to x and SiLU on the output; dropout
             // with its mask drawn in the kernels from per-sample Philox rows.
             const bool affine = variant & 1, fused = variant & 2, drop = variant & 4;
-            INFO("[", s.n, ", ", s.c, ", ", s.hw, "] in ", s.g, " groups, ", (affine ? "with" : "without"),
-                 " gamma and beta, ", (fused ? "with" : "without"), " offset and SiLU, ",
-                 (drop ? "with" : "without"), " dropout");
+            const std::string with_affine = affine ? "with" : "without", with_fused = fused ? "with" : "without",
+                              with_drop = drop ? "with" : "without";
+            INFO("[", s.n, ", ", s.c, ", ", s.hw, "] in ", s.g, " groups, ", with_affine, " gamma and beta, ",
+                 with_fused, " offset and SiLU, ", with_drop, " dropout");
             // Per-sample rows (a keyed generator) with gamma, one stream (row_len 0) without.
             stf::DropoutStream dropout;
             if (drop) dropout = {0.87, 1 / 0.87, 1234, 99, affine ? s.c * s.hw : 0, affine ? uint64_t(1) << 20 : 0};
@@ -651,6 +652,17 @@ TEST_CASE("group_norm forward and backward match the CPU twins") {
             stf::cuda::group_norm_backward(s.n, s.c, s.hw, s.g, d_x.get(), gamma_gpu, beta_gpu, fusion_gpu,
                                            d_mean_cpu.get(), d_rstd_cpu.get(), d_dy.get(), d_dx.get(),
                                            affine ? d_dgamma.get() : nullptr, affine ? d_dbeta.get() : nullptr);
+            if ((s.c / s.g) * s.hw == 1) {
+                // A group of one value: y is beta whatever x is, so dx and dgamma are 0 up to rounding, and
+                // each side's rounding (the offset added before or after the mean) is all there is to
+                // compare; the H100 gave relative errors of 1 to 20 on these zeros. Absolute bounds instead.
+                for (float v : d_dx.download()) CHECK(std::abs(v) < 1e-3f);
+                if (affine) {
+                    for (float v : d_dgamma.download()) CHECK(std::abs(v) < 1e-3f);
+                    CHECK(rel_error(d_dbeta.download(), dbeta) < 1e-3);
+                }
+                continue;
+            }
             CHECK(rel_error(d_dx.download(), dx) < kTol);
             if (affine) {
                 CHECK(rel_error(d_dgamma.download(), dgamma) < kTol);

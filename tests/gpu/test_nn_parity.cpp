@@ -1,7 +1,7 @@
 // The full DDPM++ network (EDM's CIFAR-10 config with augmentation labels) at batch 2: forward output
 // and every parameter's gradient, CUDA vs CPU, within 1e-4 relative. Train mode, so dropout runs; the
-// same Philox stream gives both devices the same mask. And the same under bf16 mixed precision, CUDA
-// against the CPU's emulation and against float32.
+// same Philox stream gives both devices the same mask. And the same under bf16 mixed precision (with
+// perturbed weights), CUDA against the CPU's emulation and against float32.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -20,12 +20,19 @@ struct Result {
     nn::NamedTensors grads;
 };
 
-Result run(Device device, const std::string& arch, DType activations = DType::F32) {
+// perturb: add N(0, 0.05^2) to every parameter first. EDM initialises conv1, the attention's projection
+// and the output convolution to zero, so at its initialisation the output does not depend on most of
+// the network; perturbed, every path counts.
+Result run(Device device, const std::string& arch, DType activations = DType::F32, bool perturb = false) {
     nn::NetworkConfig c = nn::NetworkConfig::preset(arch);
     c.unet.augment_dim = 9;
     c.unet.dropout = 0.13;
     Generator init(0);
     std::shared_ptr<nn::Precond> net = nn::make_network(c, init);
+    if (perturb) {
+        Generator g(5);
+        for (Tensor& p : net->parameters()) ops::binary_(BinaryOp::Add, p, ops::mul_scalar(ops::randn(p.shape(), g), 0.05));
+    }
     net->to(device);
     net->set_activation_dtype(activations);
     net->train();
@@ -71,8 +78,8 @@ TEST_CASE("full NCSN++ forward and backward, CUDA vs CPU") { check_arch("ncsnpp"
 // bf16 unit (2^-8) per element and more after the backward pass's depth; the bounds allow that and
 // nothing like a wrong index or a missing term (errors of order 1).
 TEST_CASE("full DDPM++ in bf16 mixed precision: CUDA vs the CPU's emulation, and vs float32") {
-    Result cpu = run(Device::cpu(), "ddpmpp", DType::BF16), gpu = run(Device::cuda(), "ddpmpp", DType::BF16);
-    Result gpu32 = run(Device::cuda(), "ddpmpp");
+    Result cpu = run(Device::cpu(), "ddpmpp", DType::BF16, true), gpu = run(Device::cuda(), "ddpmpp", DType::BF16, true);
+    Result gpu32 = run(Device::cuda(), "ddpmpp", DType::F32, true);
     auto all_grads = [](const Result& r) {
         std::vector<Tensor> flat;
         for (auto& [name, g] : r.grads) {
@@ -86,10 +93,15 @@ TEST_CASE("full DDPM++ in bf16 mixed precision: CUDA vs the CPU's emulation, and
     const double out32 = rel_error(gpu.out, gpu32.out), grads32 = rel_error(all_grads(gpu), all_grads(gpu32));
     std::printf("DDPM++ bf16 CUDA vs CPU emulation: output %.2e, input grad %.2e, all parameter grads %.2e; "
                 "vs CUDA float32: output %.2e, parameter grads %.2e\n", out, xg, grads, out32, grads32);
-    CHECK(out < 2e-2);
-    CHECK(xg < 5e-2);
-    CHECK(grads < 5e-2);
-    CHECK(out32 < 2e-2);
-    CHECK(grads32 < 5e-2);
-    CHECK(out32 > 1e-6);  // the bf16 paths ran
+    // The two devices' float sums round to different bf16 values near rounding boundaries, and through
+    // the network's depth that grows to about what separates bf16 from float32. On an H100 (run 4):
+    // output 9.1e-3, input gradient 2.4e-2, parameter gradients 3.9e-3 against the emulation; output
+    // 9.8e-3 and parameter gradients 5.4e-3 against float32.
+    CHECK(out < 3e-2);
+    CHECK(xg < 0.1);
+    CHECK(grads < 3e-2);
+    CHECK(out32 < 3e-2);
+    CHECK(grads32 < 3e-2);
+    CHECK(out32 > 1e-4);  // the bf16 paths ran
+    CHECK(grads32 > 1e-4);
 }
