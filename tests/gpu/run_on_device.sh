@@ -160,6 +160,8 @@ fi
 section train_cifar-stf 90 4 ./devrun/train_cifar "${common[@]}" --batch 64 --stf --rbatch 1024 --duration 0.00384 \
     --outdir "$out/run-stf"
 section train_cifar-dsm 90 3 ./devrun/train_cifar "${common[@]}" --batch 64 --duration 0.00384 --outdir "$out/run-dsm"
+section train_cifar-bf16 90 3 ./devrun/train_cifar "${common[@]}" --batch 64 --stf --rbatch 1024 --precision bf16 \
+    --duration 0.00384 --outdir "$out/run-bf16"
 snap=$(ls "$out"/run-stf/network-snapshot-*.safetensors 2>/dev/null | tail -1)
 [ -n "$snap" ] && section sample-grid 60 3 ./devrun/sample --net "$snap" --seeds 0-255 --batch 256 --heun 18 \
     --device cuda --grid "$out/grid.png"
