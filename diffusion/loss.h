@@ -4,6 +4,7 @@
 #pragma once
 #include <string>
 
+#include "diffusion/stf_target.h"  // kDefaultStfChunk
 #include "nn/precond.h"
 
 namespace stf::diffusion {
@@ -13,7 +14,7 @@ struct LossOptions {
     double P_mean = -1.2, P_std = 1.2, sigma_data = 0.5;  // EDM: ln sigma ~ N(P_mean, P_std^2)
     double beta_d = 19.9, beta_min = 0.1, epsilon_t = 1e-5;  // VP: t ~ U(epsilon_t, 1)
     double sigma_min = 0.02, sigma_max = 100;     // VE: ln sigma ~ U(ln sigma_min, ln sigma_max)
-    int64_t stf_chunk = 8192;                     // reference images per chunk of the STF softmax
+    int64_t stf_chunk = kDefaultStfChunk;         // reference images per chunk of the STF softmax
 };
 
 struct NoiseLevels {
