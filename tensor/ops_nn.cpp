@@ -252,9 +252,10 @@ static DType group_norm_y_dtype(const Tensor& x, const FusedGroupNorm& fused) {
     return y;
 }
 
-// The mixed-precision kernels: x stored as TX, y as TY (bf16 in at least one), float arithmetic.
+// The float32-arithmetic kernels on either device: x stored as TX, y as TY (float, or bf16 for mixed
+// precision). float64 runs only on the CPU, in group_norm itself.
 template <class TX, class TY>
-static void group_norm_mixed(const GroupNormDims& d, double eps, const Tensor& x, const Tensor& gamma,
+static void run_group_norm(const GroupNormDims& d, double eps, const Tensor& x, const Tensor& gamma,
                              const Tensor& beta, const Tensor& offset, const FusedGroupNorm& fused, GroupNormOut& o) {
     const GroupNormFusion<float> f = kernel_fusion<float>(offset, fused);
     if (x.device().is_cpu())
@@ -269,7 +270,7 @@ static void group_norm_mixed(const GroupNormDims& d, double eps, const Tensor& x
 }
 
 template <class TX, class TY>
-static void group_norm_backward_mixed(const GroupNormDims& d, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+static void run_group_norm_backward(const GroupNormDims& d, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                       const Tensor& offset, const FusedGroupNorm& fused, const Tensor& mean,
                                       const Tensor& rstd, const Tensor& dy, GroupNormGrads& g) {
     const GroupNormFusion<float> f = kernel_fusion<float>(offset, fused);
@@ -294,33 +295,16 @@ GroupNormOut group_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor
     GroupNormOut o{empty(x.shape(), y_dtype, x.device()), empty({d.n, d.g}, stats, x.device()),
                    empty({d.n, d.g}, stats, x.device())};
     if (x.numel() == 0) return o;
-    if (is_bf16(x)) {
-        group_norm_mixed<bf16, bf16>(d, eps, x, gamma, beta, offset, fused, o);
-        return o;
-    }
-    if (y_dtype == DType::BF16) {
-        group_norm_mixed<float, bf16>(d, eps, x, gamma, beta, offset, fused, o);
-        return o;
-    }
-    switch (backend_of(x, "group_norm")) {
-        case Backend::CpuF32:
-            cpu::group_norm_forward<float>(d.n, d.c, d.hw, d.g, eps, x.data<float>(), opt<float>(gamma),
-                                           opt<float>(beta), kernel_fusion<float>(offset, fused), o.y.data<float>(),
-                                           o.mean.data<float>(), o.rstd.data<float>());
-            break;
-        case Backend::CpuF64:
-            cpu::group_norm_forward<double>(d.n, d.c, d.hw, d.g, eps, x.data<double>(), opt<double>(gamma),
-                                            opt<double>(beta), kernel_fusion<double>(offset, fused),
-                                            o.y.data<double>(), o.mean.data<double>(), o.rstd.data<double>());
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("group_norm",
-                            cuda::group_norm_forward(d.n, d.c, d.hw, d.g, static_cast<float>(eps), x.data<float>(),
-                                                     opt<float>(gamma), opt<float>(beta),
-                                                     kernel_fusion<float>(offset, fused), o.y.data<float>(),
-                                                     o.mean.data<float>(), o.rstd.data<float>()));
-            break;
-    }
+    if (is_bf16(x))
+        run_group_norm<bf16, bf16>(d, eps, x, gamma, beta, offset, fused, o);
+    else if (backend_of(x, "group_norm") == Backend::CpuF64)
+        cpu::group_norm_forward<double>(d.n, d.c, d.hw, d.g, eps, x.data<double>(), opt<double>(gamma),
+                                        opt<double>(beta), kernel_fusion<double>(offset, fused), o.y.data<double>(),
+                                        o.mean.data<double>(), o.rstd.data<double>());
+    else if (y_dtype == DType::BF16)
+        run_group_norm<float, bf16>(d, eps, x, gamma, beta, offset, fused, o);
+    else
+        run_group_norm<float, float>(d, eps, x, gamma, beta, offset, fused, o);
     return o;
 }
 
@@ -351,44 +335,26 @@ GroupNormGrads group_norm_backward(const Tensor& dy_in, const Tensor& x_in, cons
             if (t->defined()) *t = zeros({d.c}, params, x.device());  // empty sums
         return g;
     }
-    if (is_bf16(x)) {
-        group_norm_backward_mixed<bf16, bf16>(d, x, gamma, beta, offset, fused, m, rs, dy, g);
-        return g;
-    }
-    if (y_dtype == DType::BF16) {
-        group_norm_backward_mixed<float, bf16>(d, x, gamma, beta, offset, fused, m, rs, dy, g);
-        return g;
-    }
-    switch (backend_of(x, "group_norm_backward")) {
-        case Backend::CpuF32:
-            cpu::group_norm_backward<float>(d.n, d.c, d.hw, d.g, x.data<float>(), opt<float>(gamma), opt<float>(beta),
-                                            kernel_fusion<float>(offset, fused), m.data<float>(), rs.data<float>(),
-                                            dy.data<float>(), g.dx.data<float>(), opt_mut<float>(g.dgamma),
-                                            opt_mut<float>(g.dbeta));
-            break;
-        case Backend::CpuF64:
-            cpu::group_norm_backward<double>(d.n, d.c, d.hw, d.g, x.data<double>(), opt<double>(gamma),
-                                             opt<double>(beta), kernel_fusion<double>(offset, fused), m.data<double>(),
-                                             rs.data<double>(), dy.data<double>(), g.dx.data<double>(),
-                                             opt_mut<double>(g.dgamma), opt_mut<double>(g.dbeta));
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("group_norm_backward",
-                            cuda::group_norm_backward(d.n, d.c, d.hw, d.g, x.data<float>(), opt<float>(gamma),
-                                                      opt<float>(beta), kernel_fusion<float>(offset, fused),
-                                                      m.data<float>(), rs.data<float>(), dy.data<float>(),
-                                                      g.dx.data<float>(), opt_mut<float>(g.dgamma),
-                                                      opt_mut<float>(g.dbeta)));
-            break;
-    }
+    if (is_bf16(x))
+        run_group_norm_backward<bf16, bf16>(d, x, gamma, beta, offset, fused, m, rs, dy, g);
+    else if (backend_of(x, "group_norm_backward") == Backend::CpuF64)
+        cpu::group_norm_backward<double>(d.n, d.c, d.hw, d.g, x.data<double>(), opt<double>(gamma), opt<double>(beta),
+                                         kernel_fusion<double>(offset, fused), m.data<double>(), rs.data<double>(),
+                                         dy.data<double>(), g.dx.data<double>(), opt_mut<double>(g.dgamma),
+                                         opt_mut<double>(g.dbeta));
+    else if (y_dtype == DType::BF16)
+        run_group_norm_backward<float, bf16>(d, x, gamma, beta, offset, fused, m, rs, dy, g);
+    else
+        run_group_norm_backward<float, float>(d, x, gamma, beta, offset, fused, m, rs, dy, g);
     return g;
 }
 
 // ---- fused residual ----------------------------------------------------------------------------------
 
-// The mixed-precision forms: a stored as TA, b as TB, float arithmetic and output.
+// The float32-arithmetic kernels on either device: a stored as TA, b as TB (float, or bf16 for mixed
+// precision), y float. float64 runs only on the CPU, in scaled_residual itself.
 template <class TA, class TB>
-static void scaled_residual_mixed(int64_t n, int64_t c, int64_t inner, const Tensor& a, const Tensor& b,
+static void run_scaled_residual(int64_t n, int64_t c, int64_t inner, const Tensor& a, const Tensor& b,
                                   const Tensor& bias, double scale, Tensor& y) {
     if (a.device().is_cpu())
         cpu::scaled_residual<float, TA, TB>(n, c, inner, a.data<TA>(), b.data<TB>(), opt<float>(bias),
@@ -419,28 +385,15 @@ Tensor scaled_residual(const Tensor& a_in, const Tensor& b_in, const Tensor& bia
     Tensor a = contiguous(a_in), b = contiguous(b_in), bias = opt_contiguous(bias_in);
     Tensor y = empty(a.shape(), arithmetic_dtype(a), a.device());
     if (a.numel() == 0) return y;
-    if (mixed) {
-        if (is_bf16(b))
-            scaled_residual_mixed<bf16, bf16>(n, c, inner, a, b, bias, scale, y);
-        else
-            scaled_residual_mixed<bf16, float>(n, c, inner, a, b, bias, scale, y);
-        return y;
-    }
-    switch (backend_of(a, "scaled_residual")) {
-        case Backend::CpuF32:
-            cpu::scaled_residual<float>(n, c, inner, a.data<float>(), b.data<float>(), opt<float>(bias),
-                                        static_cast<float>(scale), y.data<float>());
-            break;
-        case Backend::CpuF64:
-            cpu::scaled_residual<double>(n, c, inner, a.data<double>(), b.data<double>(), opt<double>(bias), scale,
-                                         y.data<double>());
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("scaled_residual",
-                            cuda::scaled_residual(n, c, inner, a.data<float>(), b.data<float>(), opt<float>(bias),
-                                                  static_cast<float>(scale), y.data<float>()));
-            break;
-    }
+    if (mixed && is_bf16(b))
+        run_scaled_residual<bf16, bf16>(n, c, inner, a, b, bias, scale, y);
+    else if (mixed)
+        run_scaled_residual<bf16, float>(n, c, inner, a, b, bias, scale, y);
+    else if (backend_of(a, "scaled_residual") == Backend::CpuF64)
+        cpu::scaled_residual<double>(n, c, inner, a.data<double>(), b.data<double>(), opt<double>(bias), scale,
+                                     y.data<double>());
+    else
+        run_scaled_residual<float, float>(n, c, inner, a, b, bias, scale, y);
     return y;
 }
 
