@@ -477,8 +477,10 @@ Tensor scaled_residual(const Tensor& a, const Tensor& b, const Tensor& bias, dou
                           for (int d = 2; d < g.ndim(); ++d) dims.push_back(d);
                           gbias = ops::sum(ga, dims);
                       }
-                      // ...stored like each of them (bf16 for a convolution's output under mixed precision)
-                      return Grads{ops::to(ga, a_dtype), ops::to(ga, b_dtype), gbias};
+                      // ...stored like each of them (bf16 for a convolution's output under mixed precision),
+                      // converted once when both are bf16.
+                      Tensor for_a = ops::to(ga, a_dtype);
+                      return Grads{for_a, b_dtype == a_dtype ? for_a : ops::to(ga, b_dtype), gbias};
                   });
 }
 
