@@ -338,7 +338,6 @@ std::unique_ptr<Plan> build_plan(cudnnHandle_t handle, const ConvShape& s, Direc
     if (!best && bf16) {
         // Not an error: the caller computes this shape in float32 instead (tensor/ops_nn.cpp). Said
         // once per shape and direction, since it costs speed.
-        (void)cudaGetLastError();
         std::fprintf(stderr, "conv2d: cuDNN has no bfloat16 %s algorithm for %s; it runs in float32\n",
                      direction_name(d), describe(s).c_str());
         plan->algo = -1;
@@ -346,8 +345,7 @@ std::unique_ptr<Plan> build_plan(cudnnHandle_t handle, const ConvShape& s, Direc
     }
     if (!best) {
         throw std::runtime_error(std::string("conv2d: cuDNN found no usable ") + direction_name(d) + " algorithm" +
-                                 (t == Element::BF16 ? " for bfloat16" : fma_only ? " with float32 (FMA) math" : "") +
-                                 " for " + describe(s));
+                                 (fma_only ? " with float32 (FMA) math" : "") + " for " + describe(s));
     }
 
     // Find reports the best (algorithm, math type) pair; the descriptor must carry that math type
