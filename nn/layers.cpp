@@ -196,7 +196,7 @@ static Tensor bias_sum(const Tensor& a, const Tensor& b) {
 // convolutions' bf16 outputs, and the residual stream x, the embedding, the biases and the attention's
 // softmax stay float32.
 Tensor UNetBlock::forward(const Tensor& x_in, const Tensor& emb, Generator& dropout_gen) const {
-    const std::optional<DType> store = mixed() ? std::optional<DType>(DType::BF16) : std::nullopt;
+    const std::optional<DType> store = norm_output_dtype();
     Tensor h = norm0_->forward_silu(x_in, Tensor(), store);
     Tensor params = affine_->forward(emb);  // [n, c] (or [n, 2c]: scale and shift)
     Tensor x;
@@ -219,6 +219,11 @@ Tensor UNetBlock::forward(const Tensor& x_in, const Tensor& emb, Generator& drop
 
 bool UNetBlock::mixed() const { return activation_dtype() == DType::BF16; }
 
+// What a GroupNorm before a convolution stores: bf16 when mixed(), else its input's dtype.
+std::optional<DType> UNetBlock::norm_output_dtype() const {
+    return mixed() ? std::optional<DType>(DType::BF16) : std::nullopt;
+}
+
 // A float32 tensor entering a convolution, in the activation dtype.
 Tensor UNetBlock::activation(const Tensor& t) const { return mixed() && t.dtype() != DType::BF16 ? stf::to(t, DType::BF16) : t; }
 
@@ -226,8 +231,7 @@ Tensor UNetBlock::activation(const Tensor& t) const { return mixed() && t.dtype(
 // channel 3c+i holds q (i = 0), k (1) or v (2) of channel c; self_attention computes it as one op, in
 // float32 (the qkv convolution's bias add widens its bf16 output under mixed precision).
 Tensor UNetBlock::attention(const Tensor& x) const {
-    const std::optional<DType> store = mixed() ? std::optional<DType>(DType::BF16) : std::nullopt;
-    return self_attention(qkv_->forward(norm2_->forward(x, store)), num_heads_);
+    return self_attention(qkv_->forward(norm2_->forward(x, norm_output_dtype())), num_heads_);
 }
 
 }  // namespace stf::nn

@@ -105,6 +105,7 @@ private:
     Tensor attention(const Tensor& x) const;
     bool mixed() const;                            // activation_dtype() is bf16
     Tensor activation(const Tensor& t) const;      // t as a convolution's input: bf16 when mixed()
+    std::optional<DType> norm_output_dtype() const;  // a GroupNorm's output dtype before a convolution
     Options o_;
     int num_heads_;
     std::shared_ptr<GroupNorm> norm0_, norm1_, norm2_;
