@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "apps/common/bench.h"
+#include "train/precision.h"
 #include "cuda/runtime.h"
 #include "diffusion/sampler.h"
 
@@ -59,7 +60,7 @@ int main(int argc, char** argv) {
             STF_CHECK(net_path.empty() || !f.given(flag),
                       "--" << flag << " with --net: the network file says its own architecture");
         STF_CHECK(batch >= 1 && repeats >= 1 && so.num_steps >= 1, "--batch, --repeats and --steps must be positive");
-        std::string mode_text = apps::set_math_mode(mode, device);
+        std::string mode_text = train::set_precision(mode, device, "--mode");
 
         double gemm_tflops = apps::measure_gemm_tflops(device);
         apps::Limit limit = apps::arithmetic_limit(peak_flag, mode, device, gemm_tflops);
@@ -75,7 +76,7 @@ int main(int argc, char** argv) {
             config = loaded.config;
         }
         net->to(device);
-        net->set_activation_dtype(apps::activation_dtype(mode));
+        net->set_activation_dtype(train::activation_dtype(mode));
         net->eval();
         const nn::SongUNetConfig& u = config.unet;
 
@@ -126,7 +127,7 @@ int main(int argc, char** argv) {
                     total, per_eval_ms, 100 * (1 - network_seconds / static_cast<double>(repeats) / total));
         std::printf("achieved: %.3g TFLOP/s = %.1f%% of the limit (%.1f%% of the measured GEMM)\n", achieved,
                     100 * achieved / limit.tflops, 100 * achieved / gemm_tflops);
-        std::printf("peak memory: %.2f GiB (%s)\n", apps::peak_memory_gib(device),
+        std::printf("peak memory: %.2f GiB (%s)\n", report::peak_memory_gib(device),
                     device.is_cuda() ? "caching allocator, tensors only" : "process peak resident set");
         std::printf("img/s: %.3f\n", static_cast<double>(batch) / total);
     });

@@ -1,5 +1,5 @@
 // bench_train: times full EDM training steps (DSM or STF) of DDPM++/NCSN++ on random images, the step
-// that apps/common/trainer.cpp takes, and puts the time beside the arithmetic it must do.
+// that train/training_loop.cpp takes, and puts the time beside the arithmetic it must do.
 //
 // Arithmetic: a training step is about 3 forward passes (forward, backward to the activations, backward
 // to the weights), so FLOPs per step = 3 x nn::forward_flops(config) x batch. Achieved TFLOP/s over the
@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "apps/common/bench.h"
+#include "train/precision.h"
 #include "cuda/runtime.h"
 #include "diffusion/augment.h"
 #include "diffusion/loss.h"
@@ -87,7 +88,7 @@ int main(int argc, char** argv) {
                   "--rbatch " << rbatch << " is smaller than --batch " << batch << ": the reference batch must contain the batch");
         STF_CHECK(augment >= 0 && augment <= 1, "--augment is a probability in [0, 1], got " << augment);
         STF_CHECK(steps >= 1 && warmup >= 0, "--steps must be positive and --warmup not negative");
-        std::string mode_text = apps::set_math_mode(mode, device);
+        std::string mode_text = train::set_precision(mode, device, "--mode");
         config.unet.augment_dim = augment > 0 ? 9 : 0;
 
         // Ceilings first, before the network allocates, so their buffers stay out of the peak memory.
@@ -98,7 +99,7 @@ int main(int argc, char** argv) {
         Generator init(seed);
         std::shared_ptr<nn::Precond> net = nn::make_network(config, init), ema = nn::make_network(config, init);
         net->to(device);
-        net->set_activation_dtype(apps::activation_dtype(mode));
+        net->set_activation_dtype(train::activation_dtype(mode));
         ema->to(device);
         net->train();
         ema->eval();
@@ -118,7 +119,7 @@ int main(int argc, char** argv) {
                                                                           u.img_resolution}, data_gen), 2), -1),
                               device);
 
-        // One optimiser step as apps/common/trainer.cpp takes it with --batch-gpu equal to --batch.
+        // One optimiser step as train/training_loop.cpp takes it with --batch-gpu equal to --batch.
         double cur_nimg = 0;
         auto step = [&] {
             net->zero_grad();
@@ -150,7 +151,7 @@ int main(int argc, char** argv) {
         for (int64_t i = 0; i < warmup; ++i) step();
         // Peak memory as the reference's anchor measures it (DESIGN.md section 6): over the timed steps,
         // after the warm-up, so cuDNN's one-off algorithm search (its scratch buffer) is reported apart.
-        const double warmup_peak_gib = apps::peak_memory_gib(device);
+        const double warmup_peak_gib = report::peak_memory_gib(device);
         if (device.is_cuda()) cuda::reset_peak();
         std::vector<double> ms;
         for (int64_t i = 0; i < steps; ++i) {
@@ -183,9 +184,9 @@ int main(int argc, char** argv) {
         if (device.is_cuda())
             std::printf("peak memory: %.2f GiB over the timed steps; %.2f GiB in the warm-up with cuDNN's algorithm "
                         "search (caching allocator, tensors and workspaces)\n",
-                        apps::peak_memory_gib(device), warmup_peak_gib);
+                        report::peak_memory_gib(device), warmup_peak_gib);
         else
-            std::printf("peak memory: %.2f GiB (process peak resident set)\n", apps::peak_memory_gib(device));
+            std::printf("peak memory: %.2f GiB (process peak resident set)\n", report::peak_memory_gib(device));
         std::printf("img/s: %.2f\n", static_cast<double>(batch) / (mean_ms / 1e3));
     });
 }

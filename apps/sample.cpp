@@ -6,8 +6,8 @@
 #include <sstream>
 
 #include "apps/common/flags.h"
-#include "apps/common/image_io.h"
-#include "apps/common/progress.h"
+#include "data/image_io.h"
+#include "report/progress.h"
 #include "cuda/runtime.h"
 #include "diffusion/sampler.h"
 #include "nn/network.h"
@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
         std::vector<int64_t> seeds;
         Tensor latents;
         if (!latents_path.empty()) {
-            latents = ops::to(apps::read_npy(latents_path), DType::F64);
+            latents = ops::to(data::read_npy(latents_path), DType::F64);
             STF_CHECK(latents.ndim() == 4 && Shape(latents.shape().begin() + 1, latents.shape().end()) == image,
                       "--latents " << latents_path << " holds " << describe(latents) << ", the network needs N x "
                                    << shape_str(image));
@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
         };
         auto start = std::chrono::steady_clock::now();
         std::vector<Tensor> outputs;
-        apps::ProgressBar bar(n, "images");
+        report::ProgressBar bar(n, "images");
         for (int64_t b0 = 0; b0 < n; b0 += batch) {
             int64_t len = std::min(batch, n - b0);
             std::vector<Generator> churn;
@@ -158,15 +158,15 @@ int main(int argc, char** argv) {
                     static_cast<double>(n) / secs,
                     (long long)(diffusion::network_evaluations(so) * ((n + batch - 1) / batch)));
         if (!out_npy.empty()) {
-            apps::write_npy(out_npy, images);
+            data::write_npy(out_npy, images);
             std::printf("wrote %s\n", out_npy.c_str());
         }
         if (!grid.empty()) {
-            apps::write_image_grid(grid, images);
+            data::write_image_grid(grid, images);
             std::printf("wrote %s\n", grid.c_str());
         }
         if (!outdir.empty()) {
-            apps::write_images_to_dir(outdir, images, seeds);
+            data::write_images_to_dir(outdir, images, seeds);
             std::printf("wrote %lld PNGs under %s\n", (long long)n, outdir.c_str());
         }
     });

@@ -2,7 +2,7 @@
 // curves, loss variance per noise-level band, sample grids and a Fréchet distance on classifier features.
 #include <cstdio>
 
-#include "apps/common/comparison.h"
+#include "experiments/comparison.h"
 #include "apps/common/flags.h"
 
 using namespace stf;
@@ -57,8 +57,8 @@ int main(int argc, char** argv) {
     return apps::run_program("stf_compare", argc, argv, kUsage, [&](apps::Flags& f) {
         std::string preset = f.str("preset", "");
         STF_CHECK(!preset.empty(), "give --preset cpu or --preset gpu (then any flag to change it)");
-        apps::CompareOptions o = apps::compare_preset(preset);
-        apps::TrainOptions& t = o.train;
+        experiments::CompareOptions o = experiments::compare_preset(preset);
+        train::TrainOptions& t = o.train;
         t.data = f.str("data", t.data);
         o.test_data = f.str("test-data", "");
         t.max_images = f.integer("max-images", 0);
@@ -83,6 +83,6 @@ int main(int argc, char** argv) {
         t.device = f.str("device", t.device);
         f.check_all_used();
         STF_CHECK(t.max_images >= 0 && o.max_test_images >= 0, "--max-images and --max-test-images must be >= 0");
-        apps::run_comparison(o);
+        experiments::run_comparison(o);
     });
 }

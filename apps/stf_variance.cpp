@@ -1,5 +1,5 @@
 // ./stf_variance: how much the DSM and STF training targets vary for a fixed noisy sample, per noise
-// level, on a real dataset (diffusion/target_variance.h). Writes variance.csv and variance.png.
+// level, on a real dataset (experiments/target_variance.h). Writes variance.csv and variance.png.
 #include <chrono>
 #include <cmath>
 #include <algorithm>
@@ -9,11 +9,11 @@
 #include <numeric>
 #include <sstream>
 
-#include "apps/common/dataset.h"
+#include "data/dataset.h"
 #include "apps/common/flags.h"
-#include "apps/common/plot.h"
+#include "report/plot.h"
 #include "cuda/runtime.h"
-#include "diffusion/target_variance.h"
+#include "experiments/target_variance.h"
 
 using namespace stf;
 namespace fs = std::filesystem;
@@ -87,11 +87,11 @@ static std::vector<int64_t> parse_rbatch(const std::string& text) {
 
 int main(int argc, char** argv) {
     return apps::run_program("stf_variance", argc, argv, kUsage, [&](apps::Flags& f) {
-        std::string data_path = f.str("data", apps::ImageDataset::default_fashion_mnist_path());
+        std::string data_path = f.str("data", data::ImageDataset::default_fashion_mnist_path());
         int64_t max_images = f.integer("max-images", 0);
         std::string sigmas_text = f.str("sigmas", "");
         std::string rbatch_text = f.str("rbatch", "64,256,1024,all");
-        diffusion::VarianceOptions o;
+        experiments::VarianceOptions o;
         o.samples = f.integer("samples", 128);
         o.draws = f.integer("draws", 16);
         o.seed = static_cast<uint64_t>(f.integer("seed", 0));
@@ -99,7 +99,7 @@ int main(int argc, char** argv) {
         std::string device_name = f.str("device", cuda::available() ? "cuda" : "cpu");
         f.check_all_used();
 
-        o.sigmas = sigmas_text.empty() ? diffusion::default_variance_sigmas() : parse_sigmas(sigmas_text);
+        o.sigmas = sigmas_text.empty() ? experiments::default_variance_sigmas() : parse_sigmas(sigmas_text);
         std::vector<int64_t> rbatch = parse_rbatch(rbatch_text);
         STF_CHECK(max_images >= 0, "--max-images must be positive (0: all), got " << max_images);
         STF_CHECK(o.samples >= 2, "--samples must be at least 2 (the standard error needs two), got " << o.samples);
@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
                                                                 : "stf was built without CUDA (use --device cpu)"));
 
         // Native resolution (no padding: constant pixels change no distance and no covariance).
-        apps::ImageDataset data = apps::ImageDataset::load(data_path, 0);
+        data::ImageDataset data = data::ImageDataset::load(data_path, 0);
         if (max_images > 0) data = data.subset(max_images);
         const int64_t N = data.size();
         STF_CHECK(N >= 2, "the dataset " << data.source() << " has " << N << " image(s); need at least 2");
@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
 
         fs::create_directories(outdir);
         auto t0 = std::chrono::steady_clock::now();
-        std::vector<diffusion::VarianceRow> rows = diffusion::target_variance(images, o, [&](const diffusion::VarianceRow& r) {
+        std::vector<experiments::VarianceRow> rows = experiments::target_variance(images, o, [&](const experiments::VarianceRow& r) {
             double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             std::string label = r.method == "dsm" ? "dsm" : (r.n == N ? "stf n=all" : "stf n=" + std::to_string(r.n));
             std::printf("sigma %-8.4g %-13s trace %-11.5g +- %-10.3g (%5.1f s, total %6.1f s)\n", r.sigma,
@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
 
         std::string csv = (fs::path(outdir) / "variance.csv").string();
         std::string png = (fs::path(outdir) / "variance.png").string();
-        diffusion::write_variance_csv(csv, rows);
+        experiments::write_variance_csv(csv, rows);
 
         // One series per method / n, x = log10 sigma (the plot has no log x axis), log y.
         std::vector<std::pair<std::string, int64_t>> keys = {{"dsm", 0}};
@@ -152,13 +152,13 @@ int main(int argc, char** argv) {
         double largest = 0;
         for (const auto& r : rows) largest = std::max(largest, r.trace_cov);
         const double floor = largest * 1e-9;
-        std::vector<apps::Series> series;
+        std::vector<report::Series> series;
         for (size_t k = 0; k < keys.size(); ++k) {
-            apps::Series s;
+            report::Series s;
             s.name = keys[k].first == "dsm" ? "dsm"
                      : keys[k].second == N  ? "stf n=all (0)"
                                             : "stf n=" + std::to_string(keys[k].second);
-            s.color = apps::palette_color(k);
+            s.color = report::palette_color(k);
             for (const auto& r : rows)
                 if (r.method == keys[k].first && r.n == keys[k].second) {
                     s.x.push_back(std::log10(r.sigma));
@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
                 }
             series.push_back(s);
         }
-        apps::PlotOptions po;
+        report::PlotOptions po;
         po.title = "trace Cov[target | y]: DSM vs STF (reference size n)";
         po.x_label = "log10 sigma";
         po.y_label = "trace of the target covariance (>= 1e-9 x max)";
@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
         po.height = 500;
         po.log_y = true;
         po.line_width = 2;
-        apps::write_line_plot_png(png, series, po);
+        report::write_line_plot_png(png, series, po);
 
         // The table: one row per sigma, one column per method / n.
         std::printf("\n%-9s", "sigma");

@@ -1,5 +1,5 @@
 // ./toy_stf: DSM against STF on a Gaussian mixture whose ideal denoiser E[x|y] is exact
-// (diffusion/gaussian_mixture.h, diffusion/toy_stf.h). Trains a small MLP denoiser with each target for equal
+// (experiments/gaussian_mixture.h, experiments/toy_stf.h). Trains a small MLP denoiser with each target for equal
 // steps and seeds and reports, per sigma band, its error against the exact denoiser, the variance of the
 // loss gradient, and the variance and bias of the training target. Writes toy.csv and three PNG plots.
 #include <chrono>
@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "apps/common/flags.h"
-#include "apps/common/plot.h"
-#include "diffusion/toy_stf.h"
+#include "report/plot.h"
+#include "experiments/toy_stf.h"
 
 using namespace stf;
 namespace fs = std::filesystem;
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
                                               << " (the reference batch holds the training batch)");
         STF_CHECK(device == "cpu", "--device: only cpu is supported (the MLP is tiny), got '" << device << "'");
 
-        diffusion::GaussianMixture mix = diffusion::GaussianMixture::make(dim, modes, 1.0, 0.1, 0);
+        experiments::GaussianMixture mix = experiments::GaussianMixture::make(dim, modes, 1.0, 0.1, 0);
         std::vector<int64_t> methods = {0};
         methods.insert(methods.end(), rbatch.begin(), rbatch.end());
         std::printf("mixture: d %lld, %lld modes, per-mode std %.3g, data std %.4g; %lld steps of batch %lld, %lld seeds\n",
@@ -118,12 +118,12 @@ int main(int argc, char** argv) {
         for (int64_t seed = 0; seed < seeds; ++seed) {
             for (size_t m = 0; m < methods.size(); ++m) {
                 auto t1 = std::chrono::steady_clock::now();
-                diffusion::ToyTrainOptions o;
+                experiments::ToyTrainOptions o;
                 o.steps = steps;
                 o.batch = batch;
                 o.rbatch = methods[m];
                 o.seed = static_cast<uint64_t>(seed);
-                diffusion::ToyTrainResult r = diffusion::train_toy(mix, o);
+                experiments::ToyTrainResult r = experiments::train_toy(mix, o);
                 int64_t tail = std::max<int64_t>(1, steps / 10);
                 double fl = 0;
                 for (int64_t i = steps - tail; i < steps; ++i) fl += r.losses[i] / static_cast<double>(tail);
@@ -133,16 +133,16 @@ int main(int argc, char** argv) {
                     Cell& c = cells[m][b];
                     const Band& band = kBands[b];
                     c.final_loss.v.push_back(fl);
-                    c.mse.v.push_back(diffusion::toy_denoiser_error(*r.net, mix, band.lo, band.hi, samples, gen));
+                    c.mse.v.push_back(experiments::toy_denoiser_error(*r.net, mix, band.lo, band.hi, samples, gen));
                     c.grad_var.v.push_back(
-                        diffusion::toy_grad_variance(*r.net, mix, band.lo, band.hi, batch, methods[m], minibatches, gen));
+                        experiments::toy_grad_variance(*r.net, mix, band.lo, band.hi, batch, methods[m], minibatches, gen));
                     int64_t n = methods[m] == 0 ? 1 : methods[m];
-                    auto own = diffusion::toy_target_stats(mix, band.lo, band.hi, n, true, 64, draws, gen);
+                    auto own = experiments::toy_target_stats(mix, band.lo, band.hi, n, true, 64, draws, gen);
                     c.target_var.v.push_back(own.variance);
                     c.bias2.v.push_back(own.bias2);
                     if (methods[m] > 0)
                         c.bias2_no_own.v.push_back(
-                            diffusion::toy_target_stats(mix, band.lo, band.hi, n, false, 64, draws, gen).bias2);
+                            experiments::toy_target_stats(mix, band.lo, band.hi, n, false, 64, draws, gen).bias2);
                 }
                 double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
                 double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -182,11 +182,11 @@ int main(int argc, char** argv) {
         // Plots: x = log10 of the band's geometric centre, one series per method, log y.
         auto plot = [&](const std::string& name, const std::string& title, const std::string& ylab,
                         const std::function<double(const Cell&)>& value, bool with_no_own) {
-            std::vector<apps::Series> series;
+            std::vector<report::Series> series;
             for (size_t m = 0; m < methods.size(); ++m) {
-                apps::Series s;
+                report::Series s;
                 s.name = label(methods[m]);
-                s.color = apps::palette_color(m);
+                s.color = report::palette_color(m);
                 for (size_t b = 0; b < kBands.size(); ++b) {
                     s.x.push_back(std::log10(std::sqrt(kBands[b].lo * kBands[b].hi)));
                     s.y.push_back(value(cells[m][b]));
@@ -195,22 +195,22 @@ int main(int argc, char** argv) {
             }
             if (with_no_own)
                 for (size_t m = 1; m < methods.size(); ++m) {
-                    apps::Series s;
+                    report::Series s;
                     s.name = "bias2 no own n=" + std::to_string(methods[m]);
-                    s.color = apps::palette_color(methods.size() + m);
+                    s.color = report::palette_color(methods.size() + m);
                     for (size_t b = 0; b < kBands.size(); ++b) {
                         s.x.push_back(std::log10(std::sqrt(kBands[b].lo * kBands[b].hi)));
                         s.y.push_back(cells[m][b].bias2_no_own.mean());
                     }
                     series.push_back(s);
                 }
-            apps::PlotOptions po;
+            report::PlotOptions po;
             po.title = title;
             po.x_label = "log10 sigma (band centre)";
             po.y_label = ylab;
             po.log_y = true;
             po.line_width = 2;
-            apps::write_line_plot_png((fs::path(outdir) / name).string(), series, po);
+            report::write_line_plot_png((fs::path(outdir) / name).string(), series, po);
         };
         plot("toy.png", "trained denoiser vs exact E[x|y], mean over seeds", "mse per dim (log)",
              [](const Cell& c) { return c.mse.mean(); }, false);

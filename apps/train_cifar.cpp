@@ -1,9 +1,9 @@
 // ./train_cifar: EDM training (Karras et al. 2022) with the DSM or the Stable Target Field objective.
 #include <cstdio>
 
-#include "apps/common/dataset.h"
+#include "data/dataset.h"
 #include "apps/common/flags.h"
-#include "apps/common/trainer.h"
+#include "train/training_loop.h"
 
 using namespace stf;
 
@@ -60,10 +60,10 @@ several processes (built where MPI is installed; one rank per GPU)
 
 int main(int argc, char** argv) {
     return apps::run_program("train_cifar", argc, argv, kUsage, [&](apps::Flags& f) {
-        apps::TrainOptions o;
+        train::TrainOptions o;
         std::string preset = f.str("preset", "");
         if (preset == "small") {
-            o = apps::TrainOptions::small();  // about 3 minutes on 2 CPU cores
+            o = train::TrainOptions::small();  // about 3 minutes on 2 CPU cores
         } else {
             STF_CHECK(preset.empty(), "unknown --preset '" << preset << "' (known: small)");
             o.net.unet.dropout = 0.13;
@@ -107,6 +107,6 @@ int main(int argc, char** argv) {
         if (o.resume.empty()) o.duration_mimg = f.real("duration", o.duration_mimg);
         else if (!f.given("duration")) o.duration_mimg = 0;  // 0: keep the resumed run's duration
         STF_CHECK(!o.data.empty() || !o.resume.empty(), "no dataset: give --data PATH (or --preset small)");
-        apps::train(o);
+        train::training_loop(o);
     });
 }

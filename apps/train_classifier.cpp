@@ -1,14 +1,14 @@
 // ./train_classifier: the small CNN whose features ./stf_compare uses for its Fréchet distance.
 #include <cstdio>
 
-#include "apps/common/classifier_training.h"
+#include "metrics/classifier_training.h"
 #include "apps/common/flags.h"
 
 using namespace stf;
 
 static const char* kUsage = R"(usage: train_classifier [options]
 
-Trains the small image classifier of nn/classifier.h on labelled images (Fashion-MNIST by default) with
+Trains the small image classifier of metrics/classifier.h on labelled images (Fashion-MNIST by default) with
 Adam and a cosine learning-rate decay, prints its test accuracy, and writes it as a safetensors file with
 metadata format "stf-classifier", config (the network's JSON), test_accuracy and data. ./stf_compare
 computes its Fréchet distances on this network's penultimate features. About 8 minutes on 2 idle CPU cores
@@ -36,8 +36,8 @@ with the defaults.
 
 int main(int argc, char** argv) {
     return apps::run_program("train_classifier", argc, argv, kUsage, [&](apps::Flags& f) {
-        apps::ClassifierTrainOptions o;
-        o.data = f.str("data", apps::ImageDataset::default_fashion_mnist_path());
+        metrics::ClassifierTrainOptions o;
+        o.data = f.str("data", data::ImageDataset::default_fashion_mnist_path());
         o.test_data = f.str("test-data", "");
         o.max_images = f.integer("max-images", 0);
         o.max_test_images = f.integer("max-test-images", 0);
@@ -55,6 +55,6 @@ int main(int argc, char** argv) {
         f.check_all_used();
         STF_CHECK(o.max_images >= 0 && o.max_test_images >= 0, "--max-images and --max-test-images must be >= 0");
         STF_CHECK(o.steps >= 0, "--steps must be >= 0, got " << o.steps);
-        apps::train_classifier(o);
+        metrics::train_classifier(o);
     });
 }

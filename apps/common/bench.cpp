@@ -35,26 +35,6 @@ nn::NetworkConfig network_flags(Flags& f) {
     return net;
 }
 
-std::string set_math_mode(const std::string& mode, Device device) {
-    if (mode == "fp32") {
-        cuda::set_allow_tf32(false);
-        return "fp32 (TF32 off)";
-    }
-    if (mode == "tf32") {
-        STF_CHECK(device.is_cuda(), "--mode tf32 needs --device cuda (TF32 is a tensor-core mode)");
-        cuda::set_allow_tf32(true);
-        return "tf32 (cuBLAS and cuDNN on TF32 tensor cores)";
-    }
-    if (mode == "bf16") {
-        cuda::set_allow_tf32(device.is_cuda());
-        return device.is_cuda() ? "bf16 mixed precision (the blocks' convolutions in bf16, the rest TF32)"
-                                : "bf16 mixed precision, emulated on the CPU (float arithmetic, bf16 rounding)";
-    }
-    throw Error("--mode '" + mode + "' (expected fp32, tf32 or bf16)");
-}
-
-DType activation_dtype(const std::string& mode) { return mode == "bf16" ? DType::BF16 : DType::F32; }
-
 double measure_gemm_tflops(Device device) {
     const int64_t n = device.is_cuda() ? 8192 : 1024;  // fills an H100; about 30 ms on two CPU cores
     Generator gen(1);

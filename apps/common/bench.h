@@ -1,10 +1,10 @@
 // What the benchmark programs (bench_train, bench_sample, bench_kernels) share: the network flags of
-// train_cifar, the arithmetic mode and the arithmetic limit a run is measured against.
+// train_cifar and the arithmetic limit a run is measured against. Their --mode is train/precision.h.
 #pragma once
 #include <string>
 
 #include "apps/common/flags.h"
-#include "apps/common/progress.h"  // peak_memory_gib
+#include "report/progress.h"  // peak_memory_gib
 #include "nn/network.h"
 
 namespace stf::apps {
@@ -14,13 +14,6 @@ namespace stf::apps {
 nn::NetworkConfig network_flags(Flags& f);
 // The usage lines for network_flags().
 extern const char* kNetworkFlagsUsage;
-
-// --mode fp32|tf32|bf16: fp32 turns TF32 off, tf32 on (CUDA only); bf16 is mixed precision (set the
-// network's activation_dtype(mode) too), with TF32 on for the float32 rest on CUDA, and emulated on
-// the CPU. Returns a description such as "fp32 (TF32 off)".
-std::string set_math_mode(const std::string& mode, Device device);
-// The network's activation dtype for a mode (nn::Module::set_activation_dtype): bf16 for "bf16".
-DType activation_dtype(const std::string& mode);
 
 // The arithmetic limit a run's achieved rate is compared with, and where that number comes from.
 struct Limit {

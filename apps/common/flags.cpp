@@ -1,6 +1,6 @@
 #include "apps/common/flags.h"
 
-#include "apps/common/distributed.h"
+#include "train/distributed.h"
 
 #include <cstdio>
 #include <sstream>
@@ -108,7 +108,7 @@ int run_program(const char* name, int argc, char** argv, const char* usage, cons
         return 0;
     } catch (const std::exception& e) {
         // In a data-parallel job the other ranks would wait for this one forever: end them all.
-        if (ProcessGroup* group = ProcessGroup::if_created(); group && group->distributed())
+        if (stf::train::ProcessGroup* group = stf::train::ProcessGroup::if_created(); group && group->distributed())
             group->abort(std::string(name) + ": error (rank " + std::to_string(group->rank()) + "): " + e.what());
         std::fprintf(stderr, "%s: error: %s\n", name, e.what());
         return 1;

@@ -1,0 +1,46 @@
+// Everything a training run is started with: what train_cifar's flags set, what training_options.json
+// and a training state's metadata store (as JSON), and the small CPU preset of the README's first run.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "nn/network.h"
+
+namespace stf::train {
+
+struct TrainOptions {
+    std::string data;                  // dataset path (data/dataset.h)
+    std::string outdir = "training-runs";
+    int64_t max_images = 0;            // use only the first N images (0: all)
+    int64_t pad_to = 32;               // pad smaller images to this square size (0: keep their size)
+    nn::NetworkConfig net = nn::NetworkConfig::preset("ddpmpp");
+    bool stf = false;                  // STF target instead of DSM
+    int64_t rbatch = 1024;             // reference batch size with STF (per round and rank)
+    std::string rbatch_scope = "local";  // local: each round's own references; global: all ranks' gathered
+    int64_t batch = 512;               // images per optimiser step, over all ranks
+    int64_t batch_gpu = 0;             // images per forward/backward round on one rank (0: batch / ranks)
+    double duration_mimg = 200;        // training length in millions of images
+    double lr = 1e-3;
+    double lr_rampup_mimg = 10;
+    double ema_mimg = 0.5;             // EMA half-life
+    double ema_rampup = 0.05;          // half-life at most this ratio of images seen (<= 0: off)
+    double augment = 0.12;             // augmentation probability (0: off)
+    uint64_t seed = 0;
+    double tick_kimg = 50;             // progress line every tick
+    int64_t snap_ticks = 50;           // network snapshot every N ticks (0: only at the end)
+    int64_t dump_ticks = 500;          // training state every N ticks (0: only at the end)
+    std::string device = "cuda";
+    std::string precision = "fp32";   // fp32 (TF32 off), tf32 (CUDA) or bf16 mixed precision (bench_train's --mode)
+    std::string resume;                // training-state-*.safetensors to continue from
+    bool progress_bar = true;
+    double dist_timeout = 600;         // seconds a collective waits for the other ranks before failing
+
+    std::string to_json() const;
+    static TrainOptions from_json(const std::string& json);
+    // train_cifar --preset small: a DDPM++ of 1.3M parameters (32 channels, [1, 2, 2], one block per
+    // resolution, dropout 0.1) on Fashion-MNIST padded to 32x32, on the CPU, STF-ready (reference batch
+    // 256), 225 steps of 32 images. ./stf_compare's presets start from it too.
+    static TrainOptions small();
+};
+
+}  // namespace stf::train

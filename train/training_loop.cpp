@@ -1,0 +1,431 @@
+#include "train/training_loop.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "cuda/runtime.h"
+#include "data/dataset.h"
+#include "data/sampler.h"
+#include "diffusion/augment.h"
+#include "diffusion/loss.h"
+#include "nn/optim.h"
+#include "report/plot.h"
+#include "report/progress.h"
+#include "train/distributed.h"
+#include "train/precision.h"
+#include "train/training_state.h"
+
+namespace stf::train {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+// Per-sample random streams (tensor/random.h): training images take sample indices below
+// kReferenceFirst, a step's extra reference images the indices from there on.
+constexpr uint64_t kReferenceFirst = Generator::kRowKeyedSamples / 2;
+constexpr int64_t kReferenceSamples = static_cast<int64_t>(Generator::kRowKeyedSamples - kReferenceFirst);
+
+static void validate(const TrainOptions& o, int ranks) {
+    STF_CHECK(o.batch >= 1, "--batch must be positive, got " << o.batch);
+    STF_CHECK(o.batch % ranks == 0, "--batch " << o.batch << " must split evenly over the " << ranks << " ranks");
+    const int64_t local = o.batch / ranks;
+    STF_CHECK(o.batch_gpu >= 1 && local % o.batch_gpu == 0,
+              "--batch-gpu " << o.batch_gpu << " must divide --batch " << o.batch
+                             << (ranks > 1 ? " / " + std::to_string(ranks) + " ranks = " + std::to_string(local) : ""));
+    STF_CHECK(!o.stf || o.rbatch >= o.batch_gpu,
+              "--rbatch " << o.rbatch << " is smaller than the per-round batch " << o.batch_gpu
+                          << ": the reference batch must contain the training batch");
+    STF_CHECK(o.rbatch_scope == "local" || o.rbatch_scope == "global",
+              "--rbatch-scope must be local or global, got '" << o.rbatch_scope << "'");
+    // Reference images are keyed by their index among the step's reference images (tensor/random.h).
+    STF_CHECK(!o.stf || (o.batch / o.batch_gpu) * (o.rbatch - o.batch_gpu) <= kReferenceSamples,
+              "--rbatch " << o.rbatch << " with " << o.batch / o.batch_gpu
+                          << " rounds per step needs more per-sample random streams than the " << kReferenceSamples
+                          << " available; use a smaller --rbatch or a larger --batch-gpu");
+    STF_CHECK(o.duration_mimg > 0, "--duration must be positive");
+    STF_CHECK(o.lr > 0, "--lr must be positive");
+    STF_CHECK(o.augment >= 0 && o.augment <= 1, "--augment is a probability in [0, 1], got " << o.augment);
+    STF_CHECK(o.tick_kimg > 0, "--tick must be positive");
+    STF_CHECK(o.dist_timeout > 0, "--dist-timeout must be positive");
+    STF_CHECK(o.net.unet.dropout >= 0 && o.net.unet.dropout < 1, "--dropout must be in [0, 1)");
+    STF_CHECK(o.precision == "fp32" || o.precision == "tf32" || o.precision == "bf16",
+              "--precision must be fp32, tf32 or bf16, got '" << o.precision << "'");
+    STF_CHECK(o.precision != "tf32" || Device::parse(o.device).is_cuda(),
+              "--precision tf32 needs --device cuda (TF32 is a tensor-core mode)");
+}
+
+// ---- small helpers ---------------------------------------------------------------------------------
+
+// Progress lines on stdout and in log.txt; silent when given no path (ranks other than 0).
+class Log {
+public:
+    explicit Log(const fs::path& path) : silent_(path.empty()) {
+        if (!silent_) file_.open(path, std::ios::app);
+    }
+    void line(const std::string& text) {
+        if (silent_) return;
+        std::printf("%s\n", text.c_str());
+        std::fflush(stdout);
+        file_ << text << "\n";
+        file_.flush();
+    }
+
+private:
+    bool silent_;
+    std::ofstream file_;
+};
+
+// Per-sample statistics split by noise level: the training loss (mean and variance, which shows how
+// noisy each band's target is) and, with STF, the effective sample size of the reference weights.
+struct SigmaBands {
+    static constexpr double kEdges[3] = {0.2, 1.0, 5.0};
+    double count[4] = {}, loss_sum[4] = {}, loss_sq[4] = {}, ess_sum[4] = {}, ess_count[4] = {};
+    static int band(double sigma) {
+        int b = 0;
+        while (b < 3 && sigma >= kEdges[b]) ++b;
+        return b;
+    }
+    void add(const std::vector<double>& sigma, const std::vector<double>& loss, const std::vector<double>& ess) {
+        for (size_t i = 0; i < sigma.size(); ++i) {
+            int b = band(sigma[i]);
+            count[b] += 1;
+            loss_sum[b] += loss[i];
+            loss_sq[b] += loss[i] * loss[i];
+            if (!ess.empty()) ess_sum[b] += ess[i], ess_count[b] += 1;
+        }
+    }
+    // NaN marks a band that saw no samples this tick (JSON writes it as null).
+    double loss_mean(int b) const { return count[b] ? loss_sum[b] / count[b] : NAN; }
+    double loss_var(int b) const {
+        if (count[b] < 2) return NAN;
+        double m = loss_mean(b);
+        return std::max(0.0, (loss_sq[b] - count[b] * m * m) / (count[b] - 1));
+    }
+    double ess_mean(int b) const { return ess_count[b] ? ess_sum[b] / ess_count[b] : NAN; }
+};
+
+// Tick statistics are summed over ranks so that rank 0 reports the whole batch.
+static void sum_over_ranks(ProcessGroup& group, double& loss_sum, double& images, SigmaBands& bands) {
+    if (!group.distributed()) return;
+    std::vector<double> v = {loss_sum, images};
+    for (double* field : {bands.count, bands.loss_sum, bands.loss_sq, bands.ess_sum, bands.ess_count})
+        v.insert(v.end(), field, field + 4);
+    group.all_reduce_sum(v);
+    loss_sum = v[0];
+    images = v[1];
+    size_t at = 2;
+    for (double* field : {bands.count, bands.loss_sum, bands.loss_sq, bands.ess_sum, bands.ess_count})
+        for (int b = 0; b < 4; ++b) field[b] = v[at++];
+}
+
+// ---- training ---------------------------------------------------------------------------------------
+
+struct Rngs {
+    Generator noise, dropout, augment;
+    // Every draw that follows is keyed to the samples from `first_sample` on in `step`.
+    void key(int64_t step, int64_t first_sample) {
+        for (Generator* g : {&noise, &dropout, &augment})
+            g->key_rows(static_cast<uint64_t>(step), static_cast<uint64_t>(first_sample));
+    }
+};
+
+// One round's data: its training images (augmented), their augmentation labels and, with STF, the
+// reference batch whose first rows are those images.
+struct RoundData {
+    Tensor images, labels, reference;
+};
+
+// Where each step's images come from. Training image g of step s is position s * batch + g of a
+// shuffled stream of the dataset; the extra reference images of the step's round k are positions
+// from (s * rounds + k) * extras of a second stream. Both follow from the step alone, so a resumed
+// run, or one with another number of ranks, continues exactly.
+class StepData {
+public:
+    StepData(const TrainOptions& o, const data::ImageDataset& data, Device device)
+        : o_(o), data_(data), device_(device), train_stream_(data.size(), o.seed),
+          reference_stream_(data.size(), o.seed ^ 0x5EED5EED5EEDull),
+          augment_(diffusion::AugmentOptions::cifar10(o.augment)) {}
+
+    // Round with training samples first_sample .. first_sample + batch_gpu - 1 of `step`.
+    RoundData round(int64_t step, int64_t first_sample, Rngs& rng, ProcessGroup& group) {
+        const int64_t bg = o_.batch_gpu;
+        RoundData r;
+        rng.key(step, first_sample);
+        r.images = data_.batch(train_stream_.take(step * o_.batch + first_sample, bg), device_);
+        if (o_.augment > 0) {
+            diffusion::AugmentPipe::Result a = augment_.apply(r.images, rng.augment);
+            r.images = a.images;
+            r.labels = a.labels;
+        }
+        if (o_.stf) {
+            r.reference = r.images;
+            const int64_t extras = o_.rbatch - bg, round_index = first_sample / bg;
+            if (extras > 0) {
+                const int64_t first_extra = round_index * extras;
+                Tensor more = data_.batch(
+                    reference_stream_.take((step * (o_.batch / bg)) * extras + first_extra, extras), device_);
+                if (o_.augment > 0) {
+                    rng.augment.key_rows(static_cast<uint64_t>(step), kReferenceFirst + first_extra);
+                    more = augment_.apply(more, rng.augment).images;
+                }
+                r.reference = ops::cat({r.images, more}, 0);
+            }
+            if (o_.rbatch_scope == "global" && group.distributed())
+                r.reference = own_first(group.all_gather(r.reference), group);
+        }
+        return r;
+    }
+
+private:
+    // Rotates a gathered reference batch so this rank's block leads it: its training images stay
+    // reference[:batch_gpu], as the STF target expects.
+    static Tensor own_first(const Tensor& gathered, const ProcessGroup& group) {
+        const int64_t block = gathered.size(0) / group.size(), at = block * group.rank();
+        if (at == 0) return gathered;
+        return ops::cat({ops::narrow(gathered, 0, at, gathered.size(0) - at), ops::narrow(gathered, 0, 0, at)}, 0);
+    }
+
+    const TrainOptions& o_;
+    const data::ImageDataset& data_;
+    Device device_;
+    data::InfiniteSampler train_stream_, reference_stream_;
+    diffusion::AugmentPipe augment_;
+};
+
+// Fails loudly when ranks were started with different options: a silent mismatch would train garbage.
+static void check_same_options(ProcessGroup& group, const TrainOptions& o) {
+    if (!group.distributed()) return;
+    std::vector<std::string> all = group.all_gather(o.to_json());
+    for (int r = 1; r < group.size(); ++r) {
+        if (all[static_cast<size_t>(r)] == all[0]) continue;
+        json a = json::parse(all[0]), b = json::parse(all[static_cast<size_t>(r)]);
+        std::string key;
+        for (auto& [k, v] : a.items())
+            if (key.empty() && (!b.contains(k) || b[k] != v)) key = k;
+        throw Error("rank " + std::to_string(r) + " was started with different options than rank 0 (first " +
+                    "difference: '" + key + "'); start every rank with the same flags");
+    }
+}
+
+// Every rank applies the same summed gradients, so weights, EMA and Adam moments must agree bit for
+// bit; a difference means a rank computed something else and the run is no longer one model.
+static void check_ranks_agree(ProcessGroup& group, const nn::Precond& net, const nn::Precond& ema,
+                              const nn::Adam& adam, int64_t tick) {
+    if (!group.distributed()) return;
+    std::vector<Tensor> state = net.parameters();
+    for (const Tensor& t : ema.parameters()) state.push_back(t);
+    for (auto& [n, t] : adam.state()) state.push_back(t);
+    std::vector<std::string> all = group.all_gather(std::to_string(fingerprint(state)));
+    for (int r = 1; r < group.size(); ++r)
+        STF_CHECK(all[static_cast<size_t>(r)] == all[0],
+                  "the training state of rank " << r << " differs from rank 0's at tick " << tick
+                                                << ": the ranks no longer train one model");
+}
+
+TrainSummary training_loop(TrainOptions o) {
+    ProcessGroup& group = ProcessGroup::world(o.dist_timeout);
+    TrainingState resumed;
+    bool resuming = !o.resume.empty();
+    if (resuming) {
+        const TrainOptions asked = o;
+        resumed = load_training_state(o.resume);
+        o = resumed.options;  // the run continues with the options it was started with
+        o.resume = asked.resume;
+        o.progress_bar = asked.progress_bar;
+        o.dist_timeout = asked.dist_timeout;
+        if (asked.duration_mimg > 0) o.duration_mimg = asked.duration_mimg;
+        // A new --batch-gpu, or a number of ranks the old one does not fit, changes the rounds; the
+        // images and randomness of a step stay (with STF the reference batches follow the rounds).
+        const int64_t local = o.batch / group.size();
+        if (asked.batch_gpu > 0 || o.batch % group.size() != 0 || local % o.batch_gpu != 0)
+            o.batch_gpu = asked.batch_gpu;
+    }
+    if (o.batch_gpu == 0 && o.batch % group.size() == 0) o.batch_gpu = o.batch / group.size();
+    validate(o, group.size());
+    check_same_options(group, o);
+    Device device = Device::parse(o.device);
+    STF_CHECK(!device.is_cuda() || cuda::available(),
+              "--device cuda: " << (cuda::built_with_cuda() ? "no CUDA device is available (use --device cpu)"
+                                                            : "stf was built without CUDA (use --device cpu)"));
+
+    data::ImageDataset data = data::ImageDataset::load(o.data, o.pad_to);
+    if (o.max_images > 0) data = data.subset(o.max_images);
+    STF_CHECK(data.height() == data.width(), "training needs square images, " << data.source() << " is not");
+    STF_CHECK(o.pad_to == 0 || data.height() == o.pad_to,
+              "--res " << o.pad_to << ": the images of " << data.source() << " are larger than that");
+    o.net.unet.in_channels = o.net.unet.out_channels = data.channels();
+    o.net.unet.img_resolution = data.height();
+    o.net.unet.augment_dim = o.augment > 0 ? 9 : 0;
+
+    const bool root = group.is_root();
+    fs::path out(o.outdir);
+    if (root) fs::create_directories(out);
+    Log log(root ? out / "log.txt" : fs::path());
+    if (root && !resuming) std::ofstream(out / "training_options.json") << o.to_json() << "\n";
+
+    Generator init(o.seed);
+    std::shared_ptr<nn::Precond> net = nn::make_network(o.net, init);
+    std::shared_ptr<nn::Precond> ema = nn::make_network(o.net, init);
+    {
+        std::map<std::string, Tensor> weights;
+        for (auto& [n, t] : net->state_dict()) weights[n] = t;
+        ema->load_state_dict(resuming ? resumed.ema : weights);
+        if (resuming) net->load_state_dict(resumed.net);
+    }
+    net->to(device);
+    ema->to(device);
+    const std::string precision_text = set_precision(o.precision, device);
+    net->set_activation_dtype(activation_dtype(o.precision));
+    net->train();
+    ema->eval();
+    nn::Adam adam(net->parameters(), nn::AdamOptions{o.lr, 0.9, 0.999, 1e-8});
+    nn::Ema ema_update(net->parameters(), ema->parameters());
+    Rngs rng{Generator(o.seed), Generator(o.seed + 1000003), Generator(o.seed + 2000003)};
+    StepData step_data(o, data, device);
+    TrainingProgress p;
+    if (resuming) {
+        adam.load_state(resumed.adam);
+        p = resumed.progress;
+    }
+    diffusion::LossOptions loss_options;
+    loss_options.kind = o.net.precond;
+    loss_options.sigma_data = o.net.sigma_data;
+
+    const double total_nimg = o.duration_mimg * 1e6;
+    char line[640];
+    std::snprintf(line, sizeof(line),
+                  "%s training: %s, %s, %lld parameters, %s, %s target%s, batch %lld (%lld per round), %s",
+                  resuming ? "Resuming" : "Starting", data.source().c_str(),
+                  o.net.unet.embedding_type == "fourier" ? "NCSN++" : "DDPM++", (long long)net->num_parameters(),
+                  device.str().c_str(), o.stf ? "STF" : "DSM",
+                  o.stf ? (", reference batch " + std::to_string(o.rbatch) +
+                           (group.distributed() ? " (" + o.rbatch_scope + ")" : ""))
+                              .c_str()
+                        : "",
+                  (long long)o.batch, (long long)o.batch_gpu, group.describe().c_str());
+    log.line(line);
+    log.line("Arithmetic: " + precision_text);
+    if (resuming) {
+        std::snprintf(line, sizeof(line), "Resumed from %s at kimg %.1f", o.resume.c_str(), p.cur_nimg / 1e3);
+        log.line(line);
+    }
+
+    std::vector<double> curve_x, curve_y;
+    double tick_loss_sum = 0, tick_images = 0;
+    SigmaBands bands;
+    auto tick_clock = std::chrono::steady_clock::now();
+    double tick_clock_nimg = p.cur_nimg;
+    TrainSummary summary;
+    report::ProgressBar bar(static_cast<int64_t>(o.tick_kimg * 1000), "tick");
+    const bool show_bar = o.progress_bar && root;
+    const int64_t local_batch = o.batch / group.size(), rounds = local_batch / o.batch_gpu;
+
+    while (p.cur_nimg < total_nimg) {
+        net->zero_grad();
+        for (int64_t r = 0; r < rounds; ++r) {
+            const int64_t first_sample = group.rank() * local_batch + r * o.batch_gpu;
+            RoundData d = step_data.round(p.step, first_sample, rng, group);
+            diffusion::LossTerms terms = diffusion::diffusion_loss(*net, d.images, d.labels, d.reference,
+                                                                   loss_options, rng.noise, rng.dropout);
+            backward(mul(sum(terms.loss), 1.0 / static_cast<double>(o.batch)));
+            std::vector<double> losses = terms.loss.to_vector();
+            for (double v : losses) tick_loss_sum += v;
+            tick_images += static_cast<double>(o.batch_gpu);
+            bands.add(terms.sigma.to_vector(), losses,
+                      terms.ess.defined() ? terms.ess.to_vector() : std::vector<double>());
+        }
+        std::vector<Tensor> params = net->parameters();
+        all_reduce_gradients(group, params);  // before the NaN guard, as one process would see them
+        nn::nan_to_num_grads(params);
+        adam.step(nn::edm_learning_rate(o.lr, p.cur_nimg, o.lr_rampup_mimg * 1000));
+        p.cur_nimg += static_cast<double>(o.batch);
+        p.step++;
+        ema_update.update(nn::Ema::beta(static_cast<double>(o.batch), p.cur_nimg, o.ema_mimg * 1000, o.ema_rampup));
+
+        bool done = p.cur_nimg >= total_nimg;
+        if (show_bar) bar.update(static_cast<int64_t>(p.cur_nimg - p.tick_start_nimg));
+        if (!done && p.cur_nimg < p.tick_start_nimg + o.tick_kimg * 1000) continue;
+
+        // ---- end of a tick: report, then snapshots ----
+        if (show_bar) bar.finish();
+        sum_over_ranks(group, tick_loss_sum, tick_images, bands);
+        check_ranks_agree(group, *net, *ema, adam, p.tick);
+        double loss = tick_loss_sum / std::max(tick_images, 1.0);
+        if (!std::isfinite(loss))
+            throw Error("training diverged: the mean loss of tick " + std::to_string(p.tick) + " is " +
+                        std::to_string(loss) + " at kimg " + std::to_string(p.cur_nimg / 1e3) +
+                        "; lower --lr or resume from the last training state");
+        if (device.is_cuda()) cuda::synchronize();
+        double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - tick_clock).count();
+        const double imgs = p.cur_nimg - tick_clock_nimg, sec_per_kimg = secs / (imgs / 1e3);
+        const double img_per_sec = imgs / secs, mem_gib = report::peak_memory_gib(device);
+        // On a GPU the peak is per tick, as in EDM's loop: tick 0's includes cuDNN's one-off algorithm
+        // search (its scratch buffer), which would otherwise stand in every later line.
+        if (device.is_cuda()) cuda::reset_peak();
+        std::string ess_text;
+        if (o.stf) {
+            char e[160];
+            std::snprintf(e, sizeof(e), "  ess[s<0.2] %.1f [0.2,1) %.1f [1,5) %.1f [>=5] %.1f", bands.ess_mean(0),
+                          bands.ess_mean(1), bands.ess_mean(2), bands.ess_mean(3));
+            ess_text = e;
+        }
+        std::snprintf(line, sizeof(line), "tick %-4lld kimg %-9.1f loss %-8.4f sec/kimg %-7.2f img/s %-8.1f mem %.2f GiB%s",
+                      (long long)p.tick, p.cur_nimg / 1e3, loss, sec_per_kimg, img_per_sec, mem_gib,
+                      ess_text.c_str());
+        log.line(line);
+        summary.last_loss = loss;
+        bool snap = done || (o.snap_ticks > 0 && p.tick % o.snap_ticks == 0);
+        bool dump = done || (o.dump_ticks > 0 && p.tick % o.dump_ticks == 0);
+        double kimg = p.cur_nimg / 1e3;
+        if (root) {
+            json stats = {{"tick", p.tick},
+                          {"kimg", kimg},
+                          {"step", p.step},
+                          {"loss", loss},
+                          {"sec_per_kimg", sec_per_kimg},
+                          {"img_per_sec", img_per_sec},
+                          {"peak_mem_gib", mem_gib},
+                          {"lr", nn::edm_learning_rate(o.lr, p.cur_nimg, o.lr_rampup_mimg * 1000)}};
+            auto finite_or_null = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+            for (int b = 0; b < 4; ++b) {
+                stats["loss_bands"][kSigmaBandNames[b]] = {{"count", bands.count[b]},
+                                                              {"mean", finite_or_null(bands.loss_mean(b))},
+                                                              {"var", finite_or_null(bands.loss_var(b))}};
+                if (o.stf) stats["ess"][kSigmaBandNames[b]] = finite_or_null(bands.ess_mean(b));
+            }
+            std::ofstream(out / "stats.jsonl", std::ios::app) << stats.dump() << "\n";
+            curve_x.push_back(kimg);
+            curve_y.push_back(loss);
+            report::write_line_plot_png((out / "loss.png").string(), {{"loss", curve_x, curve_y, {31, 119, 180}}},
+                                report::PlotOptions{.title = o.stf ? "training loss (STF)" : "training loss (DSM)",
+                                            .x_label = "kimg", .y_label = "loss", .log_y = true});
+        }
+        p.tick++;
+        p.tick_start_nimg = p.cur_nimg;
+        if (snap) {
+            summary.snapshot = (out / kimg_file_name("network-snapshot", kimg)).string();
+            if (root) nn::save_network(summary.snapshot, *ema);
+        }
+        if (dump) {
+            summary.state = (out / kimg_file_name("training-state", kimg)).string();
+            if (root) save_training_state(summary.state, o, *net, *ema, adam, p);
+        }
+        tick_loss_sum = tick_images = 0;
+        bands = SigmaBands();
+        tick_clock = std::chrono::steady_clock::now();
+        tick_clock_nimg = p.cur_nimg;
+    }
+    summary.steps = p.step;
+    summary.kimg = p.cur_nimg / 1e3;
+    std::snprintf(line, sizeof(line), "Done: %lld steps, kimg %.1f. Snapshot %s", (long long)p.step, summary.kimg,
+                  summary.snapshot.c_str());
+    log.line(line);
+    return summary;
+}
+
+}  // namespace stf::train

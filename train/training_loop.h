@@ -1,0 +1,36 @@
+// EDM training with the DSM or STF objective: the loop behind ./train_cifar, kept here so tests can
+// drive it in-process (e.g. to check that a resumed run ends bit-exactly where an uninterrupted one does).
+#pragma once
+#include <array>
+#include <functional>
+#include <string>
+
+#include "train/options.h"
+
+namespace stf::train {
+
+// The noise-level bands of stats.jsonl's "loss_bands" and "ess" entries, in order.
+inline constexpr std::array<const char*, 4> kSigmaBandNames = {"sigma<0.2", "0.2<=sigma<1", "1<=sigma<5", "sigma>=5"};
+
+struct TrainSummary {
+    int64_t steps = 0;
+    double kimg = 0;
+    double last_loss = 0;
+    std::string snapshot;  // path of the last network snapshot
+    std::string state;     // path of the last training state
+};
+
+// Runs training to the end of `duration_mimg`, printing a line per tick to stdout and writing
+// log.txt, stats.jsonl, loss.png, network-snapshot-*.safetensors and training-state-*.safetensors.
+// Throws stf::Error on bad options, data or a diverged (non-finite) loss.
+//
+// Started by mpirun, each rank trains on its share of every step's batch and gradients are summed
+// over ranks before the optimiser step (train/distributed.h); rank 0 alone prints and writes.
+// Every random number a sample uses (its image, noise level, noise, dropout and augmentation) is keyed
+// by (seed, step, the sample's index in the step's global batch), so a step does not depend on how its
+// batch is split over ranks and rounds, up to the order of floating-point sums. With STF, a round's
+// reference batch is its own training images plus rbatch - batch_gpu images from a second stream,
+// keyed by the round's position in the step; `global` scope gathers every rank's reference batch.
+TrainSummary training_loop(TrainOptions options);
+
+}  // namespace stf::train
