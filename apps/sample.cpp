@@ -11,6 +11,7 @@
 #include "cuda/runtime.h"
 #include "diffusion/sampler.h"
 #include "nn/network.h"
+#include "train/precision.h"
 
 using namespace stf;
 
@@ -31,6 +32,9 @@ by train_cifar, or an EDM/STF checkpoint converted by tools/edm_to_safetensors.p
   --grid FILE.png       all images in one grid
   --out-npy FILE.npy    the raw float32 outputs, N x C x H x W in [-1, 1] (before rounding to pixels)
   --device cpu|cuda     (default cuda)
+  --precision fp32|tf32|bf16  the network's arithmetic (default fp32, EDM's): tf32 on tensor cores (CUDA),
+                        bf16 mixed precision (its convolutions and activations in bfloat16; emulated on the
+                        CPU); the sampler itself always runs in float64
 )";
 
 static std::vector<int64_t> parse_seeds(const std::string& text) {
@@ -91,6 +95,7 @@ int main(int argc, char** argv) {
         std::string latents_path = f.str("latents", ""), outdir = f.str("outdir", ""), grid = f.str("grid", "");
         std::string out_npy = f.str("out-npy", "");
         Device device = Device::parse(f.str("device", "cuda"));
+        std::string precision = f.str("precision", "fp32");
         f.check_all_used();
         STF_CHECK(!net_path.empty(), "no network: give --net FILE (a snapshot from train_cifar)");
         STF_CHECK(batch >= 1, "--batch must be positive");
@@ -100,12 +105,15 @@ int main(int argc, char** argv) {
                   "--device cuda: " << (cuda::built_with_cuda() ? "no CUDA device is available (use --device cpu)"
                                                                 : "stf was built without CUDA (use --device cpu)"));
 
+        const std::string arithmetic = train::set_precision(precision, device);
         if (std::filesystem::is_directory(net_path)) net_path = newest_snapshot(net_path);
         std::printf("network: %s\n", net_path.c_str());
         nn::LoadedNetwork loaded = nn::load_network(net_path);
         nn::Precond& net = *loaded.net;
         net.to(device);
         net.eval();
+        net.set_activation_dtype(train::activation_dtype(precision));
+        std::printf("arithmetic: %s\n", arithmetic.c_str());
         const nn::SongUNetConfig& u = loaded.config.unet;
         Shape image{u.in_channels, u.img_resolution, u.img_resolution};
 

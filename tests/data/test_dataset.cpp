@@ -12,6 +12,7 @@
 #include "data/dataset.h"
 #include "tensor/ops.h"
 #include "tests/expect_error.h"
+#include "tests/requirements.h"
 #include "tests/temp_files.h"
 
 using namespace stf;
@@ -319,12 +320,8 @@ TEST_CASE("batch scales to [-1, 1] in float32; label_batch is one-hot; subset ke
 
 // ---- Fashion-MNIST (Debian's dataset-fashion-mnist) --------------------------------------------------
 
-TEST_CASE("Fashion-MNIST from Debian's package, when installed") {
+TEST_CASE("Fashion-MNIST from Debian's package: 60,000 padded images, 10 balanced classes" * test::needs_fashion_mnist()) {
     std::string dir = ImageDataset::default_fashion_mnist_path();
-    if (!fs::exists(fs::path(dir) / "train-images-idx3-ubyte.gz")) {
-        MESSAGE("skipped: Fashion-MNIST not found at " << dir << " (apt-get install dataset-fashion-mnist)");
-        return;
-    }
     ImageDataset d = ImageDataset::load(dir);
     CHECK(d.size() == 60000);
     CHECK(d.channels() == 1);
@@ -354,12 +351,8 @@ TEST_CASE("Fashion-MNIST from Debian's package, when installed") {
     MESSAGE("Fashion-MNIST: " << d.source());
 }
 
-TEST_CASE("Fashion-MNIST test labels from Debian's package, when installed") {
+TEST_CASE("Fashion-MNIST test labels from Debian's package" * test::needs_fashion_mnist()) {
     std::string dir = ImageDataset::default_fashion_mnist_path();
-    if (!fs::exists(fs::path(dir) / "t10k-labels-idx1-ubyte.gz")) {
-        MESSAGE("skipped: Fashion-MNIST not found at " << dir << " (apt-get install dataset-fashion-mnist)");
-        return;
-    }
     CHECK(ImageDataset::test_split_path(dir) == dir + "/t10k-images-idx3-ubyte.gz");
     std::vector<int> labels = load_labels(dir + "/t10k-labels-idx1-ubyte.gz");
     REQUIRE(labels.size() == 10000);

@@ -6,8 +6,8 @@
 bin="$1"
 source "$(dirname "$0")/lib.sh"
 data=/usr/share/datasets/fashion-mnist
-[ -d "$data" ] || { echo "Debian's dataset-fashion-mnist is not installed"; exit 1; }
-[ -f "$bin/libstf_dist.so" ] || { echo "no libstf_dist.so in $bin (MPI not found at build time)"; exit 1; }
+[ -d "$data" ] || { echo "skipped: Debian's dataset-fashion-mnist is not installed"; exit 77; }
+[ -f "$bin/libstf_dist.so" ] || { echo "skipped: no libstf_dist.so in $bin (MPI not found at build time)"; exit 77; }
 
 # CI runs as root in a container with fewer cores than ranks may want.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1

@@ -7,6 +7,7 @@
 
 #include "metrics/classifier_training.h"
 #include "experiments/comparison.h"
+#include "tests/requirements.h"
 #include "tests/temp_files.h"
 
 using namespace stf;
@@ -58,12 +59,8 @@ TEST_CASE("compare presets: same network for both, the GPU one on CUDA with more
     CHECK_THROWS_WITH_AS(compare_preset("tpu"), doctest::Contains("unknown --preset 'tpu'"), Error);
 }
 
-TEST_CASE("train_classifier in-process: a few steps on a slice of Fashion-MNIST, a loadable checkpoint") {
+TEST_CASE("train_classifier in-process: a few steps on a slice of Fashion-MNIST, a loadable checkpoint" * test::needs_fashion_mnist()) {
     std::string dir = ImageDataset::default_fashion_mnist_path();
-    if (!fs::exists(fs::path(dir) / "t10k-labels-idx1-ubyte.gz")) {
-        MESSAGE("skipped: Fashion-MNIST not found at " << dir << " (apt-get install dataset-fashion-mnist)");
-        return;
-    }
     TempDir tmp;
     ClassifierTrainOptions o;
     o.data = dir;

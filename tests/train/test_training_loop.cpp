@@ -9,6 +9,7 @@
 #include "data/dataset.h"
 #include "train/training_loop.h"
 #include "nn/safetensors.h"
+#include "tests/requirements.h"
 #include "tests/temp_files.h"
 
 using namespace stf;
@@ -53,11 +54,7 @@ nn::NamedTensors weights(const std::string& state_path) { return nn::load_safete
 
 }  // namespace
 
-TEST_CASE("STF training on Fashion-MNIST: checkpoints, stats, and a bit-exact resume") {
-    if (!fs::exists(data::ImageDataset::default_fashion_mnist_path())) {
-        MESSAGE("Debian's dataset-fashion-mnist is not installed: skipped");
-        return;
-    }
+TEST_CASE("STF training on Fashion-MNIST: checkpoints, stats, and a bit-exact resume" * test::needs_fashion_mnist()) {
     TempDir dir;
     train::TrainSummary full = train::training_loop(tiny(dir.path / "full", true));
     CHECK(full.steps == 40);
@@ -86,8 +83,7 @@ TEST_CASE("STF training on Fashion-MNIST: checkpoints, stats, and a bit-exact re
     CHECK(differing == 0);
 }
 
-TEST_CASE("the loss goes down over a few hundred DSM steps") {
-    if (!fs::exists(data::ImageDataset::default_fashion_mnist_path())) return;
+TEST_CASE("the loss goes down over a few hundred DSM steps" * test::needs_fashion_mnist()) {
     TempDir dir;
     train::TrainOptions o = tiny(dir.path / "dsm", false);
     o.augment = 0;
