@@ -18,6 +18,7 @@
 #include <string>
 
 #include "cuda/check.h"
+#include "cuda/elementwise_math.h"
 #include "cuda/grid_stride.cuh"
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
@@ -33,66 +34,11 @@ __global__ void fill_kernel(int64_t n, float* out, float value) {
     for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = value;
 }
 
-// ---- the op formulas, shared by the scalar and float4 paths -----------------------------------------
-// The op is a kernel argument, the same for every thread, so the switch never makes a warp diverge.
-// Formulas match the CPU twins in tensor/cpu; precise libm functions (expf, not __expf).
+// ---- the op formulas (cuda/elementwise_math.h, shared with the CPU twins) ---------------------------
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-__device__ __forceinline__ float apply_unary(UnaryOp op, float x, float alpha, float beta) {
-    switch (op) {
-        case UnaryOp::Identity: return x;
-        case UnaryOp::Neg: return -x;
-        case UnaryOp::Exp: return expf(x);
-        case UnaryOp::Log: return logf(x);
-        case UnaryOp::Sqrt: return sqrtf(x);
-        case UnaryOp::Rsqrt: return 1.0f / sqrtf(x);  // rsqrtf is only accurate to 2 ulp
-        case UnaryOp::Square: return x * x;
-        case UnaryOp::Abs: return fabsf(x);
-        case UnaryOp::Pow: return powf(x, alpha);
-        case UnaryOp::Silu: return x * sigmoid(x);
-        case UnaryOp::Sigmoid: return sigmoid(x);
-        case UnaryOp::Clamp: {
-            // min(max(x, alpha), beta) as std::min/std::max choose: NaN stays NaN (fmaxf would drop
-            // it), and beta wins when alpha > beta.
-            float v = x < alpha ? alpha : x;
-            return beta < v ? beta : v;
-        }
-        case UnaryOp::AddScalar: return x + alpha;
-        case UnaryOp::MulScalar: return x * alpha;
-        case UnaryOp::RSubScalar: return alpha - x;
-        case UnaryOp::RDivScalar: return alpha / x;
-        case UnaryOp::Sin: return sinf(x);
-        case UnaryOp::Cos: return cosf(x);
-        case UnaryOp::NanToNum:
-            if (isnan(x)) return 0.0f;
-            if (isinf(x)) return x > 0.0f ? alpha : -alpha;
-            return x;
-    }
-    return x;
-}
-
-__device__ __forceinline__ float apply_binary(BinaryOp op, float a, float b, float alpha, float beta) {
-    switch (op) {
-        case BinaryOp::Add: return a + b;
-        case BinaryOp::Sub: return a - b;
-        case BinaryOp::Mul: return a * b;
-        case BinaryOp::Div: return a / b;
-        case BinaryOp::Maximum: return a < b ? b : a;  // std::max's choice, as the CPU twin
-        case BinaryOp::Minimum: return b < a ? b : a;  // std::min's choice
-        case BinaryOp::Eq: return a == b ? 1.0f : 0.0f;
-        case BinaryOp::Gt: return a > b ? 1.0f : 0.0f;
-        case BinaryOp::Lt: return a < b ? 1.0f : 0.0f;
-        case BinaryOp::SiluBackward: {
-            float s = sigmoid(b);
-            return a * s * (1.0f + b * (1.0f - s));
-        }
-        case BinaryOp::SigmoidBackward: return a * b * (1.0f - b);
-        case BinaryOp::ClampBackward: return (alpha <= b && b <= beta) ? a : 0.0f;
-        case BinaryOp::AddScaled: return a + alpha * b;
-    }
-    return a;
-}
+using elementwise_math::apply_binary;
+using elementwise_math::apply_unary;
+using elementwise_math::where_takes_a;
 
 // ---- unary ----------------------------------------------------------------------------------------
 
@@ -165,7 +111,7 @@ __global__ void binary_vec4_kernel(BinaryOp op, int64_t n4, float4* out, const f
 __global__ void where_strided_kernel(int64_t n, float* out, const float* cond, StridedLayout lc, const float* a,
                                      StridedLayout la, const float* b, StridedLayout lb) {
     for (int64_t i = global_thread(); i < n; i += grid_threads())
-        out[i] = cond[lc.offset(i)] != 0.0f ? a[la.offset(i)] : b[lb.offset(i)];
+        out[i] = where_takes_a(cond[lc.offset(i)]) ? a[la.offset(i)] : b[lb.offset(i)];
 }
 
 __global__ void where_mapped_kernel(uint32_t n, float* out, const float* cond, const float* a, const float* b,
@@ -173,12 +119,12 @@ __global__ void where_mapped_kernel(uint32_t n, float* out, const float* cond, c
     for (uint32_t i = global_thread(); i < n; i += grid_threads()) {
         uint32_t off[3];
         map.offsets(i, off);
-        out[i] = cond[off[0]] != 0.0f ? a[off[1]] : b[off[2]];
+        out[i] = where_takes_a(cond[off[0]]) ? a[off[1]] : b[off[2]];
     }
 }
 
 __global__ void where_contiguous_kernel(int64_t n, float* out, const float* cond, const float* a, const float* b) {
-    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = cond[i] != 0.0f ? a[i] : b[i];
+    for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = where_takes_a(cond[i]) ? a[i] : b[i];
 }
 
 // ---- strided copy ---------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 // Elementwise CPU kernels: every output element depends on one element of each input, so the loops
 // are embarrassingly parallel and the results do not depend on the number of threads.
-#include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include "cuda/elementwise_math.h"
 #include "tensor/cpu/kernels.h"
 
 namespace stf::cpu {
 namespace {
+
+using elementwise_math::apply_binary;
+using elementwise_math::apply_unary;
+using elementwise_math::where_takes_a;
 
 // Below this many elements waking the OpenMP team costs more than the loop itself.
 constexpr int64_t kParallelMin = 1 << 15;
@@ -105,61 +108,6 @@ void map_binary(int64_t n, T* out, const T* a, const StridedLayout& la, const T*
     });
 }
 
-// Written as the CUDA kernel writes it (1 / (1 + exp(-x))), so float results agree to the ulp.
-template <class T> T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
-
-template <class T> T unary_op(UnaryOp op, T x, T alpha, T beta) {
-    switch (op) {
-    case UnaryOp::Identity: return x;
-    case UnaryOp::Neg: return -x;
-    case UnaryOp::Exp: return std::exp(x);
-    case UnaryOp::Log: return std::log(x);
-    case UnaryOp::Sqrt: return std::sqrt(x);
-    case UnaryOp::Rsqrt: return T(1) / std::sqrt(x);
-    case UnaryOp::Square: return x * x;
-    case UnaryOp::Abs: return std::abs(x);
-    case UnaryOp::Pow: return std::pow(x, alpha);
-    case UnaryOp::Silu: return x * sigmoid(x);
-    case UnaryOp::Sigmoid: return sigmoid(x);
-    case UnaryOp::Clamp: return std::min(std::max(x, alpha), beta);
-    case UnaryOp::AddScalar: return x + alpha;
-    case UnaryOp::MulScalar: return x * alpha;
-    case UnaryOp::RSubScalar: return alpha - x;
-    case UnaryOp::RDivScalar: return alpha / x;
-    case UnaryOp::Sin: return std::sin(x);
-    case UnaryOp::Cos: return std::cos(x);
-    case UnaryOp::NanToNum:
-        if (std::isnan(x)) return T(0);
-        if (std::isinf(x)) return x > 0 ? alpha : -alpha;
-        return x;
-    }
-    throw std::invalid_argument("cpu::unary: unknown op");
-}
-
-template <class T> T binary_op(BinaryOp op, T a, T b, T alpha, T beta) {
-    switch (op) {
-    case BinaryOp::Add: return a + b;
-    case BinaryOp::Sub: return a - b;
-    case BinaryOp::Mul: return a * b;
-    case BinaryOp::Div: return a / b;
-    // std::max/min's choice with a NaN (return a unless b is strictly better), as the CUDA kernel.
-    case BinaryOp::Maximum: return std::max(a, b);
-    case BinaryOp::Minimum: return std::min(a, b);
-    case BinaryOp::Eq: return a == b ? T(1) : T(0);
-    case BinaryOp::Gt: return a > b ? T(1) : T(0);
-    case BinaryOp::Lt: return a < b ? T(1) : T(0);
-    case BinaryOp::SiluBackward: {
-        // d/dx [x s(x)] = s + x s (1 - s) = s (1 + x (1 - s))
-        T s = sigmoid(b);
-        return a * s * (T(1) + b * (T(1) - s));
-    }
-    case BinaryOp::SigmoidBackward: return a * b * (T(1) - b);
-    case BinaryOp::ClampBackward: return (alpha <= b && b <= beta) ? a : T(0);
-    case BinaryOp::AddScaled: return a + alpha * b;
-    }
-    throw std::invalid_argument("cpu::binary: unknown op");
-}
-
 size_t dtype_bytes(int dtype) {
     switch (dtype) {
     case 0: return 4;
@@ -219,17 +167,17 @@ template <class T> void fill(int64_t n, T* out, T value) {
     parallel_for(n, [&](int64_t i) { out[i] = value; });
 }
 
-// The op is a template argument here, so the switch in unary_op/binary_op folds away and each loop
-// is specialised (and vectorised) for its op.
+// The op is a template argument here, so the switch of the shared formulas (cuda/elementwise_math.h)
+// folds away and each loop is specialised (and vectorised) for its op.
 template <UnaryOp OP, class T>
 void unary_as(int64_t n, T* out, const T* x, const StridedLayout& lx, T alpha, T beta) {
-    map_unary(n, out, x, lx, [alpha, beta](T v) { return unary_op(OP, v, alpha, beta); });
+    map_unary(n, out, x, lx, [alpha, beta](T v) { return apply_unary(OP, v, alpha, beta); });
 }
 
 template <BinaryOp OP, class T>
 void binary_as(int64_t n, T* out, const T* a, const StridedLayout& la, const T* b, const StridedLayout& lb, T alpha,
                T beta) {
-    map_binary(n, out, a, la, b, lb, [alpha, beta](T u, T v) { return binary_op(OP, u, v, alpha, beta); });
+    map_binary(n, out, a, la, b, lb, [alpha, beta](T u, T v) { return apply_binary(OP, u, v, alpha, beta); });
 }
 
 template <class T>
@@ -266,7 +214,7 @@ template <class T>
 void where(int64_t n, T* out, const T* cond, const StridedLayout& lc, const T* a, const StridedLayout& la, const T* b,
            const StridedLayout& lb) {
     Index ic(lc), ia(la), ib(lb);
-    parallel_for(n, [&](int64_t i) { out[i] = cond[ic(i)] != T(0) ? a[ia(i)] : b[ib(i)]; });
+    parallel_for(n, [&](int64_t i) { out[i] = where_takes_a(cond[ic(i)]) ? a[ia(i)] : b[ib(i)]; });
 }
 
 // The copy only moves bits, so it is written once per element width rather than per dtype.
