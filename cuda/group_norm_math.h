@@ -14,6 +14,7 @@
 #pragma once
 #include <math.h>
 #include <stdint.h>
+#include "cuda/elementwise_math.h"
 #include "cuda/layout.h"
 #include "cuda/philox.h"
 
@@ -38,16 +39,12 @@ template <class T> struct GroupNormFusion {
 
 namespace group_norm_math {
 
-template <class T> STF_HD T sigmoid(T v) { return T(1) / (T(1) + exp(-v)); }
+// The output for the affine value a = gamma * xhat + beta: SiLU's formula is the elementwise op's.
+template <class T> STF_HD T activate(T a, bool silu) { return silu ? elementwise_math::silu(a) : a; }
 
-// The output for the affine value a = gamma * xhat + beta.
-template <class T> STF_HD T activate(T a, bool silu) { return silu ? a * sigmoid(a) : a; }
-
-// d output / d a, times the incoming gradient dy: d/da [a s(a)] = s (1 + a (1 - s)).
+// d output / d a, times the incoming gradient dy.
 template <class T> STF_HD T activation_grad(T dy, T a, bool silu) {
-    if (!silu) return dy;
-    const T s = sigmoid(a);
-    return dy * s * (T(1) + a * (T(1) - s));
+    return silu ? elementwise_math::silu_backward(dy, a) : dy;
 }
 
 // Where output element `at` draws its mask value: its place (stream element, stream offset) in the

@@ -75,7 +75,7 @@ void adam_update(int64_t n, float* p, const float* g, float* m, float* v, const 
 // ema = net + beta * (ema - net)
 void ema_update(int64_t n, float* ema, const float* net, float beta);
 // The same over `count` tensors in a few launches (cuda/tensor_lists.h), tensor t of n elements; and the
-// gradient guard (optim::finite_element) in place over many tensors.
+// gradient guard (UnaryOp::NanToNum, elementwise_math::nan_to_num) in place over many tensors.
 struct AdamOperands {
     float* p;
     const float* g;

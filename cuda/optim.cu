@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cuda/check.h"
+#include "cuda/elementwise_math.h"
 #include "cuda/grid_stride.cuh"
 #include "cuda/kernels.h"
 #include "cuda/optim_math.h"
@@ -92,7 +93,7 @@ struct EmaOp {
 struct GuardOp {
     float inf_value;
     __device__ void operator()(const GuardOperands& t, int64_t i) const {
-        t.x[i] = optim::finite_element(t.x[i], inf_value);
+        t.x[i] = elementwise_math::nan_to_num(t.x[i], inf_value);
     }
 };
 

@@ -24,14 +24,6 @@ template <class T> STF_HD void adam_element(const AdamConstants<T>& k, T g, T& p
     p = p + k.step * (m / denom);
 }
 
-// The gradient guard of one element, torch.nan_to_num's: NaN -> 0, +-inf -> +-inf_value.
-template <class T> STF_HD T finite_element(T x, T inf_value) {
-    if (x != x) return T(0);
-    if (x == T(INFINITY)) return inf_value;
-    if (x == T(-INFINITY)) return -inf_value;
-    return x;
-}
-
 // EMA of one weight: ema = net + beta (ema - net).
 template <class T> STF_HD T ema_element(T ema, T net, T beta) { return (ema - net) * beta + net; }
 
