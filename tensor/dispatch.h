@@ -1,5 +1,7 @@
 // How a raw op picks its kernel: by device and dtype. Private to tensor/.
 #pragma once
+#include <type_traits>
+
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
 #include "tensor/cpu/kernels.h"
@@ -39,11 +41,30 @@ inline StridedLayout layout_of(const Tensor& t) {
     throw Error(std::string(op) + ": stf was built without CUDA");
 }
 
-}  // namespace stf::detail
-
-// Calls a CUDA launcher in a CUDA build; throws in a CPU-only build (where no CUDA tensor can exist).
+// Calls launch, a lambda that calls CUDA launchers, and returns what it returns. In a CPU-only build
+// (where no CUDA tensor can exist) it throws instead: the launchers are declared there but not
+// defined, and since launch is never called its body is never compiled into the program.
+template <class Launch>
+std::invoke_result_t<Launch&> launch_cuda([[maybe_unused]] const char* op, [[maybe_unused]] Launch&& launch) {
 #if STF_WITH_CUDA
-#define STF_CUDA_LAUNCH(op, ...) __VA_ARGS__
+    return launch();
 #else
-#define STF_CUDA_LAUNCH(op, ...) ::stf::detail::no_cuda(op)
+    no_cuda(op);
 #endif
+}
+
+// The one place where an op picks its kernel by backend_of(t): for a CPU tensor cpu, a lambda
+// templated on the element type, runs with T = float or double; for a CUDA one, the float32 launch
+// (through launch_cuda). An op reads
+//     dispatch(x, "softmax",
+//              [&]<class T>() { cpu::softmax_rows<T>(rows, cols, y.data<T>(), x.data<T>(), log); },
+//              [&] { cuda::softmax_rows(rows, cols, y.data<float>(), x.data<float>(), log); });
+template <class Cpu, class Cuda> void dispatch(const Tensor& t, const char* op, Cpu&& cpu, Cuda&& cuda) {
+    switch (backend_of(t, op)) {
+        case Backend::CpuF32: cpu.template operator()<float>(); return;
+        case Backend::CpuF64: cpu.template operator()<double>(); return;
+        case Backend::CudaF32: launch_cuda(op, cuda); return;
+    }
+}
+
+}  // namespace stf::detail

@@ -7,9 +7,9 @@
 
 namespace stf::ops {
 
-using detail::Backend;
-using detail::backend_of;
 using detail::check_same;
+using detail::dispatch;
+using detail::launch_cuda;
 using detail::layout_of;
 
 // ---- creation --------------------------------------------------------------------------------------
@@ -20,11 +20,8 @@ Tensor full(const Shape& shape, double value, DType dtype, Device device) {
     if (dtype == DType::BF16) return to(full(shape, value, DType::F32, device), DType::BF16);
     Tensor t = empty(shape, dtype, device);
     int64_t n = t.numel();
-    switch (backend_of(t, "full")) {
-        case Backend::CpuF32: cpu::fill<float>(n, t.data<float>(), static_cast<float>(value)); break;
-        case Backend::CpuF64: cpu::fill<double>(n, t.data<double>(), value); break;
-        case Backend::CudaF32: STF_CUDA_LAUNCH("full", cuda::fill(n, t.data<float>(), static_cast<float>(value))); break;
-    }
+    dispatch(t, "full", [&]<class T>() { cpu::fill<T>(n, t.data<T>(), static_cast<T>(value)); },
+             [&] { cuda::fill(n, t.data<float>(), static_cast<float>(value)); });
     return t;
 }
 
@@ -65,19 +62,13 @@ void uniform_(Tensor& t, double lo, double hi, Generator& gen) {
     const uint64_t seed = gen.seed();
     const Generator::Stream st = draw_stream(t, gen);
     int64_t n = t.numel();
-    switch (backend_of(t, "uniform_")) {
-        case Backend::CpuF32:
-            cpu::uniform<float>(n, t.data<float>(), lo, hi, seed, st.offset, st.row_len, st.row_stride);
-            break;
-        case Backend::CpuF64:
-            cpu::uniform<double>(n, t.data<double>(), lo, hi, seed, st.offset, st.row_len, st.row_stride);
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("uniform_", cuda::uniform(n, t.data<float>(), static_cast<float>(lo),
-                                                      static_cast<float>(hi), seed, st.offset, st.row_len,
-                                                      st.row_stride));
-            break;
-    }
+    dispatch(
+        t, "uniform_",
+        [&]<class T>() { cpu::uniform<T>(n, t.data<T>(), lo, hi, seed, st.offset, st.row_len, st.row_stride); },
+        [&] {
+            cuda::uniform(n, t.data<float>(), static_cast<float>(lo), static_cast<float>(hi), seed, st.offset,
+                          st.row_len, st.row_stride);
+        });
 }
 
 void normal_(Tensor& t, double mean, double std, Generator& gen) {
@@ -85,19 +76,13 @@ void normal_(Tensor& t, double mean, double std, Generator& gen) {
     const uint64_t seed = gen.seed();
     const Generator::Stream st = draw_stream(t, gen);
     int64_t n = t.numel();
-    switch (backend_of(t, "normal_")) {
-        case Backend::CpuF32:
-            cpu::normal<float>(n, t.data<float>(), mean, std, seed, st.offset, st.row_len, st.row_stride);
-            break;
-        case Backend::CpuF64:
-            cpu::normal<double>(n, t.data<double>(), mean, std, seed, st.offset, st.row_len, st.row_stride);
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("normal_", cuda::normal(n, t.data<float>(), static_cast<float>(mean),
-                                                    static_cast<float>(std), seed, st.offset, st.row_len,
-                                                    st.row_stride));
-            break;
-    }
+    dispatch(
+        t, "normal_",
+        [&]<class T>() { cpu::normal<T>(n, t.data<T>(), mean, std, seed, st.offset, st.row_len, st.row_stride); },
+        [&] {
+            cuda::normal(n, t.data<float>(), static_cast<float>(mean), static_cast<float>(std), seed, st.offset,
+                         st.row_len, st.row_stride);
+        });
 }
 
 Tensor rand(const Shape& shape, Generator& gen, DType dtype, Device device) {
@@ -118,18 +103,12 @@ Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype, Devi
     const uint64_t seed = gen.seed();
     const Generator::Stream st = draw_stream(t, gen);
     int64_t n = t.numel();
-    switch (backend_of(t, "bernoulli")) {
-        case Backend::CpuF32:
-            cpu::bernoulli<float>(n, t.data<float>(), p, seed, st.offset, st.row_len, st.row_stride);
-            break;
-        case Backend::CpuF64:
-            cpu::bernoulli<double>(n, t.data<double>(), p, seed, st.offset, st.row_len, st.row_stride);
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("bernoulli", cuda::bernoulli(n, t.data<float>(), static_cast<float>(p), seed, st.offset,
-                                                            st.row_len, st.row_stride));
-            break;
-    }
+    dispatch(
+        t, "bernoulli",
+        [&]<class T>() { cpu::bernoulli<T>(n, t.data<T>(), p, seed, st.offset, st.row_len, st.row_stride); },
+        [&] {
+            cuda::bernoulli(n, t.data<float>(), static_cast<float>(p), seed, st.offset, st.row_len, st.row_stride);
+        });
     return t;
 }
 
@@ -140,7 +119,7 @@ static void copy_layouts(const Tensor& dst, const StridedLayout& ld, const Tenso
     if (n == 0) return;
     size_t es = dtype_size(dst.dtype());
     if (dst.device().is_cpu()) cpu::copy_strided(n, es, dst.raw_data(), ld, src.raw_data(), ls);
-    else STF_CUDA_LAUNCH("copy", cuda::copy_strided(n, es, dst.raw_data(), ld, src.raw_data(), ls));
+    else launch_cuda("copy", [&] { cuda::copy_strided(n, es, dst.raw_data(), ld, src.raw_data(), ls); });
 }
 
 Tensor contiguous(const Tensor& t) {
@@ -191,9 +170,9 @@ Tensor to(const Tensor& t, DType dtype) {
         return out;
     }
     if (t.dtype() == DType::F32 && dtype == DType::BF16)
-        STF_CUDA_LAUNCH("to", cuda::f32_to_bf16(n, out.data<uint16_t>(), src.data<float>()));
+        launch_cuda("to", [&] { cuda::f32_to_bf16(n, out.data<uint16_t>(), src.data<float>()); });
     else if (t.dtype() == DType::BF16 && dtype == DType::F32)
-        STF_CUDA_LAUNCH("to", cuda::bf16_to_f32(n, out.data<float>(), src.data<uint16_t>()));
+        launch_cuda("to", [&] { cuda::bf16_to_f32(n, out.data<float>(), src.data<uint16_t>()); });
     else
         throw Error(std::string("to: conversion ") + dtype_name(t.dtype()) + " -> " + dtype_name(dtype) +
                     " is not supported on CUDA (float64 is CPU only)");
@@ -310,32 +289,25 @@ static void run_unary(UnaryOp op, const Tensor& out, const Tensor& x, double alp
     int64_t n = out.numel();
     if (n == 0) return;
     StridedLayout lx = layout_of(x);
-    switch (backend_of(x, "unary")) {
-        case Backend::CpuF32: cpu::unary<float>(op, n, out.data<float>(), x.data<float>(), lx, alpha, beta); break;
-        case Backend::CpuF64: cpu::unary<double>(op, n, out.data<double>(), x.data<double>(), lx, alpha, beta); break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("unary", cuda::unary(op, n, out.data<float>(), x.data<float>(), lx, static_cast<float>(alpha),
-                                                 static_cast<float>(beta)));
-            break;
-    }
+    dispatch(
+        x, "unary", [&]<class T>() { cpu::unary<T>(op, n, out.data<T>(), x.data<T>(), lx, alpha, beta); },
+        [&] {
+            cuda::unary(op, n, out.data<float>(), x.data<float>(), lx, static_cast<float>(alpha),
+                        static_cast<float>(beta));
+        });
 }
 
 static void run_binary(BinaryOp op, const Tensor& out, const Tensor& a, const Tensor& b, double alpha, double beta) {
     int64_t n = out.numel();
     if (n == 0) return;
     StridedLayout la = broadcast_layout(a, out.shape(), "binary"), lb = broadcast_layout(b, out.shape(), "binary");
-    switch (backend_of(a, "binary")) {
-        case Backend::CpuF32:
-            cpu::binary<float>(op, n, out.data<float>(), a.data<float>(), la, b.data<float>(), lb, alpha, beta);
-            break;
-        case Backend::CpuF64:
-            cpu::binary<double>(op, n, out.data<double>(), a.data<double>(), la, b.data<double>(), lb, alpha, beta);
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("binary", cuda::binary(op, n, out.data<float>(), a.data<float>(), la, b.data<float>(), lb,
-                                                   static_cast<float>(alpha), static_cast<float>(beta)));
-            break;
-    }
+    dispatch(
+        a, "binary",
+        [&]<class T>() { cpu::binary<T>(op, n, out.data<T>(), a.data<T>(), la, b.data<T>(), lb, alpha, beta); },
+        [&] {
+            cuda::binary(op, n, out.data<float>(), a.data<float>(), la, b.data<float>(), lb,
+                         static_cast<float>(alpha), static_cast<float>(beta));
+        });
 }
 
 Tensor unary(UnaryOp op, const Tensor& x, double alpha, double beta) {
@@ -373,19 +345,12 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
     if (n == 0) return out;
     StridedLayout lc = broadcast_layout(cond, shape, "where"), la = broadcast_layout(a, shape, "where"),
                   lb = broadcast_layout(b, shape, "where");
-    switch (backend_of(a, "where")) {
-        case Backend::CpuF32:
-            cpu::where<float>(n, out.data<float>(), cond.data<float>(), lc, a.data<float>(), la, b.data<float>(), lb);
-            break;
-        case Backend::CpuF64:
-            cpu::where<double>(n, out.data<double>(), cond.data<double>(), lc, a.data<double>(), la, b.data<double>(),
-                               lb);
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("where", cuda::where(n, out.data<float>(), cond.data<float>(), lc, a.data<float>(), la,
-                                                 b.data<float>(), lb));
-            break;
-    }
+    dispatch(
+        a, "where",
+        [&]<class T>() { cpu::where<T>(n, out.data<T>(), cond.data<T>(), lc, a.data<T>(), la, b.data<T>(), lb); },
+        [&] {
+            cuda::where(n, out.data<float>(), cond.data<float>(), lc, a.data<float>(), la, b.data<float>(), lb);
+        });
     return out;
 }
 
@@ -403,13 +368,8 @@ static std::vector<int> normalized_dims(std::vector<int> dims, int ndim, const c
 }
 
 static void run_reduce(ReduceOp op, const Tensor& out, const Tensor& x, int64_t outer, int64_t r, int64_t inner) {
-    switch (backend_of(x, "reduce")) {
-        case Backend::CpuF32: cpu::reduce<float>(op, outer, r, inner, out.data<float>(), x.data<float>()); break;
-        case Backend::CpuF64: cpu::reduce<double>(op, outer, r, inner, out.data<double>(), x.data<double>()); break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("reduce", cuda::reduce(op, outer, r, inner, out.data<float>(), x.data<float>()));
-            break;
-    }
+    dispatch(x, "reduce", [&]<class T>() { cpu::reduce<T>(op, outer, r, inner, out.data<T>(), x.data<T>()); },
+             [&] { cuda::reduce(op, outer, r, inner, out.data<float>(), x.data<float>()); });
 }
 
 Tensor reduce(ReduceOp op, const Tensor& x, std::vector<int> dims, bool keepdim) {

@@ -11,6 +11,8 @@ namespace stf::ops {
 using detail::Backend;
 using detail::backend_of;
 using detail::check_same;
+using detail::dispatch;
+using detail::launch_cuda;
 
 // ---- linear algebra --------------------------------------------------------------------------------
 
@@ -54,21 +56,16 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_a, bool trans_b
     if (k == 0) return zeros(out_shape, a.dtype(), a.device());
     const int64_t lda = ga.ld, ldb = gb.ld, ldc = n;
     const int64_t sa = ga.batch, sb = gb.batch, sc = m * n;
-    const float alpha_f = static_cast<float>(alpha);
-    switch (backend_of(a, "matmul")) {
-        case Backend::CpuF32:
-            cpu::gemm<float>(trans_a, trans_b, m, n, k, alpha_f, a.data<float>(), lda, b.data<float>(), ldb, 0.f,
-                             c.data<float>(), ldc, batch, sa, sb, sc);
-            break;
-        case Backend::CpuF64:
-            cpu::gemm<double>(trans_a, trans_b, m, n, k, alpha, a.data<double>(), lda, b.data<double>(), ldb, 0.0,
-                              c.data<double>(), ldc, batch, sa, sb, sc);
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("matmul", cuda::gemm(trans_a, trans_b, m, n, k, alpha_f, a.data<float>(), lda,
-                                                 b.data<float>(), ldb, 0.f, c.data<float>(), ldc, batch, sa, sb, sc));
-            break;
-    }
+    dispatch(
+        a, "matmul",
+        [&]<class T>() {
+            cpu::gemm<T>(trans_a, trans_b, m, n, k, static_cast<T>(alpha), a.data<T>(), lda, b.data<T>(), ldb, T(0),
+                         c.data<T>(), ldc, batch, sa, sb, sc);
+        },
+        [&] {
+            cuda::gemm(trans_a, trans_b, m, n, k, static_cast<float>(alpha), a.data<float>(), lda, b.data<float>(),
+                       ldb, 0.f, c.data<float>(), ldc, batch, sa, sb, sc);
+        });
     return c;
 }
 
@@ -110,17 +107,12 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, int stride, int padding, i
     Tensor y = empty({s.n, s.k, s.out_h(), s.out_w()}, x.dtype(), x.device());
     if (y.numel() == 0) return y;
     if (is_bf16(x)) {
-        bool done = false;
-        STF_CUDA_LAUNCH("conv2d", done = cuda::conv2d_forward(s, x.data<bf16>(), w.data<bf16>(), y.data<bf16>()));
+        const bool done = launch_cuda(
+            "conv2d", [&] { return cuda::conv2d_forward(s, x.data<bf16>(), w.data<bf16>(), y.data<bf16>()); });
         return done ? y : in_float();
     }
-    switch (backend_of(x, "conv2d")) {
-        case Backend::CpuF32: cpu::conv2d_forward<float>(s, x.data<float>(), w.data<float>(), y.data<float>()); break;
-        case Backend::CpuF64: cpu::conv2d_forward<double>(s, x.data<double>(), w.data<double>(), y.data<double>()); break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("conv2d", cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), y.data<float>()));
-            break;
-    }
+    dispatch(x, "conv2d", [&]<class T>() { cpu::conv2d_forward<T>(s, x.data<T>(), w.data<T>(), y.data<T>()); },
+             [&] { cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), y.data<float>()); });
     return y;
 }
 
@@ -140,23 +132,15 @@ Tensor conv2d_backward_data(const Tensor& dy_in, const Tensor& w_in, const Shape
     if (dx.numel() == 0) return dx;
     if (dy.numel() == 0) return zeros(x_shape, dy.dtype(), dy.device());
     if (is_bf16(dy)) {
-        bool done = false;
-        STF_CUDA_LAUNCH("conv2d_backward_data",
-                        done = cuda::conv2d_backward_data(s, dy.data<bf16>(), w.data<bf16>(), dx.data<bf16>()));
+        const bool done = launch_cuda("conv2d_backward_data", [&] {
+            return cuda::conv2d_backward_data(s, dy.data<bf16>(), w.data<bf16>(), dx.data<bf16>());
+        });
         return done ? dx : in_float();
     }
-    switch (backend_of(dy, "conv2d_backward_data")) {
-        case Backend::CpuF32:
-            cpu::conv2d_backward_data<float>(s, dy.data<float>(), w.data<float>(), dx.data<float>());
-            break;
-        case Backend::CpuF64:
-            cpu::conv2d_backward_data<double>(s, dy.data<double>(), w.data<double>(), dx.data<double>());
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("conv2d_backward_data",
-                            cuda::conv2d_backward_data(s, dy.data<float>(), w.data<float>(), dx.data<float>()));
-            break;
-    }
+    dispatch(
+        dy, "conv2d_backward_data",
+        [&]<class T>() { cpu::conv2d_backward_data<T>(s, dy.data<T>(), w.data<T>(), dx.data<T>()); },
+        [&] { cuda::conv2d_backward_data(s, dy.data<float>(), w.data<float>(), dx.data<float>()); });
     return dx;
 }
 
@@ -175,23 +159,15 @@ Tensor conv2d_backward_weight(const Tensor& x_in, const Tensor& dy_in, const Sha
     if (dy.numel() == 0) return zeros(w_shape, x.dtype(), x.device());
     Tensor dw = empty(w_shape, x.dtype(), x.device());
     if (is_bf16(x)) {
-        bool done = false;
-        STF_CUDA_LAUNCH("conv2d_backward_weight",
-                        done = cuda::conv2d_backward_weight(s, x.data<bf16>(), dy.data<bf16>(), dw.data<bf16>()));
+        const bool done = launch_cuda("conv2d_backward_weight", [&] {
+            return cuda::conv2d_backward_weight(s, x.data<bf16>(), dy.data<bf16>(), dw.data<bf16>());
+        });
         return done ? dw : in_float();
     }
-    switch (backend_of(x, "conv2d_backward_weight")) {
-        case Backend::CpuF32:
-            cpu::conv2d_backward_weight<float>(s, x.data<float>(), dy.data<float>(), dw.data<float>());
-            break;
-        case Backend::CpuF64:
-            cpu::conv2d_backward_weight<double>(s, x.data<double>(), dy.data<double>(), dw.data<double>());
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("conv2d_backward_weight",
-                            cuda::conv2d_backward_weight(s, x.data<float>(), dy.data<float>(), dw.data<float>()));
-            break;
-    }
+    dispatch(
+        x, "conv2d_backward_weight",
+        [&]<class T>() { cpu::conv2d_backward_weight<T>(s, x.data<T>(), dy.data<T>(), dw.data<T>()); },
+        [&] { cuda::conv2d_backward_weight(s, x.data<float>(), dy.data<float>(), dw.data<float>()); });
     return dw;
 }
 
@@ -263,10 +239,11 @@ static void run_group_norm(const GroupNormDims& d, double eps, const Tensor& x, 
                                                opt<float>(beta), f, o.y.data<TY>(), o.mean.data<float>(),
                                                o.rstd.data<float>());
     else
-        STF_CUDA_LAUNCH("group_norm",
-                        cuda::group_norm_forward<TX, TY>(d.n, d.c, d.hw, d.g, static_cast<float>(eps), x.data<TX>(),
-                                                         opt<float>(gamma), opt<float>(beta), f, o.y.data<TY>(),
-                                                         o.mean.data<float>(), o.rstd.data<float>()));
+        launch_cuda("group_norm", [&] {
+            cuda::group_norm_forward<TX, TY>(d.n, d.c, d.hw, d.g, static_cast<float>(eps), x.data<TX>(),
+                                             opt<float>(gamma), opt<float>(beta), f, o.y.data<TY>(),
+                                             o.mean.data<float>(), o.rstd.data<float>());
+        });
 }
 
 template <class TX, class TY>
@@ -279,11 +256,11 @@ static void run_group_norm_backward(const GroupNormDims& d, const Tensor& x, con
                                                 f, mean.data<float>(), rstd.data<float>(), dy.data<TY>(),
                                                 g.dx.data<TX>(), opt_mut<float>(g.dgamma), opt_mut<float>(g.dbeta));
     else
-        STF_CUDA_LAUNCH("group_norm_backward",
-                        cuda::group_norm_backward<TX, TY>(d.n, d.c, d.hw, d.g, x.data<TX>(), opt<float>(gamma),
-                                                          opt<float>(beta), f, mean.data<float>(), rstd.data<float>(),
-                                                          dy.data<TY>(), g.dx.data<TX>(), opt_mut<float>(g.dgamma),
-                                                          opt_mut<float>(g.dbeta)));
+        launch_cuda("group_norm_backward", [&] {
+            cuda::group_norm_backward<TX, TY>(d.n, d.c, d.hw, d.g, x.data<TX>(), opt<float>(gamma), opt<float>(beta),
+                                              f, mean.data<float>(), rstd.data<float>(), dy.data<TY>(),
+                                              g.dx.data<TX>(), opt_mut<float>(g.dgamma), opt_mut<float>(g.dbeta));
+        });
 }
 
 GroupNormOut group_norm(const Tensor& x_in, const Tensor& gamma_in, const Tensor& beta_in, int groups, double eps,
@@ -360,9 +337,10 @@ static void run_scaled_residual(int64_t n, int64_t c, int64_t inner, const Tenso
         cpu::scaled_residual<float, TA, TB>(n, c, inner, a.data<TA>(), b.data<TB>(), opt<float>(bias),
                                             static_cast<float>(scale), y.data<float>());
     else
-        STF_CUDA_LAUNCH("scaled_residual",
-                        cuda::scaled_residual<TA, TB>(n, c, inner, a.data<TA>(), b.data<TB>(), opt<float>(bias),
-                                                      static_cast<float>(scale), y.data<float>()));
+        launch_cuda("scaled_residual", [&] {
+            cuda::scaled_residual<TA, TB>(n, c, inner, a.data<TA>(), b.data<TB>(), opt<float>(bias),
+                                          static_cast<float>(scale), y.data<float>());
+        });
 }
 
 Tensor scaled_residual(const Tensor& a_in, const Tensor& b_in, const Tensor& bias_in, double scale) {
@@ -406,15 +384,9 @@ Tensor softmax(const Tensor& x_in, int dim, bool log) {
     Tensor x = contiguous(last ? x_in : transpose(x_in, d, -1));
     Tensor y = empty(x.shape(), x.dtype(), x.device());
     int64_t cols = x.ndim() ? x.size(-1) : 1, rows = cols ? x.numel() / cols : 0;
-    if (x.numel() > 0) {
-        switch (backend_of(x, "softmax")) {
-            case Backend::CpuF32: cpu::softmax_rows<float>(rows, cols, y.data<float>(), x.data<float>(), log); break;
-            case Backend::CpuF64: cpu::softmax_rows<double>(rows, cols, y.data<double>(), x.data<double>(), log); break;
-            case Backend::CudaF32:
-                STF_CUDA_LAUNCH("softmax", cuda::softmax_rows(rows, cols, y.data<float>(), x.data<float>(), log));
-                break;
-        }
-    }
+    if (x.numel() > 0)
+        dispatch(x, "softmax", [&]<class T>() { cpu::softmax_rows<T>(rows, cols, y.data<T>(), x.data<T>(), log); },
+                 [&] { cuda::softmax_rows(rows, cols, y.data<float>(), x.data<float>(), log); });
     return last ? y : contiguous(transpose(y, d, -1));
 }
 
@@ -426,21 +398,11 @@ Tensor softmax_backward(const Tensor& dy_in, const Tensor& y_in, int dim, bool l
     Tensor y = contiguous(last ? y_in : transpose(y_in, d, -1));
     Tensor dx = empty(y.shape(), y.dtype(), y.device());
     int64_t cols = y.ndim() ? y.size(-1) : 1, rows = cols ? y.numel() / cols : 0;
-    if (y.numel() > 0) {
-        switch (backend_of(y, "softmax_backward")) {
-            case Backend::CpuF32:
-                cpu::softmax_rows_backward<float>(rows, cols, dx.data<float>(), dy.data<float>(), y.data<float>(), log);
-                break;
-            case Backend::CpuF64:
-                cpu::softmax_rows_backward<double>(rows, cols, dx.data<double>(), dy.data<double>(), y.data<double>(),
-                                                   log);
-                break;
-            case Backend::CudaF32:
-                STF_CUDA_LAUNCH("softmax_backward", cuda::softmax_rows_backward(rows, cols, dx.data<float>(),
-                                                                                dy.data<float>(), y.data<float>(), log));
-                break;
-        }
-    }
+    if (y.numel() > 0)
+        dispatch(
+            y, "softmax_backward",
+            [&]<class T>() { cpu::softmax_rows_backward<T>(rows, cols, dx.data<T>(), dy.data<T>(), y.data<T>(), log); },
+            [&] { cuda::softmax_rows_backward(rows, cols, dx.data<float>(), dy.data<float>(), y.data<float>(), log); });
     return last ? dx : contiguous(transpose(dx, d, -1));
 }
 
@@ -454,16 +416,9 @@ Tensor sq_distances(const Tensor& y_in, const Tensor& x_in) {
     int64_t b = y.size(0), n = x.size(0), d = y.size(1);
     Tensor out = empty({b, n}, y.dtype(), y.device());
     if (out.numel() == 0) return out;
-    switch (backend_of(y, "sq_distances")) {
-        case Backend::CpuF32: cpu::sq_distances<float>(b, n, d, y.data<float>(), x.data<float>(), out.data<float>()); break;
-        case Backend::CpuF64:
-            cpu::sq_distances<double>(b, n, d, y.data<double>(), x.data<double>(), out.data<double>());
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("sq_distances",
-                            cuda::sq_distances(b, n, d, y.data<float>(), x.data<float>(), out.data<float>()));
-            break;
-    }
+    dispatch(
+        y, "sq_distances", [&]<class T>() { cpu::sq_distances<T>(b, n, d, y.data<T>(), x.data<T>(), out.data<T>()); },
+        [&] { cuda::sq_distances(b, n, d, y.data<float>(), x.data<float>(), out.data<float>()); });
     return out;
 }
 
@@ -480,24 +435,17 @@ void stf_softmax_chunk_(Tensor& dist, const Tensor& coef, StreamedSoftmax& st) {
     STF_CHECK(st.acc.ndim() == 2 && st.acc.size(0) == b && st.acc.is_contiguous(),
               "stf_softmax_chunk_: accumulator " << describe(st.acc) << " should be a contiguous [" << b << ", d]");
     const int64_t d = st.acc.size(1);
-    switch (backend_of(dist, "stf_softmax_chunk_")) {
-        case Backend::CpuF32:
-            cpu::stf_softmax_chunk<float>(b, len, d, coef.data<float>(), dist.data<float>(), st.row_max.data<float>(),
-                                          st.weight_sum.data<float>(), st.weight_sq_sum.data<float>(),
-                                          st.acc.data<float>());
-            break;
-        case Backend::CpuF64:
-            cpu::stf_softmax_chunk<double>(b, len, d, coef.data<double>(), dist.data<double>(),
-                                           st.row_max.data<double>(), st.weight_sum.data<double>(),
-                                           st.weight_sq_sum.data<double>(), st.acc.data<double>());
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH("stf_softmax_chunk",
-                            cuda::stf_softmax_chunk(b, len, d, coef.data<float>(), dist.data<float>(),
-                                                    st.row_max.data<float>(), st.weight_sum.data<float>(),
-                                                    st.weight_sq_sum.data<float>(), st.acc.data<float>()));
-            break;
-    }
+    dispatch(
+        dist, "stf_softmax_chunk_",
+        [&]<class T>() {
+            cpu::stf_softmax_chunk<T>(b, len, d, coef.data<T>(), dist.data<T>(), st.row_max.data<T>(),
+                                      st.weight_sum.data<T>(), st.weight_sq_sum.data<T>(), st.acc.data<T>());
+        },
+        [&] {
+            cuda::stf_softmax_chunk(b, len, d, coef.data<float>(), dist.data<float>(), st.row_max.data<float>(),
+                                    st.weight_sum.data<float>(), st.weight_sq_sum.data<float>(),
+                                    st.acc.data<float>());
+        });
 }
 
 // ---- joining and padding ---------------------------------------------------------------------------
@@ -563,20 +511,15 @@ void adam_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamSt
     check_optimiser_operand(m, p, op, "first moment");
     check_optimiser_operand(v, p, op, "second moment");
     const int64_t n = p.numel();
-    switch (backend_of(p, op)) {
-        case Backend::CpuF32:
-            cpu::adam_update<float>(n, p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(),
-                                    adam_constants<float>(step));
-            break;
-        case Backend::CpuF64:
-            cpu::adam_update<double>(n, p.data<double>(), g.data<double>(), m.data<double>(), v.data<double>(),
-                                     adam_constants<double>(step));
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH(op, cuda::adam_update(n, p.data<float>(), g.data<float>(), m.data<float>(),
-                                                  v.data<float>(), adam_constants<float>(step)));
-            break;
-    }
+    dispatch(
+        p, op,
+        [&]<class T>() {
+            cpu::adam_update<T>(n, p.data<T>(), g.data<T>(), m.data<T>(), v.data<T>(), adam_constants<T>(step));
+        },
+        [&] {
+            cuda::adam_update(n, p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(),
+                              adam_constants<float>(step));
+        });
 }
 
 // Whether one multi-tensor launch can update these tensors in place: all on one CUDA device with one
@@ -615,8 +558,9 @@ void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& 
         table.push_back({p[i].data<float>(), g[i].data<float>(), m[i].data<float>(), v[i].data<float>(), p[i].numel()});
     }
     STF_CHECK(backend_of(p[0], op) == Backend::CudaF32, op << ": CUDA tensors must be float32");
-    STF_CUDA_LAUNCH(op, cuda::adam_update_many(table.data(), static_cast<int64_t>(table.size()),
-                                               adam_constants<float>(step)));
+    launch_cuda(op, [&] {
+        cuda::adam_update_many(table.data(), static_cast<int64_t>(table.size()), adam_constants<float>(step));
+    });
 }
 
 void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>& net, double beta) {
@@ -637,7 +581,9 @@ void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>&
         table.push_back({ema[i].data<float>(), net[i].data<float>(), ema[i].numel()});
     }
     STF_CHECK(backend_of(ema[0], op) == Backend::CudaF32, op << ": CUDA tensors must be float32");
-    STF_CUDA_LAUNCH(op, cuda::ema_update_many(table.data(), static_cast<int64_t>(table.size()), static_cast<float>(beta)));
+    launch_cuda(op, [&] {
+        cuda::ema_update_many(table.data(), static_cast<int64_t>(table.size()), static_cast<float>(beta));
+    });
 }
 
 void nan_to_num_many_(const std::vector<Tensor>& xs, double inf_value) {
@@ -657,8 +603,9 @@ void nan_to_num_many_(const std::vector<Tensor>& xs, double inf_value) {
         table.push_back({x.data<float>(), x.numel()});
     }
     STF_CHECK(backend_of(xs[0], op) == Backend::CudaF32, op << ": CUDA tensors must be float32");
-    STF_CUDA_LAUNCH(op, cuda::nan_to_num_many(table.data(), static_cast<int64_t>(table.size()),
-                                              static_cast<float>(inf_value)));
+    launch_cuda(op, [&] {
+        cuda::nan_to_num_many(table.data(), static_cast<int64_t>(table.size()), static_cast<float>(inf_value));
+    });
 }
 
 void ema_update_(Tensor& ema, const Tensor& net, double beta) {
@@ -666,15 +613,8 @@ void ema_update_(Tensor& ema, const Tensor& net, double beta) {
     check_optimiser_operand(ema, ema, op, "EMA tensor");
     check_optimiser_operand(net, ema, op, "network tensor");
     const int64_t n = ema.numel();
-    switch (backend_of(ema, op)) {
-        case Backend::CpuF32:
-            cpu::ema_update<float>(n, ema.data<float>(), net.data<float>(), static_cast<float>(beta));
-            break;
-        case Backend::CpuF64: cpu::ema_update<double>(n, ema.data<double>(), net.data<double>(), beta); break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH(op, cuda::ema_update(n, ema.data<float>(), net.data<float>(), static_cast<float>(beta)));
-            break;
-    }
+    dispatch(ema, op, [&]<class T>() { cpu::ema_update<T>(n, ema.data<T>(), net.data<T>(), static_cast<T>(beta)); },
+             [&] { cuda::ema_update(n, ema.data<float>(), net.data<float>(), static_cast<float>(beta)); });
 }
 
 }  // namespace stf::ops
