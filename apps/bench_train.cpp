@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
                     rbatch > 0 ? ("STF target, reference batch " + std::to_string(rbatch)).c_str() : "DSM target",
                     augment, u.dropout, (long long)warmup, (long long)steps);
         for (int64_t i = 0; i < warmup; ++i) step();
-        // Peak memory as the reference's anchor measures it (DESIGN.md section 6): over the timed steps,
+        // Peak memory as the PyTorch reference figures measure it (docs/perf.md): over the timed steps,
         // after the warm-up, so cuDNN's one-off algorithm search (its scratch buffer) is reported apart.
         const double warmup_peak_gib = report::peak_memory_gib(device);
         if (device.is_cuda()) cuda::reset_peak();

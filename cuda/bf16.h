@@ -1,7 +1,7 @@
 // bfloat16 as a storage type, one definition for the CPU twins and the CUDA kernels.
 //
 // bfloat16 is the top half of a float32: the same sign and 8-bit exponent, 7 stored mantissa bits.
-// stf stores activations in it for mixed precision (docs/perf.md, version 6) and always computes in
+// stf stores activations in it for mixed precision (docs/perf.md, "The bf16 mode") and always computes in
 // float32: a kernel converts each value to float as it loads it and rounds once as it stores it.
 // Rounding is to nearest, ties to even, as cuDNN, cuBLAS and PyTorch do.
 #pragma once

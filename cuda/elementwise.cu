@@ -11,7 +11,7 @@
 // go through an IndexMap (cuda/layout.h): dimensions merged where the layouts allow, 32-bit indices and
 // divisions by multiply-and-shift, so the index arithmetic stays below the memory time. Only when an
 // offset would not fit in 31 bits do they fall back to StridedLayout::offset, a 64-bit division per
-// dimension and operand, several times slower (measured on an H100: docs/perf.md, version 2).
+// dimension and operand, several times slower (measured on an H100: docs/perf-history.md, version 2).
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>

@@ -13,7 +13,7 @@ struct StfTarget {
 };
 
 // Reference images per chunk by default: CIFAR-10's 50,000 in one pass. On an H100 at b 64, d 3072 and
-// n 50,000 chunks of 65,536 took 1.88 ms, of 16,384 2.04 ms and of 8,192 2.61 ms (docs/perf.md, run 4);
+// n 50,000 chunks of 65,536 took 1.88 ms, of 16,384 2.04 ms and of 8,192 2.61 ms (docs/perf.md, 2026-11-27);
 // the chunk's distances take b x chunk floats (16.8 MB at b 64).
 constexpr int64_t kDefaultStfChunk = 65536;
 

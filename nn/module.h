@@ -36,7 +36,7 @@ public:
     bool is_training() const { return training_; }
     // Mixed precision: the dtype in which the layers that support it keep activations, F32 (the
     // default) or BF16. Parameters stay float32 (the master weights); UNetBlock then runs its
-    // convolutions in bf16 and the GroupNorms before them store bf16 (docs/perf.md, version 6).
+    // convolutions in bf16 and the GroupNorms before them store bf16 (docs/perf.md, "The bf16 mode").
     // Set on a whole tree, like train().
     void set_activation_dtype(DType dtype);
     DType activation_dtype() const { return activation_dtype_; }

@@ -13,7 +13,7 @@ What is written:
     (model.enc.32x32_conv.weight, ...). EDM's snapshots and STF's training states both hold the EMA
     network under 'ema'; a pickle with only 'net' is converted from that, with a warning.
   * "__metadata__": {"config": JSON of the network's constructor arguments}, so the file says what
-    network it holds (stf's DESIGN.md section 5 lists the keys).
+    network it holds (stf's docs/design.md lists the keys).
 
 This tool writes the safetensors format itself (8-byte header length, JSON header, raw bytes), so
 the `safetensors` package is not needed.

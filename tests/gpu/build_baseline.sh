@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the speed benchmarks of an earlier revision (default: ab761ea, the code measured in docs/perf.md's
-# run 3) with CUDA into build-baseline, so that pack_devrun.sh can carry them beside the current ones and
+# Builds the speed benchmarks of an earlier revision (default: ab761ea, version 4 in docs/perf-history.md)
+# with CUDA into build-baseline, so that pack_devrun.sh can carry them beside the current ones and
 # run_on_device.sh can time both in the same call on the same card: the only fair before/after.
 #
 #   bash tests/gpu/build_baseline.sh [REV]    # then bash tests/gpu/pack_devrun.sh build

@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
-# Everything a GPU session checks and measures, in one call on a GPU machine, from binaries built
+# Everything stf checks and measures on a GPU, in one call on a GPU machine, from binaries built
 # elsewhere (see "Preparing it" below). Sections run in order of importance, each under its own
 # time limit, and the whole script stops starting sections when BUDGET seconds (default 540) are used
 # (ONLY=REGEX runs just the sections whose names match):
 #   1. the GPU suite (test_gpu: every CUDA op against its CPU twin), the CUDA demo, the STF target bench
 #   2. bench_train (DDPM++ batch 64: fp32 STF 1024, TF32 STF, bf16 STF, fp32 DSM; NCSN++ fp32 STF),
-#      bench_sample (Heun 18, batch 256, fp32 and bf16)
+#      bench_sample (Heun 18, batch 256, fp32 and bf16), then the PyTorch reference on the same work
+#      (tools/torch_reference_bench.py, when REF_SRC names the reference code; see below)
 #   3. Nsight Compute per-kernel times of one fp32, one TF32 and one bf16 STF training step and one sampling
 #      evaluation
 #      (summarise them here with tools/ncu_summary.py)
 #   4. data-parallel training through NCCL under mpirun, compared with a single-process run
-#   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), bench_kernels
-# What comes back in $OUT: device.log (every section's full output), ncu-step.csv, ncu-step-tf32.csv, ncu-step-bf16.csv,
-# ncu-sample.csv, ncu-stf.csv, grid.png. CIFAR-10 cannot be downloaded there, so the training runs use random images
+#   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), bench_kernels, and last the PyTorch
+#      reference's torch.compile rows (they spend minutes compiling)
+# What comes back in $OUT: device.log (every section's full output), ncu-step.csv, ncu-step-tf32.csv,
+# ncu-step-bf16.csv, ncu-sample.csv, ncu-stf.csv, grid.png, torch_reference.json and
+# torch_reference_compile.json. CIFAR-10 cannot be downloaded there, so the training runs use random images
 # in CIFAR-10's binary format: they measure speed, not quality. Its last output lines are a summary, one
 # line per section with its exit status and seconds.
 #
-# With the few minutes of one lent GPU, the call that checks versions 5 and 6 first (the GPU suite, run
-# 3 against the current fp32 step, TF32, bf16, and sampling in fp32 and bf16):
+# A short call that checks the GPU suite and the headline speeds, against a packed baseline's fp32 step:
 #   BUDGET=560 ONLY='^(test_gpu|baseline-fp32-stf-1|current-fp32-stf-1|baseline-tf32-stf|train-tf32-stf|train-bf16-stf|sample-heun18|sample-heun18-bf16)$' \
+#       bash tests/gpu/run_on_device.sh
+# The same speeds side by side with PyTorch (the reference code carried in ref-src/):
+#   REF_SRC=ref-src ONLY='^(train-fp32-stf|train-tf32-stf|train-bf16-stf|sample-heun18|torch-reference)$' \
 #       bash tests/gpu/run_on_device.sh
 #
 # Preparing it, on the build machine: `bash tests/gpu/pack_devrun.sh` after a CUDA build packs the
 # programs, the non-CUDA libraries they load and (optionally) Debian's OpenMPI runtime into
 # devrun.tar.gz; carry that file, and this script unpacks it. The OpenMPI tar is unpacked only where the
-# machine has no mpirun, and never over existing files.
+# machine has no mpirun, and never over existing files. For the PyTorch reference, put its training/,
+# torch_utils/ and dnnlib/ (github.com/Newbeeer/stf) in a git-ignored folder, carry it, and set REF_SRC to
+# it (default: ref-src when that folder exists); the machine's python3 needs PyTorch.
 set -uo pipefail
 out="${OUT:-/tmp/stf-device}"
 mkdir -p "$out"
@@ -95,6 +102,23 @@ section train-fp32-dsm 70 5 ./devrun/bench_train --device cuda --batch 64 --step
 section sample-heun18 90 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18
 section sample-heun18-bf16 60 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18 --mode bf16
 section train-ncsnpp-stf 70 4 ./devrun/bench_train --device cuda --arch ncsnpp --batch 64 --steps 20 --mode fp32 --rbatch 1024
+
+# The PyTorch reference on the same work, in the same call (docs/perf.md, "The PyTorch reference").
+ref_src="${REF_SRC:-}"
+[ -z "$ref_src" ] && [ -d ref-src ] && ref_src=ref-src
+torch_reference=()
+if [ -z "$ref_src" ]; then
+    summary+=("torch-reference: REF_SRC not set")
+elif ! python3 -c 'import torch' 2>/dev/null; then
+    summary+=("torch-reference: python3 has no PyTorch")
+else
+    torch_reference=(python3 tools/torch_reference_bench.py --ref-src "$ref_src" --device cuda)
+    # Every row but batch 512 (60 GiB, slow), the CPU row and the compile rows (at the end).
+    rows='flops_ddpmpp,train_ddpmpp_fp32_dsm,train_ddpmpp_fp32_stf,train_ddpmpp_tf32_*,train_ncsnpp_*,stf_target_*'
+    rows+=',heun18_*,train_ddpmpp_fp16edm_*,train_bf16_stf,train_cl_bf16_stf'
+    section torch-reference 240 26 "${torch_reference[@]}" --budget 200 --out "$out/torch_reference.json" \
+        --rows "$rows"
+fi
 
 # 3. Where the time goes.
 ncu=$(command -v ncu || find /opt/nvidia /usr/local/cuda* -name ncu -type f 2>/dev/null | head -1)
@@ -167,6 +191,9 @@ snap=$(ls "$out"/run-stf/network-snapshot-*.safetensors 2>/dev/null | tail -1)
     --device cuda --grid "$out/grid.png"
 rm -rf "$out"/run-*
 section bench_kernels 120 32 ./devrun/bench_kernels
+# torch.compile spends minutes compiling before it times anything: last.
+((${#torch_reference[@]})) && section torch-reference-compile 300 6 "${torch_reference[@]}" \
+    --out "$out/torch_reference_compile.json" --rows 'train_compile_*'
 
 echo "== summary (${SECONDS} s)"
 printf '%s\n' "${summary[@]}" | tee -a "$log"
