@@ -125,10 +125,15 @@ const std::vector<InceptionLayer>& inception_layers() {
     return layers;
 }
 
-double seeded_uniform(const std::string& name, uint64_t seed, int64_t i) {
-    const uint64_t z = (fnv1a64(name) ^ seed) + static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ull;
+namespace {
+// Element i of the stream whose key is fnv1a64(name) ^ seed.
+double uniform_at(uint64_t key, int64_t i) {
+    const uint64_t z = key + static_cast<uint64_t>(i + 1) * 0x9e3779b97f4a7c15ull;
     return static_cast<double>(splitmix64(z) >> 11) * 0x1.0p-53;
 }
+}  // namespace
+
+double seeded_uniform(const std::string& name, uint64_t seed, int64_t i) { return uniform_at(fnv1a64(name) ^ seed, i); }
 
 InceptionWeights random_inception_weights(uint64_t seed, const std::string& resize) {
     STF_CHECK(resize == "half_pixel" || resize == "tf1",
@@ -142,9 +147,10 @@ InceptionWeights random_inception_weights(uint64_t seed, const std::string& resi
             const double bound = std::sqrt(6.0 / static_cast<double>(l.in * l.kh * l.kw));
             const bool conv = name.ends_with(".conv.weight");
             const bool positive = name.ends_with(".bn.weight") || name.ends_with(".bn.running_var");
+            const uint64_t key = fnv1a64(name) ^ seed;
 #pragma omp parallel for schedule(static) if (n > 65536)
             for (int64_t i = 0; i < n; ++i) {
-                const double u = seeded_uniform(name, seed, i);
+                const double u = uniform_at(key, i);
                 v[i] = conv ? (2 * u - 1) * bound : positive ? 0.5 + u : 0.2 * (2 * u - 1);
             }
             w.tensors.emplace_back(name, ops::from_vector(v, shape));
@@ -180,38 +186,40 @@ InceptionV3::InceptionV3(const nn::NamedTensors& tensors, const std::map<std::st
     input_.offset = parse_number(metadata, "input_offset", what, false);
     input_.scale = parse_number(metadata, "input_scale", what, true);
 
+    // Names and shapes first, so that a wrong file fails before any arithmetic.
     std::map<std::string, Tensor> by_name;
     for (const auto& [name, t] : tensors) by_name[name] = t;
-    std::set<std::string> used;
-    for (const InceptionLayer& l : inception_layers()) {
-        std::vector<Tensor> parts;
+    std::set<std::string> expected;
+    for (const InceptionLayer& l : inception_layers())
         for (const auto& [name, shape] : layer_tensors(l)) {
+            expected.insert(name);
             auto it = by_name.find(name);
             STF_CHECK(it != by_name.end(), "Inception weights " << what << ": tensor '" << name << "' is missing");
             STF_CHECK(it->second.shape() == shape, "Inception weights " << what << ": tensor '" << name << "' has shape "
                                                                         << shape_str(it->second.shape())
                                                                         << ", expected " << shape_str(shape));
-            parts.push_back(ops::to(ops::to(it->second, Device::cpu()), DType::F64));
-            used.insert(name);
         }
+    for (const auto& [name, t] : tensors)
+        STF_CHECK(expected.count(name), "Inception weights " << what << ": unexpected tensor '" << name
+                                                             << "' (not part of Inception-v3's feature network)");
+
+    for (const InceptionLayer& l : inception_layers()) {
+        auto part = [&](const char* suffix) { return ops::to(ops::to(by_name.at(l.name + suffix), Device::cpu()), DType::F64); };
         // Fold the batch norm in float64, then store float32 on the device.
-        const Tensor &w = parts[0], &gamma = parts[1], &beta = parts[2], &mean = parts[3], &var = parts[4];
-        Tensor factor = ops::div(gamma, ops::unary(UnaryOp::Sqrt, ops::add_scalar(var, kBatchNormEps)));  // [out]
-        Tensor weight = ops::mul(w, ops::reshape(factor, {l.out, 1, 1, 1}));
-        Tensor bias = ops::sub(beta, ops::mul(mean, factor));
-        std::vector<double> check = weight.to_vector(), bcheck = bias.to_vector();
+        Tensor factor = ops::div(part(".bn.weight"),
+                                 ops::unary(UnaryOp::Sqrt, ops::add_scalar(part(".bn.running_var"), kBatchNormEps)));
+        Tensor weight = ops::mul(part(".conv.weight"), ops::reshape(factor, {l.out, 1, 1, 1}));
+        Tensor bias = ops::sub(part(".bn.bias"), ops::mul(part(".bn.running_mean"), factor));
+        std::vector<double> check = factor.to_vector(), bcheck = bias.to_vector();
         check.insert(check.end(), bcheck.begin(), bcheck.end());
         for (double v : check)
             STF_CHECK(std::isfinite(v), "Inception weights " << what << ": layer '" << l.name
-                                                             << "' has a non-finite value after folding its batch norm "
+                                                             << "' has a non-finite batch-norm scale or shift "
                                                                 "(negative running_var?)");
         convs_[l.name] = Conv{ops::to(ops::to(weight, DType::F32), device),
                               ops::to(ops::to(ops::reshape(bias, {1, l.out, 1, 1}), DType::F32), device), l.stride,
                               l.pad_h, l.pad_w};
     }
-    for (const auto& [name, t] : tensors)
-        STF_CHECK(used.count(name), "Inception weights " << what << ": unexpected tensor '" << name
-                                                         << "' (not part of Inception-v3's feature network)");
 }
 
 Tensor InceptionV3::layer(const std::string& name, const Tensor& x) const {

@@ -28,9 +28,15 @@ Tensor test_pixels() {
     return ops::from_vector(v, {2, 3, 32, 32});
 }
 
+// Made once: the two conventions share the tensors and differ only in metadata.
 const InceptionWeights& weights(const std::string& resize) {
     static InceptionWeights half = random_inception_weights(kSeed, "half_pixel");
-    static InceptionWeights tf1 = random_inception_weights(kSeed, "tf1");
+    static InceptionWeights tf1 = [] {
+        InceptionWeights w = half;
+        w.metadata["resize"] = "tf1";  // EDM's detector: TensorFlow 1's resize, then (x - 128) / 128
+        w.metadata["input_offset"] = w.metadata["input_scale"] = "128";
+        return w;
+    }();
     return resize == "tf1" ? tf1 : half;
 }
 
@@ -104,5 +110,7 @@ TEST_CASE("Inception weight files: clear errors for the wrong format, tensors an
     CHECK_THROWS_WITH_AS(InceptionV3::load(path), doctest::Contains("not_inception.safetensors"), Error);
 
     InceptionV3 net(w.tensors, w.metadata, Device::cpu(), "random");
+    CHECK(net.input().half_pixel);
+    CHECK(net.input().offset == 127.5);
     CHECK_THROWS_WITH_AS(net.features(ops::zeros({1, 4, 8, 8})), doctest::Contains("[N, 3 or 1, H, W]"), Error);
 }
