@@ -9,6 +9,7 @@
 #include "apps/common/bench.h"
 #include "cuda/runtime.h"
 #include "metrics/inception.h"
+#include "nn/safetensors.h"
 #include "tensor/ops.h"
 #include "train/precision.h"
 
@@ -27,6 +28,8 @@ Times Inception-v3's 2048-d pool features (FID's network) on random 32x32 RGB im
   --res N           image size (default 32, CIFAR-10)
   --mode fp32|tf32  arithmetic (default fp32, as FID's reference implementations)
   --device cpu|cuda (default cuda when a GPU is usable)
+  --write-net FILE  also write the seeded random weights as an stf-inception file (for trying ./fid
+                    without the published weights; its FIDs mean nothing)
 )";
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -43,7 +46,9 @@ int main(int argc, char** argv) {
         int64_t batch = f.integer("batch", device.is_cuda() ? 200 : 4);
         int64_t res = f.integer("res", 32);
         std::string mode = f.str("mode", "fp32");
+        std::string write_net = f.str("write-net", "");
         f.check_all_used();
+        STF_CHECK(write_net.empty() || net_path.empty(), "--write-net writes the random weights: not with --net");
         STF_CHECK(images >= 1 && batch >= 1 && res >= 1, "--images, --batch and --res must be positive");
         STF_CHECK(mode == "fp32" || mode == "tf32", "--mode must be fp32 or tf32, got '" << mode << "'");
         std::string mode_text = train::set_precision(mode, device, "--mode");
@@ -55,6 +60,10 @@ int main(int argc, char** argv) {
                                        ? metrics::InceptionV3(random.tensors, random.metadata, device, "random")
                                        : metrics::InceptionV3::load(net_path, device);
         double setup = seconds_since(start);
+        if (!write_net.empty()) {
+            nn::save_safetensors(write_net, random.tensors, random.metadata);
+            std::printf("wrote %s (seeded random weights)\n", write_net.c_str());
+        }
         Generator gen(0);
         Tensor pixels = ops::to(ops::mul_scalar(ops::rand({batch, 3, res, res}, gen), 255), device);
         if (device.is_cuda()) cuda::empty_cache(), cuda::reset_peak();
