@@ -14,9 +14,16 @@ for i in 0 1; do printf '\x03'; head -c 3072 /dev/urandom; done >"$tmp/tiny.bin"
 "$bin/fid" ref --data "$tmp/tiny.bin" --dest "$tmp/ref.npz" --net "$tmp/net.safetensors" --device cpu --batch 2 \
     >"$tmp/ref.log" 2>&1 && [ -s "$tmp/ref.npz" ] && pass "fid ref" || fail "fid ref: $(tail -5 "$tmp/ref.log")"
 
+# Training with FID at its snapshot (2 images: only the plumbing is checked).
 "$bin/train_cifar" --data "$data" --max-images 64 --cbase 8 --cres 1 --blocks 1 --attn 0 --batch 16 --lr-rampup 0 \
-    --duration 0.00016 --tick 0.16 --device cpu --no-progress --outdir "$tmp/run" >"$tmp/train.log" 2>&1 \
-    || fail "train_cifar: $(tail -3 "$tmp/train.log")"
+    --duration 0.00016 --tick 0.16 --device cpu --no-progress --outdir "$tmp/run" --metrics fid2 --fid-ref "$tmp/ref.npz" \
+    --fid-net "$tmp/net.safetensors" --fid-batch 2 >"$tmp/train.log" 2>&1 || fail "train_cifar: $(tail -3 "$tmp/train.log")"
+grep -q '"fid2":[0-9]' "$tmp/run/stats.jsonl" && [ -s "$tmp/run/fid.png" ] \
+    && pass "train_cifar --metrics fid2: FID in stats.jsonl and fid.png" || fail "no FID in stats.jsonl: $(cat "$tmp/run/stats.jsonl")"
+expect_error "--metrics without --fid-ref" "needs --fid-ref" "$bin/train_cifar" --data "$data" --device cpu --metrics fid50k \
+    --outdir "$tmp/x"
+expect_error "--metrics that is not FID" "is not a FID metric" "$bin/train_cifar" --data "$data" --device cpu \
+    --metrics kid50k --fid-ref "$tmp/ref.npz" --fid-net "$tmp/net.safetensors" --outdir "$tmp/x"
 snap=$(ls "$tmp"/run/network-snapshot-*.safetensors 2>/dev/null | tail -1)
 "$bin/sample" --net "$snap" --seeds 0-1 --heun 2 --device cpu --outdir "$tmp/img" --out-npy "$tmp/img.npy" \
     >"$tmp/sample.log" 2>&1 || fail "sample: $(tail -3 "$tmp/sample.log")"
