@@ -661,6 +661,48 @@ void augment_cases(Bench& b) {
     }
 }
 
+
+// ---- FID's feature network: pooling and resizing (inference-only kernels, cuda/pool.cu, cuda/resize.cu) ----
+// Inception-v3's shapes: the stem's 3x3 stride-2 max pool over 64 channels at 147x147, the A blocks'
+// 3x3 stride-1 average pool without padding counted over 288 channels at 35x35, and CIFAR's 32x32 images
+// resized to 299x299. Batch from --size. Bytes: input read once, output written once.
+void pool_resize_cases(Bench& b) {
+    struct PoolRow {
+        const char* name;
+        int64_t c, h;
+        int kernel, stride, padding;
+        bool max;
+    };
+    for (PoolRow r : {PoolRow{"pool max 3x3/2", 64, 147, 3, 2, 0, true}, PoolRow{"pool avg 3x3/1 excl-pad", 288, 35, 3, 1, 1, false}}) {
+        if (!b.wants(r.name)) continue;
+        const int64_t planes = std::max<int64_t>(r.c, b.elems() / (r.h * r.h) / r.c * r.c);
+        const int64_t out = (r.h + 2 * r.padding - r.kernel) / r.stride + 1, n_in = planes * r.h * r.h, n_out = planes * out * out;
+        std::vector<float> x = uniform_floats(n_in);
+        std::vector<double> ref(n_out);
+        if (r.max) cpu::max_pool2d<double>(planes, r.h, r.h, r.kernel, r.stride, r.padding, to_f64(x).data(), ref.data());
+        else cpu::avg_pool2d<double>(planes, r.h, r.h, r.kernel, r.stride, r.padding, false, to_f64(x).data(), ref.data());
+        Buf bx = Buf::of(x), by(n_out * 4);
+        b.measure({r.name, dims({planes, r.h, r.h}), 0, 0, 4.0 * (n_in + n_out)}, {&by},
+                  [&] {
+                      if (r.max) TWIN(max_pool2d, planes, r.h, r.h, r.kernel, r.stride, r.padding, bx.f(), by.f());
+                      else TWIN(avg_pool2d, planes, r.h, r.h, r.kernel, r.stride, r.padding, false, bx.f(), by.f());
+                  },
+                  [&] { return rel_error(by.download(), ref); });
+    }
+    for (bool half_pixel : {true, false}) {
+        const std::string name = half_pixel ? "resize bilinear half-pixel" : "resize bilinear tf1";
+        if (!b.wants(name)) continue;
+        const int64_t planes = std::max<int64_t>(3, b.elems() / (299 * 299) / 3 * 3), n_in = planes * 32 * 32,
+                      n_out = planes * 299 * 299;
+        std::vector<float> x = uniform_floats(n_in, 0, 255);
+        std::vector<double> ref(n_out);
+        cpu::resize_bilinear<double>(planes, 32, 32, 299, 299, half_pixel, to_f64(x).data(), ref.data());
+        Buf bx = Buf::of(x), by(n_out * 4);
+        b.measure({name, dims({planes, 32, 32}) + "->299", 0, 0, 4.0 * (n_in + n_out)}, {&by},
+                  [&] { TWIN(resize_bilinear, planes, 32, 32, 299, 299, half_pixel, bx.f(), by.f()); },
+                  [&] { return rel_error(by.download(), ref); });
+    }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -701,6 +743,7 @@ int main(int argc, char** argv) {
         stf_cases(b);
         stf_chunk_cases(b);
         augment_cases(b);
+        pool_resize_cases(b);  // FID's feature network
         int failed = 0;
         for (const Row& r : b.rows) failed += !(r.err <= r.tolerance());
         std::printf("\n%zu kernels, %d over the tolerance (%.0e; %.0e for outputs stored in bf16)\n", b.rows.size(),

@@ -3,6 +3,7 @@
 
 #include "data/dataset.h"
 #include "apps/common/flags.h"
+#include "metrics/snapshot_fid.h"
 #include "train/training_loop.h"
 
 using namespace stf;
@@ -55,6 +56,11 @@ progress and checkpoints
 
 several processes (built where MPI is installed; one rank per GPU)
   mpirun -np 8 ./train_cifar --stf ...   each rank trains on --batch / 8 images of every step
+  --metrics fid50k     FID of the EMA network at every snapshot (fidN: N images, e.g. fid10k, fid1000;
+                       default none), Heun 18 steps on the training device, in stats.jsonl and fid.png
+  --fid-ref FILE       reference statistics for --metrics (EDM's fid-refs/*.npz or ./fid ref's output)
+  --fid-net FILE       Inception weights (default inception-2015-12-05.safetensors; docs/fid.md)
+  --fid-batch N        images per sampler batch for --metrics (default 256 on CUDA, 16 on the CPU)
   --dist-timeout S     seconds a rank waits for the others in a collective before failing (default 600)
 )";
 
@@ -103,10 +109,21 @@ int main(int argc, char** argv) {
         o.precision = f.str("precision", o.precision);
         o.progress_bar = !f.boolean("no-progress");
         o.dist_timeout = f.real("dist-timeout", o.dist_timeout);
+        std::string metrics = f.str("metrics", "none"), fid_ref = f.str("fid-ref", "");
+        std::string fid_net = f.str("fid-net", "inception-2015-12-05.safetensors");
+        int64_t fid_batch = f.integer("fid-batch", o.device == "cpu" ? 16 : 256);
         f.check_all_used();
         if (o.resume.empty()) o.duration_mimg = f.real("duration", o.duration_mimg);
         else if (!f.given("duration")) o.duration_mimg = 0;  // 0: keep the resumed run's duration
         STF_CHECK(!o.data.empty() || !o.resume.empty(), "no dataset: give --data PATH (or --preset small)");
-        train::training_loop(o);
+        // FID at snapshots: the hook is built (weights and reference loaded) before training starts.
+        train::SnapshotMetrics snapshot_metrics;
+        if (metrics != "none") {
+            STF_CHECK(!fid_ref.empty(), "--metrics " << metrics << " needs --fid-ref FILE.npz (reference statistics)");
+            auto fid = std::make_shared<metrics::SnapshotFid>(metrics, fid_ref, fid_net, Device::parse(o.device),
+                                                              o.outdir, fid_batch);
+            snapshot_metrics = [fid](const nn::Precond& ema, double kimg) { return (*fid)(ema, kimg); };
+        }
+        train::training_loop(o, snapshot_metrics);
     });
 }

@@ -137,4 +137,16 @@ void augment_blit(int64_t n, int64_t c, int64_t h, int64_t w, const int32_t* par
 void augment_geometric(int64_t n, int64_t c, int64_t h, int64_t w, const float* matrices, int64_t pad_x0,
                        int64_t pad_y0, int64_t pad_x1, int64_t pad_y1, const float* x, float* y);
 
+// --- pool.cu, resize.cu (inference only: Inception-v3 for FID; index arithmetic in cuda/pool_math.h) -
+// x [planes, h, w] contiguous -> y [planes, out_h, out_w], out = (in + 2 padding - kernel) / stride + 1.
+// Max pooling never sees the padding (-inf); average pooling divides by the window's pixels inside the
+// image unless count_include_pad (then by kernel^2).
+void max_pool2d(int64_t planes, int64_t h, int64_t w, int kernel, int stride, int padding, const float* x, float* y);
+void avg_pool2d(int64_t planes, int64_t h, int64_t w, int kernel, int stride, int padding, bool count_include_pad,
+                const float* x, float* y);
+// Bilinear resize of x [planes, h, w] to y [planes, out_h, out_w]: half-pixel centres (F.interpolate,
+// align_corners=False) or TensorFlow 1's resize_bilinear alignment (half_pixel false).
+void resize_bilinear(int64_t planes, int64_t h, int64_t w, int64_t out_h, int64_t out_w, bool half_pixel,
+                     const float* x, float* y);
+
 } // namespace stf::cuda

@@ -191,6 +191,11 @@ void write_images_to_dir(const std::string& dir, const Tensor& images, const std
 // ---- NPY -------------------------------------------------------------------------------------------
 
 void write_npy(const std::string& path, const Tensor& t) {
+    std::string out = npy_bytes(t, path);
+    write_file_atomic(path, out.data(), out.size());
+}
+
+std::string npy_bytes(const Tensor& t, const std::string& path) {
     Tensor x = host_float(t, "write_npy");
     STF_CHECK(x.dtype() == DType::F32 || x.dtype() == DType::F64,
               "write_npy: '" << path << "': unsupported dtype " << dtype_name(x.dtype()));
@@ -217,7 +222,7 @@ void write_npy(const std::string& path, const Tensor& t) {
     size_t at = out.size();
     out.resize(at + nbytes);
     if (nbytes) std::memcpy(out.data() + at, x.raw_data(), nbytes);
-    write_file_atomic(path, out.data(), out.size());
+    return out;
 }
 
 namespace {
@@ -242,6 +247,10 @@ Tensor read_npy(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     STF_CHECK(in.good(), "read_npy: cannot open '" << path << "': " << std::strerror(errno));
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return parse_npy(bytes, path);
+}
+
+Tensor parse_npy(const std::string& bytes, const std::string& path) {
     STF_CHECK(bytes.size() >= 10 && bytes.compare(0, 6, "\x93NUMPY") == 0,
               "read_npy: '" << path << "' is not a .npy file (bad magic)");
     int major = static_cast<uint8_t>(bytes[6]);

@@ -35,6 +35,10 @@ void write_npy(const std::string& path, const Tensor& t);
 // Reads '<f4' or '<f8' arrays with fortran_order False (format 1.0, 2.0 or 3.0) into a CPU tensor.
 // Throws stf::Error naming the file for bad magic, other dtypes, Fortran order, truncation.
 Tensor read_npy(const std::string& path);
+// The same on bytes in memory (an .npz member); `name` stands for the file in errors. And the bytes
+// write_npy writes (`name` for errors).
+Tensor parse_npy(const std::string& bytes, const std::string& name);
+std::string npy_bytes(const Tensor& t, const std::string& name);
 
 // Writes bytes to path through a temporary file in the same directory and a rename.
 void write_file_atomic(const std::string& path, const void* data, size_t size);

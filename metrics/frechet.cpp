@@ -44,102 +44,74 @@ FeatureStats feature_stats(const Tensor& features) {
     return feature_stats(features.to_vector(), features.size(0), features.size(1));
 }
 
+// LAPACK (OpenBLAS ships it), with gfortran's hidden lengths of the character arguments.
+extern "C" void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w,
+                        double* work, const int* lwork, int* iwork, const int* liwork, int* info, size_t jobz_len,
+                        size_t uplo_len);
+
 namespace {
 
-// Applies the rotation that zeroes a[p][q] to a (both sides) and to the eigenvector matrix v (right side).
-void jacobi_rotate(std::vector<double>& a, std::vector<double>& v, int64_t n, int64_t p, int64_t q) {
-    double apq = a[p * n + q];
-    if (apq == 0) return;
-    double theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
-    // The smaller root of t^2 + 2 t theta - 1 = 0: the rotation angle stays below pi/4, which converges.
-    double t = (theta >= 0 ? 1.0 : -1.0) / (std::abs(theta) + std::sqrt(theta * theta + 1));
-    double c = 1 / std::sqrt(t * t + 1), s = t * c;
-    for (int64_t k = 0; k < n; ++k) {  // columns p and q
-        double akp = a[k * n + p], akq = a[k * n + q];
-        a[k * n + p] = c * akp - s * akq;
-        a[k * n + q] = s * akp + c * akq;
-    }
-    for (int64_t k = 0; k < n; ++k) {  // rows p and q
-        double apk = a[p * n + k], aqk = a[q * n + k];
-        a[p * n + k] = c * apk - s * aqk;
-        a[q * n + k] = s * apk + c * aqk;
-    }
-    for (int64_t k = 0; k < n; ++k) {
-        double vkp = v[k * n + p], vkq = v[k * n + q];
-        v[k * n + p] = c * vkp - s * vkq;
-        v[k * n + q] = s * vkp + c * vkq;
-    }
+// Eigenvalues (ascending) and, with vectors, the eigenvectors of the symmetrised a, in LAPACK's
+// column-major layout: column k of `a` is the eigenvector of values[k].
+std::vector<double> lapack_eigen(std::vector<double>& a, int64_t n, bool vectors) {
+    STF_CHECK(n >= 1 && n <= 46340 && static_cast<int64_t>(a.size()) == n * n,
+              "symmetric_eigen: " << a.size() << " values for a " << n << " x " << n << " matrix");
+    for (int64_t i = 0; i < n; ++i)  // symmetrise: rounding in the caller may leave a[i][j] != a[j][i]
+        for (int64_t j = i + 1; j < n; ++j) a[i * n + j] = a[j * n + i] = 0.5 * (a[i * n + j] + a[j * n + i]);
+    const char jobz = vectors ? 'V' : 'N', uplo = 'L';
+    const int nn = static_cast<int>(n), query = -1;
+    int info = 0, liwork = 0;
+    double lwork_size = 0;
+    std::vector<double> values(static_cast<size_t>(n));
+    dsyevd_(&jobz, &uplo, &nn, a.data(), &nn, values.data(), &lwork_size, &query, &liwork, &query, &info, 1, 1);
+    STF_CHECK(info == 0, "symmetric_eigen: LAPACK dsyevd workspace query failed (info " << info << ")");
+    int lwork = static_cast<int>(lwork_size);
+    std::vector<double> work(static_cast<size_t>(std::max(lwork, 1)));
+    std::vector<int> iwork(static_cast<size_t>(std::max(liwork, 1)));
+    dsyevd_(&jobz, &uplo, &nn, a.data(), &nn, values.data(), work.data(), &lwork, iwork.data(), &liwork, &info, 1, 1);
+    STF_CHECK(info == 0, "symmetric_eigen: LAPACK dsyevd failed (info " << info
+                                                                        << "): the matrix has non-finite entries or "
+                                                                           "the solver did not converge");
+    return values;
 }
 
-double off_diagonal_mass(const std::vector<double>& a, int64_t n) {
-    double off = 0;
-    for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < n; ++j)
-            if (i != j) off += a[i * n + j] * a[i * n + j];
-    return off;
-}
+Tensor as_matrix(const std::vector<double>& a, int64_t n) { return ops::from_vector(a, {n, n}, DType::F64); }
 
 }  // namespace
 
 SymmetricEigen symmetric_eigen(const std::vector<double>& a_in, int64_t n) {
-    STF_CHECK(n >= 1 && static_cast<int64_t>(a_in.size()) == n * n,
-              "symmetric_eigen: " << a_in.size() << " values for a " << n << " x " << n << " matrix");
     std::vector<double> a = a_in;
-    for (int64_t i = 0; i < n; ++i)  // symmetrise: rounding in the caller may leave a[i][j] != a[j][i]
-        for (int64_t j = i + 1; j < n; ++j) a[i * n + j] = a[j * n + i] = 0.5 * (a[i * n + j] + a[j * n + i]);
-    std::vector<double> v(static_cast<size_t>(n * n), 0.0);
-    for (int64_t i = 0; i < n; ++i) v[i * n + i] = 1;
-    double total = std::inner_product(a.begin(), a.end(), a.begin(), 0.0);
-    for (int sweep = 0; sweep < 100 && off_diagonal_mass(a, n) > 1e-30 * total; ++sweep)
-        for (int64_t p = 0; p < n; ++p)
-            for (int64_t q = p + 1; q < n; ++q) jacobi_rotate(a, v, n, p, q);
-    std::vector<int64_t> order(static_cast<size_t>(n));
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return a[x * n + x] < a[y * n + y]; });
     SymmetricEigen e;
-    e.values.resize(static_cast<size_t>(n));
+    e.values = lapack_eigen(a, n, true);
     e.vectors.resize(static_cast<size_t>(n * n));
-    for (int64_t k = 0; k < n; ++k) {
-        e.values[k] = a[order[k] * n + order[k]];
-        for (int64_t i = 0; i < n; ++i) e.vectors[i * n + k] = v[i * n + order[k]];
-    }
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t k = 0; k < n; ++k) e.vectors[i * n + k] = a[k * n + i];  // column-major to row-major
     return e;
 }
 
 std::vector<double> sqrt_psd(const std::vector<double>& a, int64_t n) {
     SymmetricEigen e = symmetric_eigen(a, n);
-    std::vector<double> out(static_cast<size_t>(n * n), 0.0);
-    for (int64_t k = 0; k < n; ++k) {
-        double r = std::sqrt(std::max(e.values[k], 0.0));
-        if (r == 0) continue;
-        for (int64_t i = 0; i < n; ++i) {
-            double vi = e.vectors[i * n + k] * r;
-            for (int64_t j = 0; j < n; ++j) out[i * n + j] += vi * e.vectors[j * n + k];
-        }
-    }
-    return out;
-}
-
-double trace_sqrt_psd(const std::vector<double>& a, int64_t n) {
-    double t = 0;
-    for (double v : symmetric_eigen(a, n).values) t += std::sqrt(std::max(v, 0.0));
-    return t;
-}
-
-// c = a * b for n x n row-major matrices.
-static std::vector<double> matmul(const std::vector<double>& a, const std::vector<double>& b, int64_t n) {
-    std::vector<double> c(static_cast<size_t>(n * n), 0.0);
+    // V diag(sqrt(lambda)) V^T as one GEMM of V, its columns scaled, with V^T.
+    std::vector<double> scaled = e.vectors;
     for (int64_t i = 0; i < n; ++i)
-        for (int64_t k = 0; k < n; ++k) {
-            double aik = a[i * n + k];
-            for (int64_t j = 0; j < n; ++j) c[i * n + j] += aik * b[k * n + j];
-        }
-    return c;
+        for (int64_t k = 0; k < n; ++k) scaled[i * n + k] *= std::sqrt(std::max(e.values[k], 0.0));
+    return ops::matmul(as_matrix(scaled, n), as_matrix(e.vectors, n), false, true).to_vector();
+}
+
+double trace_sqrt_psd(const std::vector<double>& a_in, int64_t n) {
+    std::vector<double> a = a_in;
+    double t = 0;
+    for (double v : lapack_eigen(a, n, false)) t += std::sqrt(std::max(v, 0.0));
+    return t;
 }
 
 double frechet_distance(const FeatureStats& a, const FeatureStats& b) {
     STF_CHECK(a.dim == b.dim && a.dim >= 1, "frechet_distance: feature dimensions differ (" << a.dim << " vs "
                                                                                            << b.dim << ")");
+    for (const FeatureStats* s : {&a, &b})
+        STF_CHECK(static_cast<int64_t>(s->mean.size()) == s->dim && static_cast<int64_t>(s->cov.size()) == s->dim * s->dim,
+                  "frechet_distance: statistics of dimension " << s->dim << " hold a mean of " << s->mean.size()
+                                                               << " and a covariance of " << s->cov.size() << " values");
     int64_t n = a.dim;
     double mean_term = 0;
     for (int64_t d = 0; d < n; ++d) mean_term += (a.mean[d] - b.mean[d]) * (a.mean[d] - b.mean[d]);
@@ -148,9 +120,41 @@ double frechet_distance(const FeatureStats& a, const FeatureStats& b) {
         trace_a += a.cov[d * n + d];
         trace_b += b.cov[d * n + d];
     }
-    std::vector<double> root_a = sqrt_psd(a.cov, n);
-    std::vector<double> middle = matmul(matmul(root_a, b.cov, n), root_a, n);  // S1^1/2 S2 S1^1/2
+    Tensor root_a = as_matrix(sqrt_psd(a.cov, n), n);
+    // S1^1/2 S2 S1^1/2
+    std::vector<double> middle = ops::matmul(ops::matmul(root_a, as_matrix(b.cov, n)), root_a).to_vector();
     return mean_term + trace_a + trace_b - 2 * trace_sqrt_psd(middle, n);
 }
+
+FeatureAccumulator::FeatureAccumulator(int64_t dim) : dim_(dim) {
+    STF_CHECK(dim >= 1, "FeatureAccumulator: dimension must be positive, got " << dim);
+    sum_ = ops::zeros({dim}, DType::F64);
+    sum_outer_ = ops::zeros({dim, dim}, DType::F64);
+}
+
+void FeatureAccumulator::add(const Tensor& features) {
+    STF_CHECK(features.ndim() == 2 && features.size(1) == dim_,
+              "FeatureAccumulator: expected features [b, " << dim_ << "], got " << describe(features));
+    Tensor x = ops::to(ops::to(features, Device::cpu()), DType::F64);
+    ops::binary_(BinaryOp::Add, sum_, ops::sum(x, {0}));
+    ops::binary_(BinaryOp::Add, sum_outer_, ops::matmul(x, x, true, false));
+    count_ += features.size(0);
+}
+
+FeatureStats FeatureAccumulator::finish() const {
+    STF_CHECK(count_ >= 2, "FeatureAccumulator: needs at least 2 feature vectors, got " << count_);
+    FeatureStats s;
+    s.count = count_;
+    s.dim = dim_;
+    const double n = static_cast<double>(count_);
+    s.mean = sum_.to_vector();
+    for (double& m : s.mean) m /= n;
+    s.cov = sum_outer_.to_vector();
+    for (int64_t i = 0; i < dim_; ++i)
+        for (int64_t j = 0; j < dim_; ++j)
+            s.cov[i * dim_ + j] = (s.cov[i * dim_ + j] - n * s.mean[i] * s.mean[j]) / (n - 1);
+    return s;
+}
+
 
 }  // namespace stf::metrics

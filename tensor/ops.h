@@ -159,4 +159,21 @@ Tensor cat(const std::vector<Tensor>& xs, int dim);
 // Zero padding: pads[d] = {before, after} for each dim d (missing trailing entries mean no padding).
 Tensor pad(const Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& pads, double value = 0);
 
+// ---- pooling, resizing, per-axis padding (inference only) -----------------------------------------
+// The FID feature network's ops (metrics/inception.h). Inference only: raw ops with no autograd and no
+// backward kernels. x [n, c, h, w], float32 on either device or float64 on the CPU; windows kernel x
+// kernel, output (in + 2 padding - kernel) / stride + 1 (PyTorch's ceil_mode=False); padding at most
+// kernel / 2, as PyTorch requires. Index arithmetic: cuda/pool_math.h.
+// Max pooling: the padding never wins (it is -inf), NaN propagates.
+Tensor max_pool2d(const Tensor& x, int kernel, int stride, int padding = 0);
+// Average pooling: count_include_pad false divides by the pixels inside the image (TensorFlow's
+// average pooling, Inception-v3's), true by kernel^2 (PyTorch's default).
+Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int padding = 0, bool count_include_pad = true);
+// Bilinear resize to [n, c, out_h, out_w]: half_pixel true as F.interpolate(mode='bilinear',
+// align_corners=False), false as TensorFlow 1's tf.image.resize_bilinear (what EDM's detector emulates).
+Tensor resize_bilinear(const Tensor& x, int64_t out_h, int64_t out_w, bool half_pixel);
+// conv2d (one group, no bias) with its own zero padding per axis: pad_h rows above and below, pad_w
+// columns left and right (Inception's 1x7, 7x1, 1x3 and 3x1 kernels).
+Tensor conv2d_hw(const Tensor& x, const Tensor& w, int stride, int pad_h, int pad_w);
+
 }  // namespace stf::ops

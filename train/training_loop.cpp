@@ -227,7 +227,7 @@ static void check_ranks_agree(ProcessGroup& group, const nn::Precond& net, const
                                                 << ": the ranks no longer train one model");
 }
 
-TrainSummary training_loop(TrainOptions o) {
+TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metrics) {
     ProcessGroup& group = ProcessGroup::world(o.dist_timeout);
     TrainingState resumed;
     bool resuming = !o.resume.empty();
@@ -398,6 +398,8 @@ TrainSummary training_loop(TrainOptions o) {
                                                               {"var", finite_or_null(bands.loss_var(b))}};
                 if (o.stf) stats["ess"][kSigmaBandNames[b]] = finite_or_null(bands.ess_mean(b));
             }
+            if (snap && snapshot_metrics)
+                for (const auto& [name, value] : snapshot_metrics(*ema, kimg)) stats[name] = finite_or_null(value);
             std::ofstream(out / "stats.jsonl", std::ios::app) << stats.dump() << "\n";
             curve_x.push_back(kimg);
             curve_y.push_back(loss);

@@ -3,6 +3,7 @@
 #pragma once
 #include <array>
 #include <functional>
+#include <map>
 #include <string>
 
 #include "train/options.h"
@@ -31,6 +32,12 @@ struct TrainSummary {
 // batch is split over ranks and rounds, up to the order of floating-point sums. With STF, a round's
 // reference batch is its own training images plus rbatch - batch_gpu images from a second stream,
 // keyed by the round's position in the step; `global` scope gathers every rank's reference batch.
-TrainSummary training_loop(TrainOptions options);
+//
+// snapshot_metrics, when given, is called on rank 0 at every network snapshot with the EMA network (eval
+// mode, on the training device) and the snapshot's kimg; the name -> value pairs it returns join that
+// tick's stats.jsonl line (train_cifar --metrics fid50k: metrics/snapshot_fid.h). Other ranks wait for
+// it in their next collective, within --dist-timeout.
+using SnapshotMetrics = std::function<std::map<std::string, double>(const nn::Precond& ema, double kimg)>;
+TrainSummary training_loop(TrainOptions options, const SnapshotMetrics& snapshot_metrics = {});
 
 }  // namespace stf::train

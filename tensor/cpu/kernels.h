@@ -89,4 +89,14 @@ template <class T>
 void augment_geometric(int64_t n, int64_t c, int64_t h, int64_t w, const T* matrices, int64_t pad_x0, int64_t pad_y0,
                        int64_t pad_x1, int64_t pad_y1, const T* x, T* y);
 
+// --- pool.cpp, resize.cpp (inference only; index arithmetic in cuda/pool_math.h) -----------------
+template <class T>
+void max_pool2d(int64_t planes, int64_t h, int64_t w, int kernel, int stride, int padding, const T* x, T* y);
+template <class T>
+void avg_pool2d(int64_t planes, int64_t h, int64_t w, int kernel, int stride, int padding, bool count_include_pad,
+                const T* x, T* y);
+template <class T>
+void resize_bilinear(int64_t planes, int64_t h, int64_t w, int64_t out_h, int64_t out_w, bool half_pixel, const T* x,
+                     T* y);
+
 } // namespace stf::cpu

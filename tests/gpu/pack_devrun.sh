@@ -10,7 +10,8 @@
 #   bash tests/gpu/pack_devrun.sh [build]        # then carry devrun.tar.gz and run run_on_device.sh
 set -euo pipefail
 build="${1:-build}"
-programs=(test_gpu stf_demo train_cifar sample stf_info bench_stf_target bench_kernels bench_train bench_sample)
+programs=(test_gpu test_kernels stf_demo train_cifar sample stf_info bench_stf_target bench_kernels bench_train bench_sample
+          bench_fid fid)
 for p in "${programs[@]}"; do
     [ -x "$build/$p" ] || { echo "pack_devrun: $build/$p missing: build with -DSTF_CUDA=ON first" >&2; exit 1; }
 done

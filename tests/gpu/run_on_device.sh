@@ -3,7 +3,8 @@
 # elsewhere (see "Preparing it" below). Sections run in order of importance, each under its own
 # time limit, and the whole script stops starting sections when BUDGET seconds (default 540) are used
 # (ONLY=REGEX runs just the sections whose names match):
-#   1. the GPU suite (test_gpu: every CUDA op against its CPU twin), the CUDA demo, the STF target bench
+#   1. the GPU suite (test_gpu: every CUDA op against its CPU twin), the CUDA demo, the STF target bench,
+#      the kernel-family tests' GPU cases (test_kernels), FID's Inception-v3 throughput (bench_fid)
 #   2. bench_train (DDPM++ batch 64: fp32 STF 1024, TF32 STF, bf16 STF, fp32 DSM; NCSN++ fp32 STF),
 #      bench_sample (Heun 18, batch 256, fp32 and bf16), then the PyTorch reference on the same work
 #      (tools/torch_reference_bench.py, when REF_SRC names the reference code; see below)
@@ -80,6 +81,10 @@ section test_gpu 150 12 ./devrun/test_gpu
 gpu_suite=$?
 section stf_demo 40 2 ./devrun/stf_demo --device cuda --steps 100
 section bench_stf_target 60 8 ./devrun/bench_stf_target --device cuda
+# FID's feature network (Inception-v3 at 299x299 from 32x32 images) and its kernels (pooling, resize).
+section kernels_gpu 60 8 ./devrun/test_kernels --test-suite=gpu
+section bench_fid 120 6 ./devrun/bench_fid --device cuda --images 10000 --batch 250
+section bench_fid-tf32 90 6 ./devrun/bench_fid --device cuda --images 10000 --batch 250 --mode tf32
 
 # 2. Speed (docs/perf.md). With an earlier revision's benchmarks packed (devrun/baseline, from
 # tests/gpu/build_baseline.sh), the two fp32 and TF32 STF steps alternate with it: before/after on one card.

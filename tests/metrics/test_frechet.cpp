@@ -1,11 +1,13 @@
 // The Fréchet distance against closed forms: diagonal covariances, identical sets, a rotated 2-D case,
-// invariance under a common rotation; and the Jacobi eigendecomposition it rests on.
+// invariance under a common rotation; the LAPACK eigendecomposition it rests on; scipy's values on
+// seeded statistics; the batched accumulator FID uses.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <random>
 
 #include "metrics/frechet.h"
+#include "metrics/inception.h"  // seeded_uniform
 #include "tensor/ops.h"
 
 using namespace stf;
@@ -158,4 +160,54 @@ TEST_CASE("Frechet distance: a rotated 2-D case in closed form, and invariance u
     CHECK(before > 0);
     CHECK_THROWS_WITH_AS(frechet_distance(stats_of({0}, {1}), stats_of({0, 0}, diagonal({1, 1}))),
                          doctest::Contains("dimensions differ"), Error);
+}
+
+// Seeded statistics as tools/inception_fixture.py makes them (frechet_fixture): count x dim values
+// u * linspace(0.5, 2, dim)[d] (+ linspace(0, 0.3, dim)[d] for the second set), u from
+// metrics::seeded_uniform. The tool computed their FD as EDM's fid.py does, with scipy.linalg.sqrtm of
+// S1 S2 (a general matrix square root), independently of our symmetric route.
+static std::vector<double> fixture_features(const std::string& tag, int64_t dim, int64_t count) {
+    std::vector<double> f(static_cast<size_t>(count * dim));
+    const std::string name = "frechet_" + tag + "_" + std::to_string(dim);
+    for (int64_t i = 0; i < count; ++i)
+        for (int64_t d = 0; d < dim; ++d) {
+            double t = static_cast<double>(d) / static_cast<double>(dim - 1);
+            f[i * dim + d] = seeded_uniform(name, 2015, i * dim + d) * (0.5 + 1.5 * t) + (tag == "b" ? 0.3 * t : 0.0);
+        }
+    return f;
+}
+
+TEST_CASE("Frechet distance agrees with scipy's sqrtm route (EDM's fid.py) on seeded statistics") {
+    struct Case {
+        int64_t dim, count;
+        double scipy;  // printed by tools/inception_fixture.py
+    };
+    for (Case c : {Case{8, 20, 0.7223591385361334}, Case{64, 100, 4.8621483851922385}}) {
+        CAPTURE(c.dim);
+        FeatureStats a = feature_stats(fixture_features("a", c.dim, c.count), c.count, c.dim);
+        FeatureStats b = feature_stats(fixture_features("b", c.dim, c.count), c.count, c.dim);
+        CHECK(frechet_distance(a, b) == doctest::Approx(c.scipy).epsilon(1e-9));
+    }
+}
+
+TEST_CASE("FeatureAccumulator: batches in any split give feature_stats' mean and covariance") {
+    const int64_t dim = 16, count = 50;
+    std::vector<double> f = fixture_features("a", dim, count);
+    FeatureStats want = feature_stats(f, count, dim);
+    FeatureAccumulator acc(dim);
+    Tensor all = ops::from_vector(f, {count, dim});  // float32, as the network's features are
+    acc.add(ops::narrow(all, 0, 0, 7));
+    acc.add(ops::narrow(all, 0, 7, 1));
+    acc.add(ops::narrow(all, 0, 8, count - 8));
+    FeatureStats got = acc.finish();
+    CHECK(got.count == count);
+    FeatureStats want32 = feature_stats(all);  // the same float32-rounded values
+    for (int64_t i = 0; i < dim; ++i) CHECK(got.mean[i] == doctest::Approx(want32.mean[i]).epsilon(1e-12));
+    for (int64_t i = 0; i < dim * dim; ++i) CHECK(got.cov[i] == doctest::Approx(want32.cov[i]).epsilon(1e-9).scale(1));
+    CHECK(std::abs(got.cov[0] - want.cov[0]) < 1e-6);
+    CHECK_THROWS_WITH_AS(acc.add(ops::zeros({3, dim + 1})), doctest::Contains("[b, 16]"), Error);
+    CHECK_THROWS_WITH_AS(FeatureAccumulator(4).finish(), doctest::Contains("at least 2"), Error);
+    FeatureStats bad = want;
+    bad.cov.resize(3);
+    CHECK_THROWS_WITH_AS(frechet_distance(want, bad), doctest::Contains("covariance of 3 values"), Error);
 }
