@@ -5,8 +5,7 @@
 
 namespace stf::ops {
 
-using detail::Backend;
-using detail::backend_of;
+using detail::dispatch;
 
 namespace {
 
@@ -35,26 +34,21 @@ Tensor pool2d(Pool kind, const Tensor& x_in, int kernel, int stride, int padding
     Tensor y = empty({x.size(0), x.size(1), oh, ow}, x.dtype(), x.device());
     if (y.numel() == 0) return y;
     const bool max = kind == Pool::Max;
-    switch (backend_of(x, op)) {
-        case Backend::CpuF32:
-            if (max) cpu::max_pool2d<float>(planes, h, w, kernel, stride, padding, x.data<float>(), y.data<float>());
-            else
-                cpu::avg_pool2d<float>(planes, h, w, kernel, stride, padding, count_include_pad, x.data<float>(),
-                                       y.data<float>());
-            break;
-        case Backend::CpuF64:
-            if (max) cpu::max_pool2d<double>(planes, h, w, kernel, stride, padding, x.data<double>(), y.data<double>());
-            else
-                cpu::avg_pool2d<double>(planes, h, w, kernel, stride, padding, count_include_pad, x.data<double>(),
-                                        y.data<double>());
-            break;
-        case Backend::CudaF32:
-            if (max) STF_CUDA_LAUNCH(op, cuda::max_pool2d(planes, h, w, kernel, stride, padding, x.data<float>(), y.data<float>()));
-            else
-                STF_CUDA_LAUNCH(op, cuda::avg_pool2d(planes, h, w, kernel, stride, padding, count_include_pad,
-                                                     x.data<float>(), y.data<float>()));
-            break;
-    }
+    if (max)
+        dispatch(
+            x, op,
+            [&]<class T>() { cpu::max_pool2d<T>(planes, h, w, kernel, stride, padding, x.data<T>(), y.data<T>()); },
+            [&] { cuda::max_pool2d(planes, h, w, kernel, stride, padding, x.data<float>(), y.data<float>()); });
+    else
+        dispatch(
+            x, op,
+            [&]<class T>() {
+                cpu::avg_pool2d<T>(planes, h, w, kernel, stride, padding, count_include_pad, x.data<T>(), y.data<T>());
+            },
+            [&] {
+                cuda::avg_pool2d(planes, h, w, kernel, stride, padding, count_include_pad, x.data<float>(),
+                                 y.data<float>());
+            });
     return y;
 }
 
@@ -76,18 +70,10 @@ Tensor resize_bilinear(const Tensor& x_in, int64_t out_h, int64_t out_w, bool ha
     const int64_t planes = x.size(0) * x.size(1), h = x.size(2), w = x.size(3);
     Tensor y = empty({x.size(0), x.size(1), out_h, out_w}, x.dtype(), x.device());
     if (y.numel() == 0) return y;
-    switch (backend_of(x, op)) {
-        case Backend::CpuF32:
-            cpu::resize_bilinear<float>(planes, h, w, out_h, out_w, half_pixel, x.data<float>(), y.data<float>());
-            break;
-        case Backend::CpuF64:
-            cpu::resize_bilinear<double>(planes, h, w, out_h, out_w, half_pixel, x.data<double>(), y.data<double>());
-            break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH(op, cuda::resize_bilinear(planes, h, w, out_h, out_w, half_pixel, x.data<float>(),
-                                                      y.data<float>()));
-            break;
-    }
+    dispatch(
+        x, op,
+        [&]<class T>() { cpu::resize_bilinear<T>(planes, h, w, out_h, out_w, half_pixel, x.data<T>(), y.data<T>()); },
+        [&] { cuda::resize_bilinear(planes, h, w, out_h, out_w, half_pixel, x.data<float>(), y.data<float>()); });
     return y;
 }
 
@@ -109,13 +95,8 @@ Tensor conv2d_hw(const Tensor& x_in, const Tensor& w_in, int stride, int pad_h, 
     Tensor x = contiguous(x_in), w = contiguous(w_in);
     Tensor y = empty({s.n, s.k, s.out_h(), s.out_w()}, x.dtype(), x.device());
     if (y.numel() == 0) return y;
-    switch (backend_of(x, op)) {
-        case Backend::CpuF32: cpu::conv2d_forward<float>(s, x.data<float>(), w.data<float>(), y.data<float>()); break;
-        case Backend::CpuF64: cpu::conv2d_forward<double>(s, x.data<double>(), w.data<double>(), y.data<double>()); break;
-        case Backend::CudaF32:
-            STF_CUDA_LAUNCH(op, cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), y.data<float>()));
-            break;
-    }
+    dispatch(x, op, [&]<class T>() { cpu::conv2d_forward<T>(s, x.data<T>(), w.data<T>(), y.data<T>()); },
+             [&] { cuda::conv2d_forward(s, x.data<float>(), w.data<float>(), y.data<float>()); });
     return y;
 }
 
