@@ -1,19 +1,14 @@
-// EDM's augmentation pipeline (diffusion/augment.h) and its CPU kernels (tensor/cpu/augment.cpp):
-// p = 0 is the identity, bit for bit; the resampling chain reproduces an image under an identity warp
-// and a whole-pixel translation; flips, quarter turns and integer translations against index
-// formulas written out here; label statistics against EDM's probabilities; determinism; colour
-// transforms; float against double; the errors.
+// EDM's augmentation pipeline (diffusion/augment.h): p = 0 is the identity, bit for bit; flips,
+// quarter turns and integer translations through the pipeline against index formulas written out
+// here; label statistics against EDM's probabilities; determinism; colour transforms; the errors.
+// The kernels it runs (blitting and the geometric resampling) are tests/kernels/test_augment.cpp.
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <numbers>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include "cuda/augment_math.h"
 #include "diffusion/augment.h"
-#include "tensor/cpu/kernels.h"
 #include "tensor/ops.h"
 
 using namespace stf;
@@ -21,20 +16,9 @@ using namespace stf::diffusion;
 
 namespace {
 
-constexpr double kPi = std::numbers::pi;
-
 Tensor random_images(const Shape& shape, uint64_t seed) {
     Generator g(seed);
     return ops::randn(shape, g);
-}
-
-// A smooth, asymmetric image: low frequencies only, so a resampled rotation is close to the exact one.
-std::vector<double> smooth_plane(int64_t h, int64_t w, double phase) {
-    std::vector<double> v(static_cast<size_t>(h * w));
-    for (int64_t y = 0; y < h; ++y)
-        for (int64_t x = 0; x < w; ++x)
-            v[y * w + x] = std::sin(0.31 * x + 0.17 * y + phase) + 0.5 * std::cos(0.23 * y - 0.11 * x * x / w);
-    return v;
 }
 
 // Reflect about the edge pixels (no repeat), valid for one reflection: -(n - 1) <= i <= 2 (n - 1).
@@ -44,39 +28,6 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
     REQUIRE(a.size() == b.size());
     double m = 0;
     for (size_t i = 0; i < a.size(); ++i) m = std::fmax(m, std::fabs(a[i] - b[i]));
-    return m;
-}
-
-double rel_error(const std::vector<double>& got, const std::vector<double>& want) {
-    REQUIRE(got.size() == want.size());
-    double num = 0, den = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-        num += (got[i] - want[i]) * (got[i] - want[i]);
-        den += want[i] * want[i];
-    }
-    return std::sqrt(num / den);
-}
-
-// Runs the CPU geometric kernel on n images [c, h, w] with one row-major 3x3 matrix per image.
-template <class T>
-std::vector<double> warp(const std::vector<double>& images, int64_t n, int64_t c, int64_t h, int64_t w,
-                         const std::vector<double>& matrices) {
-    const augment::Padding pad = augment::padding(n, h, w, matrices.data());
-    std::vector<T> x(images.begin(), images.end()), y(images.size()), g(matrices.begin(), matrices.end());
-    cpu::augment_geometric<T>(n, c, h, w, g.data(), pad.x0, pad.y0, pad.x1, pad.y1, x.data(), y.data());
-    return std::vector<double>(y.begin(), y.end());
-}
-
-std::vector<double> blit(const std::vector<double>& images, int64_t n, int64_t c, int64_t h, int64_t w,
-                         const std::vector<int32_t>& params) {
-    std::vector<float> x(images.begin(), images.end()), y(images.size());
-    cpu::augment_blit<float>(n, c, h, w, params.data(), x.data(), y.data());
-    return std::vector<double>(y.begin(), y.end());
-}
-
-std::vector<double> identity_matrices(int64_t n) {
-    std::vector<double> m;
-    for (int64_t i = 0; i < n; ++i) m.insert(m.end(), {1, 0, 0, 0, 1, 0, 0, 0, 1});
     return m;
 }
 
@@ -144,105 +95,6 @@ TEST_CASE("augment: p = 0 returns the images unchanged, bit for bit, with zero l
     auto e = cifar.apply(ops::zeros({0, 3, 8, 8}), gen);
     CHECK(e.images.shape() == Shape{0, 3, 8, 8});
     CHECK(e.labels.shape() == Shape{0, 9});
-}
-
-TEST_CASE("augment kernel: an identity warp reproduces the image (sym6 is orthonormal)") {
-    const int64_t n = 2, c = 3, h = 32, w = 32;
-    const std::vector<double> x = random_images({n, c, h, w}, 3).to_vector();
-    const augment::Padding pad = augment::padding(n, h, w, identity_matrices(n).data());
-    CHECK(pad.x0 == 6);  // 2 * filter pad beyond the corners, as EDM
-    CHECK(pad.y1 == 6);
-    const double err_f = max_abs_diff(warp<float>(x, n, c, h, w, identity_matrices(n)), x);
-    const double err_d = max_abs_diff(warp<double>(x, n, c, h, w, identity_matrices(n)), x);
-    MESSAGE("identity warp, 32x32 N(0,1) images: max |error| float " << err_f << ", double " << err_d);
-    CHECK(err_f < 2e-6);
-    CHECK(err_d < 1e-10);  // the published coefficients are orthonormal to about 1e-12
-
-    // non-square images too. (Below 6 pixels a side EDM's padding, clamped to w - 1, no longer covers
-    // the filters' reach, and the identity warp is no longer exact there, in EDM as here.)
-    const std::vector<std::pair<int64_t, int64_t>> sizes = {{6, 9}, {11, 7}};
-    for (auto [hh, ww] : sizes) {
-        const std::vector<double> xs = random_images({1, 2, hh, ww}, 4).to_vector();
-        CHECK(max_abs_diff(warp<double>(xs, 1, 2, hh, ww, identity_matrices(1)), xs) < 1e-10);
-    }
-}
-
-TEST_CASE("augment kernel: matches a literal step-by-step evaluation of EDM's resampling") {
-    // Golden values from an independent, deliberately literal evaluation (plain Python, double) of the
-    // chain as EDM runs it with torch ops: reflect pad, zero interleave and sym6 convolution along each
-    // axis, affine_grid + grid_sample (bilinear, zero padding, align_corners=False), stride-2 sym6
-    // convolution with padding 5 and a crop of 3 per side. Image x[i][j] = sin(1.3 i + 0.7 j) + 0.1 j,
-    // 5 x 6; G = [[cos a / 1.2, -0.9 sin a, 0.4], [sin a / 1.2, 0.9 cos a, -0.7]], a = 0.5.
-    const int64_t h = 5, w = 6;
-    std::vector<double> x(h * w);
-    for (int64_t i = 0; i < h; ++i)
-        for (int64_t j = 0; j < w; ++j) x[i * w + j] = std::sin(1.3 * i + 0.7 * j) + 0.1 * j;
-    const double a = 0.5;
-    const std::vector<double> g = {std::cos(a) / 1.2, -std::sin(a) * 0.9, 0.4, std::sin(a) / 1.2, std::cos(a) * 0.9, -0.7,
-                                   0, 0, 1};
-    const std::vector<double> want = {
-        0.356289075138, 0.433709916837,  0.642166803002,  0.585235555111,  -0.012623368911, -0.286613871034,
-        1.006433846084, 1.169178061045,  0.984993894244,  0.069662069726,  -0.564981533842, -0.321129788145,
-        0.907389631925, 0.949849925065,  0.151534526540,  -0.581067644672, -0.374171961953, 0.677224014476,
-        1.004040497188, 0.373969208426,  -0.481403106134, -0.635655719045, 0.057722233711,  1.110945365749,
-        0.491318563516, -0.410616510720, -0.831660395238, -0.259613767319, 0.813125032358,  1.316502845217};
-    CHECK(max_abs_diff(warp<double>(x, 1, 1, h, w, g), want) < 1e-11);
-    CHECK(max_abs_diff(warp<float>(x, 1, 1, h, w, g), want) < 1e-5);
-}
-
-TEST_CASE("augment kernel: a whole-pixel translation is the reflect-padded shift") {
-    const int64_t h = 12, w = 10;
-    const std::vector<double> x = random_images({1, 1, h, w}, 5).to_vector();
-    // G maps output to input: output (y, x) reads input (y + 1, x - 2); the blit reads (y + ty, x - tx)
-    const std::vector<double> g = {1, 0, -2, 0, 1, 1, 0, 0, 1};
-    std::vector<double> want(x.size());
-    for (int64_t y = 0; y < h; ++y)
-        for (int64_t xx = 0; xx < w; ++xx) want[y * w + xx] = x[mirror(y + 1, h) * w + mirror(xx - 2, w)];
-    CHECK(max_abs_diff(warp<double>(x, 1, 1, h, w, g), want) < 1e-10);
-    CHECK(max_abs_diff(warp<float>(x, 1, 1, h, w, g), want) < 2e-6);
-    CHECK(blit(x, 1, 1, h, w, {0, 0, 0, 2, 1}) == std::vector<double>(want.begin(), want.end()));
-}
-
-TEST_CASE("augment kernel: a 90-degree rotation, exact by blitting and close by resampling") {
-    // 3x3 asymmetric image; a quarter turn counter-clockwise as displayed (numpy's rot90):
-    // out[r][c] = in[c][w - 1 - r]
-    const std::vector<double> x = {1, 2, 3, 4, 5, 6, 7, 8, 9};
-    const std::vector<double> rot90 = {3, 6, 9, 2, 5, 8, 1, 4, 7};
-    // EDM's rotate_int w = 1: x-flip then transpose
-    CHECK(blit(x, 1, 1, 3, 3, {1, 0, 1, 0, 0}) == rot90);
-    // w = 2 (both flips): half turn; w = 3 (y-flip, transpose): three quarter turns
-    CHECK(blit(x, 1, 1, 3, 3, {1, 1, 0, 0, 0}) == std::vector<double>{9, 8, 7, 6, 5, 4, 3, 2, 1});
-    CHECK(blit(x, 1, 1, 3, 3, {0, 1, 1, 0, 0}) == std::vector<double>{7, 4, 1, 8, 5, 2, 9, 6, 3});
-
-    // The same quarter turn through the resampling chain: EDM's rotate_frac with w = pi / 2 composes
-    // G = rotate2d(w). Close, not exact: sym6 is only nearly symmetric (its centre of mass is at tap
-    // 5.10, not 5.5), so any mirroring part of G lands about 0.1 pixel off, in EDM as here.
-    const int64_t s = 16;
-    const std::vector<double> img = smooth_plane(s, s, 0.3);
-    std::vector<double> want(img.size());
-    for (int64_t r = 0; r < s; ++r)
-        for (int64_t cc = 0; cc < s; ++cc) want[r * s + cc] = img[cc * s + (s - 1 - r)];
-    const double cs = std::cos(kPi / 2), sn = std::sin(kPi / 2);
-    const std::vector<double> g = {cs, -sn, 0, sn, cs, 0, 0, 0, 1};
-    const std::vector<double> got = warp<double>(img, 1, 1, s, s, g);
-    const double err = max_abs_diff(got, want);
-    MESSAGE("90-degree rotation by resampling, smooth 16x16 image: max |error| " << err);
-    CHECK(err < 0.08);
-    // and it is a rotation the other way round it is not
-    std::vector<double> cw(img.size());
-    for (int64_t r = 0; r < s; ++r)
-        for (int64_t cc = 0; cc < s; ++cc) cw[r * s + cc] = img[(s - 1 - cc) * s + r];
-    CHECK(max_abs_diff(got, cw) > 0.5);
-}
-
-TEST_CASE("augment kernel: integer translation reflects at the borders (hand-worked)") {
-    const std::vector<double> row = {0, 1, 2, 3, 4};
-    CHECK(blit(row, 1, 1, 1, 5, {0, 0, 0, 2, 0}) == std::vector<double>{2, 1, 0, 1, 2});
-    CHECK(blit(row, 1, 1, 1, 5, {0, 0, 0, -2, 0}) == std::vector<double>{2, 3, 4, 3, 2});
-    // periodic beyond one reflection: shift 6 on 5 pixels (period 8) reads x - 6 = -6 .. -2
-    CHECK(blit(row, 1, 1, 1, 5, {0, 0, 0, 6, 0}) == std::vector<double>{2, 3, 4, 3, 2});
-    const std::vector<double> col = {0, 1, 2, 3, 4};  // a column: y reads y + ty
-    CHECK(blit(col, 1, 1, 5, 1, {0, 0, 0, 0, 1}) == std::vector<double>{1, 2, 3, 4, 3});
 }
 
 TEST_CASE("augment: x-flips and y-flips are exact mirrors, as the labels say") {
@@ -489,22 +341,6 @@ TEST_CASE("augment: colour transforms") {
             for (int64_t k = 0; k < hw; ++k)
                 REQUIRE(go[i * hw + k] == doctest::Approx((lab[i] != 0 ? -1 : 1) * gi[i * hw + k]).scale(1).epsilon(1e-5));
     }
-}
-
-TEST_CASE("augment kernel: float and double agree on general warps") {
-    const int64_t n = 4, c = 3, h = 20, w = 24;
-    const std::vector<double> x = random_images({n, c, h, w}, 61).to_vector();
-    std::vector<double> g;
-    for (int64_t i = 0; i < n; ++i) {  // rotation, anisotropic scale, fractional shift
-        const double t = 0.4 + 0.9 * i, s = 0.7 + 0.25 * i;
-        g.insert(g.end(), {std::cos(t) / s, -std::sin(t) * s, 1.3 - i, std::sin(t) / s, std::cos(t) * s, -0.6 * i, 0, 0, 1});
-    }
-    const std::vector<double> yf = warp<float>(x, n, c, h, w, g), yd = warp<double>(x, n, c, h, w, g);
-    const double err = rel_error(yf, yd);
-    MESSAGE("geometric kernel, float vs double: relative error " << err);
-    CHECK(err < 1e-5);
-    // and the warp did something
-    CHECK(rel_error(yd, x) > 0.1);
 }
 
 TEST_CASE("augment: errors name the op and the shapes") {

@@ -3,8 +3,9 @@
 # elsewhere (see "Preparing it" below). Sections run in order of importance, each under its own
 # time limit, and the whole script stops starting sections when BUDGET seconds (default 540) are used
 # (ONLY=REGEX runs just the sections whose names match):
-#   1. the GPU suite (test_gpu: every CUDA op against its CPU twin), the CUDA demo, the STF target bench,
-#      the kernel-family tests' GPU cases (test_kernels), FID's Inception-v3 throughput (bench_fid)
+#   1. the GPU suites (test_kernels' GPU part: every hand-written CUDA kernel, cuBLAS and cuDNN against
+#      its CPU twin; test_gpu: every op and the networks), the CUDA demo, the STF target bench, FID's
+#      Inception-v3 throughput (bench_fid)
 #   2. bench_train (DDPM++ batch 64: fp32 STF 1024, TF32 STF, bf16 STF, fp32 DSM; NCSN++ fp32 STF),
 #      bench_sample (Heun 18, batch 256, fp32 and bf16), then the PyTorch reference on the same work
 #      (tools/torch_reference_bench.py, when REF_SRC names the reference code; see below)
@@ -20,8 +21,8 @@
 # in CIFAR-10's binary format: they measure speed, not quality. Its last output lines are a summary, one
 # line per section with its exit status and seconds.
 #
-# A short call that checks the GPU suite and the headline speeds, against a packed baseline's fp32 step:
-#   BUDGET=560 ONLY='^(test_gpu|baseline-fp32-stf-1|current-fp32-stf-1|baseline-tf32-stf|train-tf32-stf|train-bf16-stf|sample-heun18|sample-heun18-bf16)$' \
+# A short call that checks the GPU suites and the headline speeds, against a packed baseline's fp32 step:
+#   BUDGET=560 ONLY='^(test_kernels|test_gpu|baseline-fp32-stf-1|current-fp32-stf-1|baseline-tf32-stf|train-tf32-stf|train-bf16-stf|sample-heun18|sample-heun18-bf16)$' \
 #       bash tests/gpu/run_on_device.sh
 # The same speeds side by side with PyTorch (the reference code carried in ref-src/):
 #   REF_SRC=ref-src ONLY='^(train-fp32-stf|train-tf32-stf|train-bf16-stf|sample-heun18|torch-reference)$' \
@@ -77,12 +78,15 @@ missing=$(ldd devrun/test_gpu | grep "not found")
 [ -n "$missing" ] && { echo "missing libraries: $missing"; exit 1; }
 
 # 1. Correctness.
-section test_gpu 150 12 ./devrun/test_gpu
+section test_kernels 100 12 ./devrun/test_kernels --test-suite=gpu --requires=gpu
+kernel_suite=$?
+section test_gpu 100 12 ./devrun/test_gpu
 gpu_suite=$?
+((gpu_suite == 0)) && gpu_suite=$kernel_suite
 section stf_demo 40 2 ./devrun/stf_demo --device cuda --steps 100
 section bench_stf_target 60 8 ./devrun/bench_stf_target --device cuda
-# FID's feature network (Inception-v3 at 299x299 from 32x32 images) and its kernels (pooling, resize).
-section kernels_gpu 60 8 ./devrun/test_kernels --test-suite=gpu
+# FID's feature network (Inception-v3 at 299x299 from 32x32 images); its kernels (pooling, resize) are in
+# test_kernels above.
 section bench_fid 120 6 ./devrun/bench_fid --device cuda --images 10000 --batch 250
 section bench_fid-tf32 90 6 ./devrun/bench_fid --device cuda --images 10000 --batch 250 --mode tf32
 
