@@ -33,15 +33,34 @@ last_line_rate "bench_sample Euler" "$out"
 
 if out=$("$bin/bench_kernels" --device cpu --size 0.002 --reps 1 2>&1); then pass "bench_kernels"; else fail "bench_kernels: $out"; fi
 # Table rows carry "ok" or "FAIL" in the fourth column from the error; check the error column itself too.
-rows=$(grep -cE ' [0-9.]+e[-+][0-9]+ +(ok|FAIL) ' <<<"$out")
-# Rows whose outputs are stored in bf16 (names ending in _bf16) are held to 4e-3, the rest to 1e-5.
-bad=$(awk '{lim = ($1 ~ /_bf16$/) ? 4e-3 : 1e-5
+row=' [0-9.]+e[-+][0-9]+ +(ok|FAIL) '
+rows=$(grep -cE "$row" <<<"$out")
+# The kernel's name is the first 42 characters of a row. Rows whose outputs are stored in bf16 (names
+# ending in bf16) are held to 4e-3, the rest to 1e-5.
+bad=$(awk -v row="$row" '$0 ~ row {name = substr($0, 1, 42); sub(/ +$/, "", name); lim = (name ~ /bf16$/) ? 4e-3 : 1e-5
             for (i = 1; i < NF; i++) if ($(i + 1) == "ok" || $(i + 1) == "FAIL") if ($i == "nan" || !($i + 0 <= lim)) print}' \
-    <<<"$out" | grep -v "^kernel ")
-bf16_rows=$(grep -cE '^[a-z_]+_bf16 ' <<<"$out")
+    <<<"$out")
+bf16_rows=$(awk -v row="$row" '$0 ~ row {name = substr($0, 1, 42); sub(/ +$/, "", name); if (name ~ /bf16$/) n++} END {print n + 0}' <<<"$out")
 [ "$bf16_rows" -ge 3 ] && pass "bench_kernels: $bf16_rows bf16-storage rows" || fail "bench_kernels bf16 rows: $bf16_rows"
-[ "$rows" -ge 20 ] && [ -z "$bad" ] && ! grep -q " FAIL " <<<"$out" && pass "bench_kernels: $rows kernels within 1e-5 of the float64 twin (bf16 storage: 4e-3)" \
+[ "$rows" -ge 90 ] && [ -z "$bad" ] && ! grep -q " FAIL " <<<"$out" && pass "bench_kernels: $rows kernels within 1e-5 of the float64 twin (bf16 storage: 4e-3)" \
     || fail "bench_kernels rows $rows, over tolerance: $bad"
+# Every row's name starts with a kernel family (tests/kernels/test_<family>.cpp); every family has rows,
+# the convolutions 66 (22 of DDPM++'s shapes, three directions).
+families="elementwise reduce softmax group_norm residual random optim stf blas conv augment pool resize"
+missing=""
+for f in $families; do grep -qE "^$f " <<<"$out" || missing+=" $f"; done
+[ -z "$missing" ] && pass "bench_kernels: rows for every family" || fail "bench_kernels: no rows for$missing"
+stray=$(grep -E "$row" <<<"$out" | grep -vE "^($(tr ' ' '|' <<<"$families")) ")
+[ -z "$stray" ] && pass "bench_kernels: every row named after its family" || fail "rows outside the families: $stray"
+conv_rows=$(grep -cE '^conv (forward|backward_data|backward_weight) ' <<<"$out")
+[ "$conv_rows" -eq 66 ] && pass "bench_kernels: 66 convolution rows" || fail "bench_kernels: $conv_rows convolution rows"
+# --filter selects one family by the start of the name: softmax's two rows, not "stf softmax_chunk".
+out=$("$bin/bench_kernels" --device cpu --size 0.002 --reps 1 --filter softmax 2>&1)
+selected=$(grep -E "$row" <<<"$out" | awk '{print $1}' | sort | uniq -c | tr -s ' ')
+[ "$selected" = " 2 softmax" ] && pass "--filter softmax: the softmax family's 2 rows" || fail "--filter softmax: $out"
+if msg=$("$bin/bench_kernels" --device cpu --filter sofmax 2>&1); then fail "--filter sofmax exited 0"
+else grep -q "starts with its family (elementwise, reduce" <<<"$msg" && pass "an unknown --filter names the families" \
+    || fail "bad filter: $msg"; fi
 
 # bf16 mixed precision, emulated on the CPU: it runs, says so, and ends with its rate.
 out=$("$bin/bench_train" "${tiny[@]}" --batch 4 --steps 1 --warmup 1 --mode bf16 2>&1)

@@ -199,7 +199,7 @@ snap=$(ls "$out"/run-stf/network-snapshot-*.safetensors 2>/dev/null | tail -1)
 [ -n "$snap" ] && section sample-grid 60 3 ./devrun/sample --net "$snap" --seeds 0-255 --batch 256 --heun 18 \
     --device cuda --grid "$out/grid.png"
 rm -rf "$out"/run-*
-section bench_kernels 120 32 ./devrun/bench_kernels
+section bench_kernels 180 112 ./devrun/bench_kernels
 # torch.compile spends minutes compiling before it times anything: last.
 ((${#torch_reference[@]})) && section torch-reference-compile 300 6 "${torch_reference[@]}" \
     --out "$out/torch_reference_compile.json" --rows 'train_compile_*'
