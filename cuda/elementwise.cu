@@ -268,6 +268,39 @@ void copy_strided(int64_t n, size_t elem_size, void* dst, const StridedLayout& l
     }
 }
 
+// ---- version 1 of the strided path (kept as a lesson; bench_kernels --version 1) --------------------
+// Every non-contiguous operand through the 64-bit StridedLayout kernels above: per element and operand,
+// a 64-bit division and remainder per dimension. Version 2 (binary, copy_strided) first builds an
+// IndexMap: size-1 dimensions dropped, neighbours merged where every operand allows (a per-channel
+// broadcast over NCHW becomes 3 dimensions), 32-bit indices and divisions by multiply-and-shift. On the
+// H100 (80GB HBM3, 2026-11-27) the channel-broadcast multiply in bench_kernels went from 790 to 2,260
+// GB/s, and a DDPM++ step's strided binary and copy kernels from 14.9 + 14.5 ms to 5.6 + 4.4 ms
+// (docs/kernels.md). Contiguous operands take the same flat and float4 paths in both versions.
+
+void binary_v1(BinaryOp op, int64_t n, float* out, const float* a, const StridedLayout& la, const float* b,
+               const StridedLayout& lb, float alpha, float beta) {
+    if (n <= 0) return;
+    if (la.is_contiguous() && lb.is_contiguous()) return binary(op, n, out, a, la, b, lb, alpha, beta);
+    binary_strided_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(op, n, out, a, la, b, lb, alpha,
+                                                                                      beta);
+    STF_CUDA_CHECK_LAUNCH();
+}
+
+void copy_strided_v1(int64_t n, size_t elem_size, void* dst, const StridedLayout& ldst, const void* src,
+                     const StridedLayout& lsrc) {
+    if (n <= 0 || (elem_size != 2 && elem_size != 4 && elem_size != 8) || (ldst.is_contiguous() && lsrc.is_contiguous()))
+        return copy_strided(n, elem_size, dst, ldst, src, lsrc);  // its checks, and the flat copy
+    auto launch = [&](auto element) {
+        using T = decltype(element);
+        copy_strided_kernel<T><<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(
+            n, static_cast<T*>(dst), ldst, static_cast<const T*>(src), lsrc);
+    };
+    if (elem_size == 2) launch(uint16_t{});
+    else if (elem_size == 4) launch(uint32_t{});
+    else launch(uint64_t{});
+    STF_CUDA_CHECK_LAUNCH();
+}
+
 void f32_to_bf16(int64_t n, uint16_t* out, const float* x) {
     if (n <= 0) return;
     f32_to_bf16_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, x);

@@ -16,7 +16,8 @@
 // pass) applied as y is stored. The kernels, in order below: general forward; register-cached forward
 // (groups of up to 8192 or 16384 values, 256 or 512 threads); general backward dx; register-cached
 // backward dx, which also leaves each (sample, channel)'s share of dgamma and dbeta; the sum of those
-// shares; and the general dgamma/dbeta kernel, which re-reads x and dy, for the uncached case.
+// shares; the general dgamma/dbeta kernel, which re-reads x and dy, for the uncached case; and the first
+// version's three kernels, kept as a lesson (group_norm_*_v1).
 //
 // Storage (cuda/bf16.h): x and dx are TX, y and dy TY, each float or bf16 (activations stored in
 // bfloat16 for mixed precision). Values are converted to float as they are loaded, four at a time by
@@ -394,6 +395,106 @@ __global__ void group_norm_backward_affine_kernel(int64_t n, int64_t c, int64_t 
     }
 }
 
+// ---- version 1 (kept as a lesson; bench_kernels --version 1) -------------------------------------
+// The first GroupNorm kernels: float only, no fusion, one block of kThreads per (sample, group) for any
+// group size, and every pass reads the group from memory: the forward reads x three times (mean,
+// deviations, output), the backward's dx kernel reads x and dy twice, and dgamma/dbeta come from a
+// second kernel, one block per channel, that reads x and dy once more. Version 2 (the cached kernels
+// above) keeps a group of up to 16,384 values in registers, so x is read once in the forward and x and
+// dy once in the backward, which also leaves each (sample, channel)'s share of dgamma and dbeta. On the
+// H100 (80GB HBM3, 2026-11-27) bench_kernels' forward went from 1,225 to 2,958 GB/s and the GroupNorm
+// kernels of a DDPM++ step from 17.6 to 12.1 ms (docs/kernels.md).
+
+__global__ void group_norm_forward_v1_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const float* x,
+                                             const float* gamma, const float* beta, float* y, float* mean_out,
+                                             float* rstd_out) {
+    int64_t per_group = c / g;
+    int64_t count = per_group * hw;
+    float inv_count = 1.0f / static_cast<float>(count);
+    for (int64_t ng = blockIdx.x; ng < n * g; ng += gridDim.x) {
+        const float* xg = x + ng * count;
+        float* yg = y + ng * count;
+        int64_t first_channel = (ng % g) * per_group;
+        float sum = 0.0f;  // pass 1: the mean
+        for (int64_t i = threadIdx.x; i < count; i += blockDim.x) sum += xg[i];
+        float m = block_sum(sum) * inv_count;
+        float2 dev = make_float2(0.0f, 0.0f);  // pass 2: sum(d), sum(d * d) with d = x - m
+        for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+            float d = xg[i] - m;
+            dev.x += d;
+            dev.y += d * d;
+        }
+        dev = block_sum(dev);
+        float shift = dev.x * inv_count;
+        float var = fmaxf(dev.y * inv_count - shift * shift, 0.0f);
+        float rstd = 1.0f / sqrtf(var + eps);
+        if (threadIdx.x == 0) {
+            mean_out[ng] = m + shift;
+            rstd_out[ng] = rstd;
+        }
+        for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {  // pass 3: the output
+            int64_t ch = first_channel + i / hw;
+            float gm = gamma ? gamma[ch] : 1.0f;
+            float bt = beta ? beta[ch] : 0.0f;
+            yg[i] = ((xg[i] - m) - shift) * rstd * gm + bt;
+        }
+    }
+}
+
+__global__ void group_norm_backward_dx_v1_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x,
+                                                 const float* gamma, const float* mean, const float* rstd,
+                                                 const float* dy, float* dx) {
+    int64_t per_group = c / g;
+    int64_t count = per_group * hw;
+    float inv_count = 1.0f / static_cast<float>(count);
+    for (int64_t ng = blockIdx.x; ng < n * g; ng += gridDim.x) {
+        const float* xg = x + ng * count;
+        const float* dyg = dy + ng * count;
+        float* dxg = dx + ng * count;
+        int64_t first_channel = (ng % g) * per_group;
+        float mu = mean[ng], rs = rstd[ng];
+        float2 sums = make_float2(0.0f, 0.0f);  // sum(gx), sum(gx * xhat)
+        for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+            float gm = gamma ? gamma[first_channel + i / hw] : 1.0f;
+            float xhat = (xg[i] - mu) * rs;
+            float gx = dyg[i] * gm;
+            sums.x += gx;
+            sums.y += gx * xhat;
+        }
+        sums = block_sum(sums);
+        float mean_gx = sums.x * inv_count, mean_gx_xhat = sums.y * inv_count;
+        for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+            float gm = gamma ? gamma[first_channel + i / hw] : 1.0f;
+            float xhat = (xg[i] - mu) * rs;
+            float gx = dyg[i] * gm;
+            dxg[i] = rs * (gx - mean_gx - xhat * mean_gx_xhat);
+        }
+    }
+}
+
+__global__ void group_norm_backward_affine_v1_kernel(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x,
+                                                     const float* mean, const float* rstd, const float* dy,
+                                                     float* dgamma, float* dbeta) {
+    int64_t per_group = c / g;
+    for (int64_t ch = blockIdx.x; ch < c; ch += gridDim.x) {
+        int64_t group = ch / per_group;
+        float2 sums = make_float2(0.0f, 0.0f);  // sum(dy * xhat), sum(dy)
+        for (int64_t i = threadIdx.x; i < n * hw; i += blockDim.x) {
+            int64_t sample = i / hw, pos = i % hw;
+            int64_t at = (sample * c + ch) * hw + pos;
+            int64_t stat = sample * g + group;
+            float xhat = (x[at] - mean[stat]) * rstd[stat];
+            sums.x += dy[at] * xhat;
+            sums.y += dy[at];
+        }
+        sums = block_sum(sums);
+        if (threadIdx.x == 0) {
+            if (dgamma) dgamma[ch] = sums.x;
+            if (dbeta) dbeta[ch] = sums.y;
+        }
+    }
+}
+
 // Whether load4 and store4 may access p: aligned to four elements of T (16 bytes for float, 8 for bf16).
 template <class T> bool is_vec4_aligned(const T* p) {
     return reinterpret_cast<uintptr_t>(p) % vec4_alignment<T>() == 0;
@@ -480,6 +581,31 @@ void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const TX* 
     if (dgamma || dbeta) {  // with no samples or no positions the sums are empty and come out 0
         group_norm_backward_affine_kernel<TX, TY><<<grid_for(c), kThreads, 0, s>>>(n, c, hw, g, x, gamma, beta, fusion,
                                                                                    mean, rstd, dy, dgamma, dbeta);
+        STF_CUDA_CHECK_LAUNCH();
+    }
+}
+
+void group_norm_forward_v1(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const float* x,
+                           const float* gamma, const float* beta, float* y, float* mean, float* rstd) {
+    if (n <= 0 || c <= 0 || g <= 0 || hw <= 0) return;
+    group_norm_forward_v1_kernel<<<grid_for(n * g), kThreads, 0, current_stream()>>>(n, c, hw, g, eps, x, gamma, beta,
+                                                                                     y, mean, rstd);
+    STF_CUDA_CHECK_LAUNCH();
+}
+
+void group_norm_backward_v1(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x, const float* gamma,
+                            const float* mean, const float* rstd, const float* dy, float* dx, float* dgamma,
+                            float* dbeta) {
+    if (c <= 0 || g <= 0) return;
+    cudaStream_t s = current_stream();
+    if (n > 0 && hw > 0) {
+        group_norm_backward_dx_v1_kernel<<<grid_for(n * g), kThreads, 0, s>>>(n, c, hw, g, x, gamma, mean, rstd, dy,
+                                                                              dx);
+        STF_CUDA_CHECK_LAUNCH();
+    }
+    if (dgamma || dbeta) {
+        group_norm_backward_affine_v1_kernel<<<grid_for(c), kThreads, 0, s>>>(n, c, hw, g, x, mean, rstd, dy, dgamma,
+                                                                              dbeta);
         STF_CUDA_CHECK_LAUNCH();
     }
 }

@@ -24,6 +24,12 @@ void where(int64_t n, float* out, const float* cond, const StridedLayout& lc, co
 // dst[ldst.offset(i)] = src[lsrc.offset(i)] for elements of elem_size bytes (2, 4 or 8)
 void copy_strided(int64_t n, size_t elem_size, void* dst, const StridedLayout& ldst, const void* src,
                   const StridedLayout& lsrc);
+// The first versions of the strided path, kept as lessons (docs/kernels.md; bench_kernels --version 1):
+// every strided operand through StridedLayout::offset, a 64-bit division per dimension and element.
+void binary_v1(BinaryOp op, int64_t n, float* out, const float* a, const StridedLayout& la, const float* b,
+               const StridedLayout& lb, float alpha, float beta);
+void copy_strided_v1(int64_t n, size_t elem_size, void* dst, const StridedLayout& ldst, const void* src,
+                     const StridedLayout& lsrc);
 void f32_to_bf16(int64_t n, uint16_t* out, const float* x);  // round to nearest even
 void bf16_to_f32(int64_t n, float* out, const uint16_t* x);
 
@@ -50,6 +56,13 @@ template <class TX, class TY>
 void group_norm_backward(int64_t n, int64_t c, int64_t hw, int64_t g, const TX* x, const float* gamma,
                          const float* beta, GroupNormFusion<float> fusion, const float* mean, const float* rstd,
                          const TY* dy, TX* dx, float* dgamma, float* dbeta);
+// The first versions (float, no fusion), kept as lessons (docs/kernels.md; bench_kernels --version 1):
+// every pass over a group reads it from memory again, and dgamma/dbeta take a second kernel over x and dy.
+void group_norm_forward_v1(int64_t n, int64_t c, int64_t hw, int64_t g, float eps, const float* x,
+                           const float* gamma, const float* beta, float* y, float* mean, float* rstd);
+void group_norm_backward_v1(int64_t n, int64_t c, int64_t hw, int64_t g, const float* x, const float* gamma,
+                            const float* mean, const float* rstd, const float* dy, float* dx, float* dgamma,
+                            float* dbeta);
 
 // --- residual.cu ----------------------------------------------------------------------------------
 // y = ((a + b) + bias[ch]) * scale over contiguous [n, c, inner]; bias [c] may be null. a and b are
@@ -95,6 +108,10 @@ struct GuardOperands {
     int64_t n;
 };
 void nan_to_num_many(const GuardOperands* tensors, int64_t count, float inf_value);
+// The first versions, kept as lessons (docs/kernels.md; bench_kernels --version 1): one launch per tensor.
+void adam_update_many_v1(const AdamOperands* tensors, int64_t count, const optim::AdamConstants<float>& k);
+void ema_update_many_v1(const EmaOperands* tensors, int64_t count, float beta);
+void nan_to_num_many_v1(const GuardOperands* tensors, int64_t count, float inf_value);
 
 // --- stf.cu --------------------------------------------------------------------------------------
 // out[i, j] = sum_k (y[i, k] - x[j, k])^2 for y [b, d] and x [n, d], computed from the differences
@@ -107,6 +124,11 @@ void sq_distances(int64_t b, int64_t n, int64_t d, const float* y, const float* 
 // (acc [b, d]); row_max[i] = m'. A GEMM then adds weights @ x_chunk to acc.
 void stf_softmax_chunk(int64_t b, int64_t len, int64_t d, const float* coef, float* dist, float* row_max,
                        float* weight_sum, float* weight_sq_sum, float* acc);
+// Their first versions, kept beside the tuned ones as lessons (docs/kernels.md; bench_kernels --version 1):
+// one block per output tile over all features, and the chunk's bookkeeping in seven small kernels.
+void sq_distances_v1(int64_t b, int64_t n, int64_t d, const float* y, const float* x, float* out);
+void stf_softmax_chunk_v1(int64_t b, int64_t len, int64_t d, const float* coef, float* dist, float* row_max,
+                          float* weight_sum, float* weight_sq_sum, float* acc);
 
 // --- blas.cu (cuBLAS) -----------------------------------------------------------------------------
 // Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, `batch` times with element strides.

@@ -116,6 +116,121 @@ __global__ void stf_softmax_chunk_kernel(int64_t b, int64_t len, int64_t d, cons
     }
 }
 
+// ---- version 1 (kept as a lesson; bench_kernels --version 1) -------------------------------------
+// sq_distances_v1: the same 64 x 64 tile kernel over all d features, one block per tile and no split.
+// Version 2 (above) splits the features over blockIdx.z when there are few tiles: at the training size
+// (b 64, n 1024) this kernel makes 16 blocks for the H100's 132 multiprocessors, and the STF target
+// there went from 0.400 to 0.085 ms (H100 80GB HBM3, 2026-11-27, together with the plain row softmax
+// for a one-chunk reference; docs/kernels.md).
+__global__ void sq_distances_v1_kernel(int64_t b, int64_t n, int64_t d, const float* __restrict__ y,
+                                       const float* __restrict__ x, float* __restrict__ out) {
+    __shared__ float ys[kDepth][kTile + 1];
+    __shared__ float xs[kDepth][kTile + 1];
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTile, col0 = static_cast<int64_t>(blockIdx.x) * kTile;
+    double acc[4][4] = {};
+    for (int64_t k0 = 0; k0 < d; k0 += kDepth) {
+        for (int l = threadIdx.x; l < kTile * kDepth; l += kThreads) {
+            int r = l / kDepth, kk = l % kDepth;
+            int64_t k = k0 + kk, yi = row0 + r, xj = col0 + r;
+            ys[kk][r] = (yi < b && k < d) ? y[yi * d + k] : 0.f;
+            xs[kk][r] = (xj < n && k < d) ? x[xj * d + k] : 0.f;
+        }
+        __syncthreads();
+        float part[4][4] = {};  // float within 16 features, double across (exact tiny distances, as above)
+#pragma unroll
+        for (int kk = 0; kk < kDepth; ++kk)
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    float diff = ys[kk][ty * 4 + i] - xs[kk][tx * 4 + j];
+                    part[i][j] = fmaf(diff, diff, part[i][j]);
+                }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] += part[i][j];
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            int64_t r = row0 + ty * 4 + i, c = col0 + tx * 4 + j;
+            if (r < b && c < n) out[r * n + c] = static_cast<float>(acc[i][j]);
+        }
+}
+
+// stf_softmax_chunk_v1: the chunk's bookkeeping as the op-by-op form did it, one small kernel per
+// step, each reading its [b, len] or [b, d] operand from memory again: scale the distances into logits,
+// the rows' new max, the rescale factor, the weights, their sums, the running sums, the accumulator's
+// rescale. Version 2 (stf_softmax_chunk_kernel above) does all of it in one kernel, one block per row,
+// reading the row twice instead of five times and launching once instead of seven times per chunk
+// (the op-by-op form launched about 20): at n = 50,000 in chunks of 8192 the STF target went from
+// 2.91 to 2.61 ms (H100 80GB HBM3, 2026-11-27; docs/kernels.md).
+__global__ void v1_scale_rows_kernel(int64_t b, int64_t len, const float* __restrict__ coef, float* __restrict__ dist) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < b * len;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        dist[i] *= coef[i / len];
+}
+
+// new_max[i] = max(row_max[i], max_j logits[i, j]); rescale[i] = exp(row_max[i] - new_max[i]). One block per row.
+__global__ void v1_row_max_kernel(int64_t b, int64_t len, const float* __restrict__ logits,
+                                  const float* __restrict__ row_max, float* __restrict__ new_max,
+                                  float* __restrict__ rescale) {
+    for (int64_t i = blockIdx.x; i < b; i += gridDim.x) {
+        float m = -INFINITY;
+        for (int64_t j = threadIdx.x; j < len; j += blockDim.x) m = fmaxf(m, logits[i * len + j]);
+        m = fmaxf(block_reduce_all<ReduceOp::Max>(m), row_max[i]);
+        if (threadIdx.x == 0) {
+            new_max[i] = m;
+            rescale[i] = expf(row_max[i] - m);
+        }
+    }
+}
+
+__global__ void v1_exp_rows_kernel(int64_t b, int64_t len, const float* __restrict__ new_max, float* __restrict__ dist) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < b * len;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        dist[i] = expf(dist[i] - new_max[i / len]);
+}
+
+// out[i] = sum_j w[i, j] (squares: of w^2). One block per row.
+__global__ void v1_row_sum_kernel(int64_t b, int64_t len, bool squares, const float* __restrict__ w,
+                                  float* __restrict__ out) {
+    for (int64_t i = blockIdx.x; i < b; i += gridDim.x) {
+        float s = 0.0f;
+        for (int64_t j = threadIdx.x; j < len; j += blockDim.x) {
+            const float v = w[i * len + j];
+            s += squares ? v * v : v;
+        }
+        s = block_sum(s);
+        if (threadIdx.x == 0) out[i] = s;
+    }
+}
+
+__global__ void v1_update_sums_kernel(int64_t b, const float* __restrict__ rescale, const float* __restrict__ new_max,
+                                      const float* __restrict__ chunk_sum, const float* __restrict__ chunk_sq_sum,
+                                      float* __restrict__ row_max, float* __restrict__ weight_sum,
+                                      float* __restrict__ weight_sq_sum) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < b;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const float r = rescale[i];
+        weight_sum[i] = weight_sum[i] * r + chunk_sum[i];
+        weight_sq_sum[i] = weight_sq_sum[i] * (r * r) + chunk_sq_sum[i];
+        row_max[i] = new_max[i];
+    }
+}
+
+__global__ void v1_rescale_acc_kernel(int64_t b, int64_t d, const float* __restrict__ rescale, float* __restrict__ acc) {
+    for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < b * d;
+         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        acc[i] *= rescale[i / d];
+}
+
+unsigned v1_blocks(int64_t n) { return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 65536))); }
+
 }  // namespace
 
 void stf_softmax_chunk(int64_t b, int64_t len, int64_t d, const float* coef, float* dist, float* row_max,
@@ -158,6 +273,43 @@ void sq_distances(int64_t b, int64_t n, int64_t d, const float* y, const float* 
         count, static_cast<int>(slices), partial, out);
     STF_CUDA_CHECK_LAUNCH();
     free(partial);  // stream-ordered: the caching allocator hands it out again only to later work
+}
+
+void sq_distances_v1(int64_t b, int64_t n, int64_t d, const float* y, const float* x, float* out) {
+    if (b == 0 || n == 0) return;
+    dim3 grid(static_cast<unsigned>((n + kTile - 1) / kTile), static_cast<unsigned>((b + kTile - 1) / kTile));
+    sq_distances_v1_kernel<<<grid, kThreads, 0, static_cast<cudaStream_t>(stream())>>>(b, n, d, y, x, out);
+    STF_CUDA_CHECK_LAUNCH();
+}
+
+void stf_softmax_chunk_v1(int64_t b, int64_t len, int64_t d, const float* coef, float* dist, float* row_max,
+                          float* weight_sum, float* weight_sq_sum, float* acc) {
+    if (b <= 0) return;
+    cudaStream_t s = static_cast<cudaStream_t>(stream());
+    // Four [b] temporaries: the new max, the rescale factor and the chunk's two sums.
+    struct Scratch {  // returned to the allocator however this function exits (stream-ordered)
+        float* p;
+        ~Scratch() { free(p); }
+    } scratch{static_cast<float*>(malloc(static_cast<size_t>(4 * b) * sizeof(float)))};
+    float *new_max = scratch.p, *rescale = scratch.p + b, *chunk_sum = scratch.p + 2 * b, *chunk_sq = scratch.p + 3 * b;
+    const unsigned rows = static_cast<unsigned>(std::min<int64_t>(b, 65536));
+    v1_scale_rows_kernel<<<v1_blocks(b * len), kThreads, 0, s>>>(b, len, coef, dist);
+    STF_CUDA_CHECK_LAUNCH();
+    v1_row_max_kernel<<<rows, kThreads, 0, s>>>(b, len, dist, row_max, new_max, rescale);
+    STF_CUDA_CHECK_LAUNCH();
+    v1_exp_rows_kernel<<<v1_blocks(b * len), kThreads, 0, s>>>(b, len, new_max, dist);
+    STF_CUDA_CHECK_LAUNCH();
+    v1_row_sum_kernel<<<rows, kThreads, 0, s>>>(b, len, false, dist, chunk_sum);
+    STF_CUDA_CHECK_LAUNCH();
+    v1_row_sum_kernel<<<rows, kThreads, 0, s>>>(b, len, true, dist, chunk_sq);
+    STF_CUDA_CHECK_LAUNCH();
+    v1_update_sums_kernel<<<v1_blocks(b), kThreads, 0, s>>>(b, rescale, new_max, chunk_sum, chunk_sq, row_max,
+                                                            weight_sum, weight_sq_sum);
+    STF_CUDA_CHECK_LAUNCH();
+    if (d > 0) {
+        v1_rescale_acc_kernel<<<v1_blocks(b * d), kThreads, 0, s>>>(b, d, rescale, acc);
+        STF_CUDA_CHECK_LAUNCH();
+    }
 }
 
 }  // namespace stf::cuda

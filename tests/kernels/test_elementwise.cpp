@@ -603,7 +603,9 @@ const BinaryCase kBinaryCases[] = {
 };
 }  // namespace
 
-TEST_CASE("elementwise cuda: binary matches the CPU twin on contiguous, broadcast and strided inputs" * needs_gpu()) {
+namespace {
+// binary (the tuned launcher) or binary_v1 (its first version, cuda/elementwise.cu) against the CPU twin.
+void check_binary(bool first_version) {
     uint32_t seed = 200;
     for (const BinaryCase& bc : kBinaryCases) {
         for (const ViewPair& vp : pair_views()) {
@@ -625,11 +627,17 @@ TEST_CASE("elementwise cuda: binary matches the CPU twin on contiguous, broadcas
 
             DeviceArray<float> a(a_store), b(b_store), out(n);
             out.poison();
-            stf::cuda::binary(bc.op, n, out.get(), a.get() + vp.a.offset, vp.a.layout, b.get() + vp.b.offset,
-                              vp.b.layout, bc.alpha, bc.beta);
+            (first_version ? stf::cuda::binary_v1 : stf::cuda::binary)(bc.op, n, out.get(), a.get() + vp.a.offset,
+                                                                      vp.a.layout, b.get() + vp.b.offset, vp.b.layout,
+                                                                      bc.alpha, bc.beta);
             CHECK(rel_error(out.download(), expected) < kTol);
         }
     }
+}
+}  // namespace
+
+TEST_CASE("elementwise cuda: binary matches the CPU twin on contiguous, broadcast and strided inputs" * needs_gpu()) {
+    check_binary(false);
 }
 
 TEST_CASE("elementwise cuda: where matches the CPU twin" * needs_gpu()) {
@@ -667,7 +675,8 @@ TEST_CASE("elementwise cuda: where matches the CPU twin" * needs_gpu()) {
 namespace {
 // Copies random bit patterns of elements of type T (2, 4 or 8 bytes) between views; the whole
 // destination storage, including elements the view skips, must equal the CPU's.
-template <class T> void check_copy_strided() {
+// With first_version, copy_strided_v1 (cuda/elementwise.cu) instead of the tuned launcher.
+template <class T> void check_copy_strided(bool first_version = false) {
     struct Case {
         std::string name;
         View dst, src;
@@ -696,8 +705,8 @@ template <class T> void check_copy_strided() {
 
         DeviceArray<T> dsrc(src), ddst(c.dst.storage_size());
         ddst.poison();
-        stf::cuda::copy_strided(n, sizeof(T), ddst.get() + c.dst.offset, c.dst.layout, dsrc.get() + c.src.offset,
-                                c.src.layout);
+        (first_version ? stf::cuda::copy_strided_v1 : stf::cuda::copy_strided)(
+            n, sizeof(T), ddst.get() + c.dst.offset, c.dst.layout, dsrc.get() + c.src.offset, c.src.layout);
         CHECK(ddst.download() == expected);
     }
 }
@@ -707,6 +716,15 @@ TEST_CASE("elementwise cuda: copy_strided matches the CPU twin for 2-, 4- and 8-
     check_copy_strided<uint16_t>();
     check_copy_strided<uint32_t>();
     check_copy_strided<uint64_t>();
+}
+
+// The first version of the strided path (every strided operand through the 64-bit StridedLayout::offset),
+// kept as a lesson: the same cases as the tuned launchers.
+TEST_CASE("elementwise cuda: the first versions, binary_v1 and copy_strided_v1, match the CPU twin" * needs_gpu()) {
+    check_binary(true);
+    check_copy_strided<uint16_t>(true);
+    check_copy_strided<uint32_t>(true);
+    check_copy_strided<uint64_t>(true);
 }
 
 TEST_CASE("elementwise cuda: f32_to_bf16 rounds to nearest even like the CPU conversion; NaN stays NaN" * needs_gpu()) {

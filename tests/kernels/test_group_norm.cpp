@@ -562,6 +562,63 @@ TEST_CASE("group_norm cuda: forward and backward match the CPU twins" * needs_gp
     }
 }
 
+// The first version (cuda/group_norm.cu, group_norm_*_v1), kept as a lesson: float, no fusion, one block
+// per group whatever its size. The same shapes as above, with and without gamma and beta.
+TEST_CASE("group_norm cuda: the first version, group_norm_forward_v1 and backward_v1, match the CPU twins" *
+          needs_gpu()) {
+    struct Shape {
+        int64_t n, c, hw, g;
+    };
+    const Shape shapes[] = {{2, 4, 7, 2},       {3, 32, 99, 8},   {2, 8, 4099, 4}, {1, 4, 65537, 1},
+                            {4, 64, 64, 32},    {2, 3, 1000, 3},  {3, 256, 1024, 32}, {1, 16, 2048, 2},
+                            {2, 512, 1024, 32}, {2, 8, 6, 2}};
+    const float eps = 1e-5f;
+    uint32_t seed = 900;
+    for (const Shape& s : shapes) {
+        for (bool affine : {false, true}) {
+            INFO("[", s.n, ", ", s.c, ", ", s.hw, "] in ", s.g, " groups, ", affine ? "with" : "without",
+                 " gamma and beta");
+            const int64_t numel = s.n * s.c * s.hw, stats = s.n * s.g;
+            std::vector<float> x = random_floats(numel, 2, 4, seed++), gamma = random_floats(s.c, 0.5f, 1.5f, seed++),
+                               beta = random_floats(s.c, -0.5f, 0.5f, seed++), dy = random_floats(numel, -1, 1, seed++);
+            const float* gamma_cpu = affine ? gamma.data() : nullptr;
+            const float* beta_cpu = affine ? beta.data() : nullptr;
+            std::vector<float> y(static_cast<size_t>(numel)), mean(static_cast<size_t>(stats)),
+                rstd(static_cast<size_t>(stats)), dx(static_cast<size_t>(numel)), dgamma(static_cast<size_t>(s.c)),
+                dbeta(static_cast<size_t>(s.c));
+            stf::cpu::group_norm_forward<float>(s.n, s.c, s.hw, s.g, eps, x.data(), gamma_cpu, beta_cpu, {}, y.data(),
+                                                mean.data(), rstd.data());
+            stf::cpu::group_norm_backward<float>(s.n, s.c, s.hw, s.g, x.data(), gamma_cpu, beta_cpu, {}, mean.data(),
+                                                 rstd.data(), dy.data(), dx.data(), affine ? dgamma.data() : nullptr,
+                                                 affine ? dbeta.data() : nullptr);
+
+            DeviceArray<float> d_x(x), d_gamma(gamma), d_beta(beta), d_y(numel), d_mean(stats), d_rstd(stats);
+            const float* gamma_gpu = affine ? d_gamma.get() : nullptr;
+            d_y.poison();
+            d_mean.poison();
+            d_rstd.poison();
+            stf::cuda::group_norm_forward_v1(s.n, s.c, s.hw, s.g, eps, d_x.get(), gamma_gpu,
+                                             affine ? d_beta.get() : nullptr, d_y.get(), d_mean.get(), d_rstd.get());
+            CHECK(rel_error(d_y.download(), y) < kTol);
+            CHECK(rel_error(d_mean.download(), mean) < kTol);
+            CHECK(rel_error(d_rstd.download(), rstd) < kTol);
+
+            DeviceArray<float> d_mean_cpu(mean), d_rstd_cpu(rstd), d_dy(dy), d_dx(numel), d_dgamma(s.c), d_dbeta(s.c);
+            d_dx.poison();
+            d_dgamma.poison();
+            d_dbeta.poison();
+            stf::cuda::group_norm_backward_v1(s.n, s.c, s.hw, s.g, d_x.get(), gamma_gpu, d_mean_cpu.get(),
+                                              d_rstd_cpu.get(), d_dy.get(), d_dx.get(),
+                                              affine ? d_dgamma.get() : nullptr, affine ? d_dbeta.get() : nullptr);
+            CHECK(rel_error(d_dx.download(), dx) < kTol);
+            if (affine) {
+                CHECK(rel_error(d_dgamma.download(), dgamma) < kTol);
+                CHECK(rel_error(d_dbeta.download(), dbeta) < kTol);
+            }
+        }
+    }
+}
+
 // With bf16 storage both sides compute in float from the same bf16 values and round once as they
 // store, so a bf16 output may differ by one bf16 ulp where the two float results fall on either side
 // of a rounding boundary, plus the float kernels' own small difference near zero. The float outputs

@@ -137,8 +137,16 @@ TEST_CASE("optim cuda: fused Adam and EMA steps match their CPU twins" * needs_g
     }
 }
 
-TEST_CASE("optim cuda: Adam, EMA and the gradient guard over many tensors match the per-tensor CPU twins" *
-          needs_gpu()) {
+namespace {
+// The multi-tensor launchers: version 2 (adam_update_many, ...) or their first version (one launch per
+// tensor, adam_update_many_v1, ...).
+struct ManyLaunchers {
+    void (*adam)(const stf::cuda::AdamOperands*, int64_t, const stf::optim::AdamConstants<float>&);
+    void (*ema)(const stf::cuda::EmaOperands*, int64_t, float);
+    void (*guard)(const stf::cuda::GuardOperands*, int64_t, float);
+};
+
+void check_many(const ManyLaunchers& launch) {
     // 45 tensors (more than a launch's 32 slots), sizes 0 and 1 to 9.1 M (more than a launch's 512 blocks
     // of 16384), so the plan spans several launches and splits a tensor between two.
     std::vector<int64_t> sizes{0, 1, 4099, 32768, 32769, 9100000, 3};
@@ -165,8 +173,8 @@ TEST_CASE("optim cuda: Adam, EMA and the gradient guard over many tensors match 
         emas.push_back({de.back()->get(), dp.back()->get(), n});
         guards.push_back({dg.back()->get(), n});
     }
-    stf::cuda::adam_update_many(adam.data(), static_cast<int64_t>(adam.size()), k);
-    stf::cuda::ema_update_many(emas.data(), static_cast<int64_t>(emas.size()), 0.999f);
+    launch.adam(adam.data(), static_cast<int64_t>(adam.size()), k);
+    launch.ema(emas.data(), static_cast<int64_t>(emas.size()), 0.999f);
     for (size_t t = 0; t < sizes.size(); ++t) {
         const int64_t n = sizes[t];
         stf::cpu::adam_update<float>(n, p[t].data(), g[t].data(), m[t].data(), v[t].data(), k);
@@ -185,11 +193,23 @@ TEST_CASE("optim cuda: Adam, EMA and the gradient guard over many tensors match 
             g[t][2] = -INFINITY;
             dg[t]->upload(g[t]);
         }
-    stf::cuda::nan_to_num_many(guards.data(), static_cast<int64_t>(guards.size()), 1e5f);
+    launch.guard(guards.data(), static_cast<int64_t>(guards.size()), 1e5f);
     for (size_t t = 0; t < sizes.size(); ++t) {
         if (sizes[t] >= 3) g[t][0] = 0, g[t][1] = 1e5f, g[t][2] = -1e5f;
         CHECK(dg[t]->download() == g[t]);
     }
+}
+}  // namespace
+
+TEST_CASE("optim cuda: Adam, EMA and the gradient guard over many tensors match the per-tensor CPU twins" *
+          needs_gpu()) {
+    check_many({stf::cuda::adam_update_many, stf::cuda::ema_update_many, stf::cuda::nan_to_num_many});
+}
+
+// The first version (cuda/optim.cu), one launch per tensor, kept as a lesson: the same results bit for bit.
+TEST_CASE("optim cuda: the first versions, *_many_v1 (one launch per tensor), match the per-tensor CPU twins" *
+          needs_gpu()) {
+    check_many({stf::cuda::adam_update_many_v1, stf::cuda::ema_update_many_v1, stf::cuda::nan_to_num_many_v1});
 }
 
 #endif  // STF_WITH_CUDA

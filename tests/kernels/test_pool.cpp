@@ -95,12 +95,12 @@ template <class T> void check_twin_against_reference(double tolerance) {
 
 }  // namespace
 
-TEST_CASE("pool: CPU twins against the long double reference (float and double)") {
+TEST_CASE("pool cpu: the twins against the long double reference (float and double)") {
     check_twin_against_reference<double>(1e-14);
     check_twin_against_reference<float>(2e-6);
 }
 
-TEST_CASE("pool: known values: padding excluded from averages and never the maximum") {
+TEST_CASE("pool cpu: known values: padding excluded from averages and never the maximum") {
     // A 3x3 plane 1..9, 3x3 windows, stride 1, padding 1.
     Tensor x = ops::from_vector({1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 1, 3, 3});
     std::vector<double> avg = ops::avg_pool2d(x, 3, 1, 1, false).to_vector();
@@ -117,7 +117,7 @@ TEST_CASE("pool: known values: padding excluded from averages and never the maxi
     CHECK(ops::max_pool2d(x, 3, 2).to_vector() == std::vector<double>{9});
 }
 
-TEST_CASE("pool: raw ops' shapes, float64, and clear errors") {
+TEST_CASE("pool cpu: raw ops' shapes, float64, and clear errors") {
     Generator gen(3);
     Tensor x = ops::randn({2, 3, 147, 147}, gen);
     CHECK(ops::max_pool2d(x, 3, 2).shape() == Shape{2, 3, 73, 73});  // Inception's first max pool
@@ -135,7 +135,7 @@ TEST_CASE("pool: raw ops' shapes, float64, and clear errors") {
 }
 
 #if STF_WITH_CUDA
-TEST_CASE("pool: CUDA kernels against the CPU twin" * test::needs_gpu()) {
+TEST_CASE("pool cuda: the kernels against the CPU twin" * test::needs_gpu()) {
     unsigned seed = 100;
     for (const PoolCase& c : kCases)
         for (int kind = 0; kind < 3; ++kind) {

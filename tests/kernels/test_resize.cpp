@@ -83,14 +83,14 @@ template <class T> void check_twin(double tolerance) {
 
 }  // namespace
 
-TEST_CASE("resize: CPU twin against the long double reference (float and double)") {
+TEST_CASE("resize cpu: the twin against the long double reference (float and double)") {
     // Errors relative to the value range 255. In float the source coordinate itself is rounded (by up to
     // about in * 2^-24 pixels), which moves a sample by up to that share of the step between neighbours.
     check_twin<double>(1e-13);
     check_twin<float>(1e-5);
 }
 
-TEST_CASE("resize: known values of both alignments") {
+TEST_CASE("resize cpu: known values of both alignments") {
     Tensor x = ops::from_vector({0, 1}, {1, 1, 1, 2});
     // F.interpolate([0, 1], 4, bilinear, align_corners=False) = [0, 0.25, 0.75, 1].
     std::vector<double> half = ops::resize_bilinear(x, 1, 4, true).to_vector();
@@ -110,7 +110,7 @@ TEST_CASE("resize: known values of both alignments") {
 }
 
 #if STF_WITH_CUDA
-TEST_CASE("resize: CUDA kernel against the CPU twin" * test::needs_gpu()) {
+TEST_CASE("resize cuda: the kernel against the CPU twin" * test::needs_gpu()) {
     unsigned seed = 50;
     for (const ResizeCase& c : kCases)
         for (bool half_pixel : {true, false}) {

@@ -180,6 +180,41 @@ TEST_CASE("stf cuda: stf_softmax_chunk matches the CPU twin" * needs_gpu()) {
     }
 }
 
+// The first versions (cuda/stf.cu, "version 1"), kept as lessons: the same contracts, so the same checks.
+TEST_CASE("stf cuda: the first versions, sq_distances_v1 and stf_softmax_chunk_v1, match the CPU twin" * needs_gpu()) {
+    for (auto [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 65, 17}, {64, 1024, 3072}, {130, 77, 784}}) {
+        CAPTURE(b);
+        CAPTURE(n);
+        CAPTURE(d);
+        const std::vector<float> y = random_floats(b * d, -1, 1, unsigned(b + d)), x = random_floats(n * d, -1, 1, unsigned(n));
+        std::vector<float> want(static_cast<size_t>(b * n));
+        cpu::sq_distances<float>(b, n, d, y.data(), x.data(), want.data());
+        DeviceArray<float> d_y(y), d_x(x), d_out(std::vector<float>(want.size(), NAN));
+        cuda::sq_distances_v1(b, n, d, d_y.get(), d_x.get(), d_out.get());
+        CHECK(rel_error(d_out.download(), want) < 1e-5);
+    }
+    for (int64_t len : {int64_t(1), int64_t(37), int64_t(8192)}) {
+        CAPTURE(len);
+        const int64_t b = 64, d = 3072;
+        std::vector<double> coef_d;
+        const ChunkState start = random_chunk_state(b, len, d, coef_d, 80 + unsigned(len));
+        const std::vector<float> coef = as<float>(coef_d);
+        std::vector<float> dist = as<float>(start.dist), row_max = as<float>(start.row_max),
+                           sum = as<float>(start.weight_sum), sq = as<float>(start.weight_sq_sum),
+                           acc = as<float>(start.acc);
+        DeviceArray<float> d_coef(coef), d_dist(dist), d_max(row_max), d_sum(sum), d_sq(sq), d_acc(acc);
+        cpu::stf_softmax_chunk<float>(b, len, d, coef.data(), dist.data(), row_max.data(), sum.data(), sq.data(),
+                                      acc.data());
+        cuda::stf_softmax_chunk_v1(b, len, d, d_coef.get(), d_dist.get(), d_max.get(), d_sum.get(), d_sq.get(),
+                                   d_acc.get());
+        CHECK(rel_error(d_dist.download(), dist) < 1e-5);
+        CHECK(rel_error(d_max.download(), row_max) < 1e-5);
+        CHECK(rel_error(d_sum.download(), sum) < 1e-5);
+        CHECK(rel_error(d_sq.download(), sq) < 1e-5);
+        CHECK(rel_error(d_acc.download(), acc) < 1e-5);
+    }
+}
+
 TEST_CASE("stf cuda: sq_distances, sizes off the 64 x 64 tile" * needs_gpu()) {
     for (auto [b, n, d] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 65, 17}, {64, 1024, 3072}, {130, 77, 784}}) {
         CAPTURE(b);
