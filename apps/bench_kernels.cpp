@@ -21,6 +21,12 @@
 // depend on that image alone, and the weight gradient is checked in a call whose output gradient is
 // zero beyond those images (then timed with the whole batch's).
 //
+// Versions: where a kernel was tuned, its first, naive version is kept beside the tuned one
+// (cuda/kernels.h, the *_v1 launchers; docs/kernels.md tells what changed and what it measured).
+// --version 1 times those first versions, and only the rows that have one; the default is the tuned
+// version of every kernel. The CPU twins have one version: on the CPU --version 1 prints the same rows
+// timing the same twins, to check the rows, not to compare.
+//
 // Timing: warm-up calls first, then 5 timings of --reps back-to-back calls (CUDA events on stf's
 // stream; a host clock on the CPU); the median is reported (for the two ceilings, the best). Outputs
 // are poisoned with NaN before the checked call, so an element the kernel forgot to write shows up as
@@ -53,7 +59,7 @@ using namespace stf;
 
 namespace {
 
-const char* kUsage = R"(usage: bench_kernels [--size S] [--reps N] [--filter TEXT] [--device cpu|cuda]
+const char* kUsage = R"(usage: bench_kernels [--size S] [--reps N] [--filter TEXT] [--version 1|2] [--device cpu|cuda]
 
 Runs each hand-written CUDA kernel and its CPU twin on the same random inputs, reports the relative
 error ||out - ref|| / ||ref|| against the float64 CPU twin, the time per call, the bytes moved (or FLOPs)
@@ -67,6 +73,9 @@ tolerance 1e-5.
   --filter TEXT only the rows whose name starts with TEXT: a family (elementwise, reduce, softmax,
                 group_norm, residual, random, optim, stf, blas, conv, augment, pool, resize: the kernels of
                 tests/kernels/test_<family>.cpp) or a family and kernel ("conv backward_weight")
+  --version N   2 (default): every kernel as tuned; 1: the first, naive version of the kernels that
+                were tuned (elementwise strided binary and copy, group_norm forward and backward, optim
+                *_many, stf sq_distances and softmax_chunk; docs/kernels.md), only those rows
   --device      cuda (default when a GPU is usable) or cpu
 )";
 
@@ -82,11 +91,24 @@ constexpr double kTolerance = 1e-5;
 constexpr double kBf16Tolerance = 4e-3;
 bool g_gpu = false;
 
-// Calls the CUDA kernel on the GPU, else the float32 CPU twin; both take the same pointers.
+// The kernel versions: 2 is every kernel as tuned, 1 the first version of those that were tuned.
+constexpr int kLatestVersion = 2;
+// The rows whose kernel has a first version (cuda/kernels.h, the *_v1 launchers).
+const char* const kFirstVersionRows[] = {"elementwise binary mul, channel broadcast", "elementwise copy_strided, transpose",
+                                         "group_norm forward",  "group_norm backward",
+                                         "optim adam_update_many, DDPM++", "optim ema_update_many, DDPM++",
+                                         "optim nan_to_num_many, DDPM++",  "stf sq_distances",
+                                         "stf sq_distances, training size", "stf softmax_chunk"};
+
+// Calls the CUDA kernel on the GPU, else the float32 CPU twin; both take the same pointers. TWIN_V
+// calls the CUDA kernel's first version (fn_v1) when `version` is 1.
 #if STF_WITH_CUDA
 #define TWIN(fn, ...) (g_gpu ? cuda::fn(__VA_ARGS__) : cpu::fn<float>(__VA_ARGS__))
+#define TWIN_V(version, fn, ...) \
+    (g_gpu ? ((version) == 1 ? cuda::fn##_v1(__VA_ARGS__) : cuda::fn(__VA_ARGS__)) : cpu::fn<float>(__VA_ARGS__))
 #else
 #define TWIN(fn, ...) cpu::fn<float>(__VA_ARGS__)
+#define TWIN_V(version, fn, ...) cpu::fn<float>(__VA_ARGS__)
 #endif
 
 // ---- buffers on the device under test --------------------------------------------------------------
@@ -221,11 +243,18 @@ struct Bench {
     double size = 1;
     int reps = 20;
     std::string filter;
+    int version = kLatestVersion;
     double peak_gbs = 0, peak_tflops = 0;  // measured ceilings
     std::vector<Row> rows;
 
-    // Rows are selected by the start of their name: a family, or a family and kernel.
-    bool wants(const std::string& kernel) const { return kernel.compare(0, filter.size(), filter) == 0; }
+    // Rows are selected by the start of their name: a family, or a family and kernel; under --version 1,
+    // only the rows whose kernel has a first version.
+    bool wants(const std::string& kernel) const {
+        if (kernel.compare(0, filter.size(), filter) != 0) return false;
+        return version == kLatestVersion ||
+               std::any_of(std::begin(kFirstVersionRows), std::end(kFirstVersionRows),
+                           [&](const char* row) { return kernel == row; });
+    }
     // Elements per elementwise buffer: 2^26 x size, a multiple of 4096, at least 2^16 so every shape below is whole.
     int64_t elems() const { return std::max<int64_t>(1 << 16, static_cast<int64_t>(size * (int64_t{1} << 26))) / 4096 * 4096; }
 
@@ -368,7 +397,7 @@ void elementwise_cases(Bench& b) {
         cpu::binary<double>(BinaryOp::Mul, n, ref.data(), to_f64(x).data(), lx, to_f64(s).data(), lc, 0, 0);
         Buf bx = Buf::of(x), bs = Buf::of(s), out(n * 4);
         b.measure({"elementwise binary mul, channel broadcast", dims({batch, c, hw}), 0, 0, 8.0 * n + 4.0 * c}, {&out},
-                  [&] { TWIN(binary, BinaryOp::Mul, n, out.f(), bx.f(), lx, bs.f(), lc, 0, 0); },
+                  [&] { TWIN_V(b.version, binary, BinaryOp::Mul, n, out.f(), bx.f(), lx, bs.f(), lc, 0, 0); },
                   [&] { return rel_error(out.download(), ref); });
     }
     if (b.wants("elementwise where")) {
@@ -396,6 +425,7 @@ void copy_cases(Bench& b) {
         b.measure({"elementwise copy_strided, transpose", dims({rows, cols}) + "^T", 0, 0, 8.0 * n}, {&out},
                   [&] {
 #if STF_WITH_CUDA
+                      if (g_gpu && b.version == 1) return cuda::copy_strided_v1(n, 4, out.f(), dst, in.f(), src);
                       if (g_gpu) return cuda::copy_strided(n, 4, out.f(), dst, in.f(), src);
 #endif
                       cpu::copy_strided(n, 4, out.f(), dst, in.f(), src);
@@ -515,6 +545,11 @@ void group_norm_variant(Bench& b, bool fused, bool bf16_storage) {
     if (b.wants(forward)) {
         b.measure({forward, shape, 0, 0, 2 * bytes * n, 0, bf16_storage}, {&out, &bm, &br},
                   [&] {
+#if STF_WITH_CUDA
+                      if (g_gpu && b.version == 1)  // only the plain rows have a first version
+                          return cuda::group_norm_forward_v1(batch, c, hw, g, 1e-6f, bx.f(), bg.f(), bb.f(), out.f(),
+                                                             bm.f(), br.f());
+#endif
                       if (bf16_storage)
                           TWIN(group_norm_forward, batch, c, hw, g, 1e-6f, bx.as<bf16>(), bg.f(), bb.f(), fusion,
                                out.as<bf16>(), bm.f(), br.f());
@@ -536,6 +571,11 @@ void group_norm_variant(Bench& b, bool fused, bool bf16_storage) {
         Buf bdy = bf16_storage ? Buf::of(to_bf16(dy)) : Buf::of(dy), bdg(c * 4), bdb(c * 4);
         b.measure({backward, shape, 0, 0, 3 * bytes * n, 0, bf16_storage}, {&out, &bdg, &bdb},
                   [&] {
+#if STF_WITH_CUDA
+                      if (g_gpu && b.version == 1)
+                          return cuda::group_norm_backward_v1(batch, c, hw, g, bx.f(), bg.f(), bm.f(), br.f(), bdy.f(),
+                                                              out.f(), bdg.f(), bdb.f());
+#endif
                       if (bf16_storage)
                           TWIN(group_norm_backward, batch, c, hw, g, bx.as<bf16>(), bg.f(), bb.f(), fusion, bm.f(),
                                br.f(), bdy.as<bf16>(), out.as<bf16>(), bdg.f(), bdb.f());
@@ -671,8 +711,8 @@ void optim_cases(Bench& b) {
         b.measure({"optim ema_update", dims({n}), 0, 0, 12.0 * n}, {}, [&] { TWIN(ema_update, n, be.f(), bn.f(), 0.999f); },
                   [&] { return rel_error(be.download(), ref); });
     }
-    const bool adam_many = b.wants("optim adam_update_many"), ema_many = b.wants("optim ema_update_many"),
-               guard_many = b.wants("optim nan_to_num_many");
+    const bool adam_many = b.wants("optim adam_update_many, DDPM++"), ema_many = b.wants("optim ema_update_many, DDPM++"),
+               guard_many = b.wants("optim nan_to_num_many, DDPM++");
     if (!adam_many && !ema_many && !guard_many) return;
     const TensorList list(ddpmpp_parameter_sizes(b.size));
     const int64_t count = static_cast<int64_t>(list.sizes.size()), total = list.total, e = list.elements();
@@ -701,6 +741,7 @@ void optim_cases(Bench& b) {
         b.measure({"optim adam_update_many, DDPM++", shape, 0, 0, 28.0 * e}, {},
                   [&] {
 #if STF_WITH_CUDA
+                      if (g_gpu && b.version == 1) return cuda::adam_update_many_v1(adam.data(), count, k);
                       if (g_gpu) return cuda::adam_update_many(adam.data(), count, k);
 #endif
                       for (const cuda::AdamOperands& o : adam) cpu::adam_update<float>(o.n, o.p, o.g, o.m, o.v, k);
@@ -719,6 +760,7 @@ void optim_cases(Bench& b) {
         b.measure({"optim ema_update_many, DDPM++", shape, 0, 0, 12.0 * e}, {},
                   [&] {
 #if STF_WITH_CUDA
+                      if (g_gpu && b.version == 1) return cuda::ema_update_many_v1(emas.data(), count, 0.999f);
                       if (g_gpu) return cuda::ema_update_many(emas.data(), count, 0.999f);
 #endif
                       for (const cuda::EmaOperands& o : emas) cpu::ema_update<float>(o.n, o.ema, o.net, 0.999f);
@@ -737,6 +779,7 @@ void optim_cases(Bench& b) {
         b.measure({"optim nan_to_num_many, DDPM++", shape, 0, 0, 8.0 * e}, {},
                   [&] {
 #if STF_WITH_CUDA
+                      if (g_gpu && b.version == 1) return cuda::nan_to_num_many_v1(guards.data(), count, 1e5f);
                       if (g_gpu) return cuda::nan_to_num_many(guards.data(), count, 1e5f);
 #endif
                       for (const cuda::GuardOperands& o : guards)
@@ -749,17 +792,26 @@ void optim_cases(Bench& b) {
 // ---- stf ------------------------------------------------------------------------------------------
 
 void stf_cases(Bench& b) {
-    if (!b.wants("stf sq_distances")) return;
-    // The STF target's distance GEMM at B 256, n 2048, d 3072 (fewer queries with a smaller --size).
-    const int64_t q = std::max<int64_t>(16, static_cast<int64_t>(256 * b.size)), n = 2048, d = 3072;
-    std::vector<float> y = uniform_floats(q * d), x = uniform_floats(n * d);
-    std::vector<double> ref(q * n);
-    cpu::sq_distances<double>(q, n, d, to_f64(y).data(), to_f64(x).data(), ref.data());
-    Buf by = Buf::of(y), bx = Buf::of(x), out(q * n * 4);
-    // 3 FLOPs per (i, j, k): a difference and a multiply-add.
-    b.measure({"stf sq_distances", dims({q, n, d}), 0, 0, 4.0 * (q * d + n * d + q * n), 3.0 * q * n * d}, {&out},
-              [&] { TWIN(sq_distances, q, n, d, by.f(), bx.f(), out.f()); },
-              [&] { return rel_error(out.download(), ref); });
+    // The STF target's distances at B 256, n 2048, d 3072 (fewer queries with a smaller --size), and at
+    // the training size, B 64 and n 1024: 16 output tiles of 64 x 64, where splitting the features over
+    // more blocks matters most (docs/kernels.md).
+    struct S {
+        const char* name;
+        int64_t q, n;
+    };
+    for (S c : {S{"stf sq_distances", std::max<int64_t>(16, static_cast<int64_t>(256 * b.size)), 2048},
+                S{"stf sq_distances, training size", 64, 1024}}) {
+        if (!b.wants(c.name)) continue;
+        const int64_t q = c.q, n = c.n, d = 3072;
+        std::vector<float> y = uniform_floats(q * d), x = uniform_floats(n * d);
+        std::vector<double> ref(q * n);
+        cpu::sq_distances<double>(q, n, d, to_f64(y).data(), to_f64(x).data(), ref.data());
+        Buf by = Buf::of(y), bx = Buf::of(x), out(q * n * 4);
+        // 3 FLOPs per (i, j, k): a difference and a multiply-add.
+        b.measure({c.name, dims({q, n, d}), 0, 0, 4.0 * (q * d + n * d + q * n), 3.0 * q * n * d}, {&out},
+                  [&] { TWIN_V(b.version, sq_distances, q, n, d, by.f(), bx.f(), out.f()); },
+                  [&] { return rel_error(out.download(), ref); });
+    }
 }
 
 // One chunk of the STF target's streamed softmax at the n = 50,000 target's shape (64 rows, chunks of
@@ -778,7 +830,7 @@ void stf_chunk_cases(Bench& b) {
     Buf bd = Buf::of(dist), bc = Buf::of(coef), bm = Buf::of(row_max), bs = Buf::of(wsum), bq = Buf::of(wsq),
         ba = Buf::of(acc);
     b.measure({"stf softmax_chunk", dims({rows, len}) + " d" + std::to_string(d), 0, 0, 8.0 * rows * (len + d)}, {},
-              [&] { TWIN(stf_softmax_chunk, rows, len, d, bc.f(), bd.f(), bm.f(), bs.f(), bq.f(), ba.f()); },
+              [&] { TWIN_V(b.version, stf_softmax_chunk, rows, len, d, bc.f(), bd.f(), bm.f(), bs.f(), bq.f(), ba.f()); },
               [&] {
                   return std::max({rel_error(bd.download(), r_dist), rel_error(bm.download(), r_max),
                                    rel_error(bs.download(), r_sum), rel_error(bq.download(), r_sq),
@@ -1009,7 +1061,11 @@ int main(int argc, char** argv) {
         b.size = f.real("size", g_gpu ? 1.0 : 1.0 / 16);
         b.reps = static_cast<int>(f.integer("reps", g_gpu ? 20 : 2));
         b.filter = f.str("filter", "");
+        b.version = static_cast<int>(f.integer("version", kLatestVersion));
         f.check_all_used();
+        STF_CHECK(b.version == 1 || b.version == kLatestVersion,
+                  "--version " << b.version << ": expected 1 (the first versions of the tuned kernels) or "
+                               << kLatestVersion << " (every kernel as tuned)");
         STF_CHECK(b.size > 0 && b.reps >= 1, "--size and --reps must be positive");
         std::string families;  // a filter must name a family, or start one's name
         bool known = b.filter.empty();
@@ -1033,8 +1089,12 @@ int main(int argc, char** argv) {
         std::printf("ceilings (measured): copy %.0f GB/s (read + write, %s); sgemm %.3g TFLOP/s (%s)\n",
                     b.peak_gbs, g_gpu ? "cudaMemcpy device to device" : "parallel memcpy", b.peak_tflops,
                     g_gpu ? "cuBLAS 8192^3, TF32 off" : "OpenBLAS 1024^3");
-        std::printf("size %g: %lld floats per elementwise buffer; %d calls per timing, median of 5\n\n", b.size,
+        std::printf("size %g: %lld floats per elementwise buffer; %d calls per timing, median of 5\n", b.size,
                     (long long)b.elems(), b.reps);
+        if (b.version == 1)
+            std::printf("version 1: the first versions of the tuned kernels (docs/kernels.md), only their rows%s\n",
+                        g_gpu ? "" : "; the CPU twins have one version, so these rows time the same twins as version 2");
+        std::printf("\n");
         Bench::header();
         // In the order of kFamilies.
         elementwise_cases(b);
@@ -1051,7 +1111,8 @@ int main(int argc, char** argv) {
         conv_cases(b);
         augment_cases(b);
         pool_resize_cases(b);
-        STF_CHECK(!b.rows.empty(), "--filter '" << b.filter << "' matches no kernel of its family");
+        STF_CHECK(!b.rows.empty(), "--filter '" << b.filter << "' matches no kernel of its family"
+                                       << (b.version == 1 ? " that has a first version (--version 1)" : ""));
         int failed = 0;
         for (const Row& r : b.rows) failed += !(r.err <= r.tolerance());
         std::printf("\n%zu kernels, %d over the tolerance (%.0e; %.0e for outputs stored in bf16)\n", b.rows.size(),

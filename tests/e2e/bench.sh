@@ -61,6 +61,18 @@ selected=$(grep -E "$row" <<<"$out" | awk '{print $1}' | sort | uniq -c | tr -s 
 if msg=$("$bin/bench_kernels" --device cpu --filter sofmax 2>&1); then fail "--filter sofmax exited 0"
 else grep -q "starts with its family (elementwise, reduce" <<<"$msg" && pass "an unknown --filter names the families" \
     || fail "bad filter: $msg"; fi
+# --version 1: only the rows of the kernels kept in a first version (docs/kernels.md), each within the
+# tolerance; --version 1 with a family that has none, and an unknown version, fail clearly.
+out=$("$bin/bench_kernels" --device cpu --size 0.002 --reps 1 --version 1 2>&1)
+v1_rows=$(grep -E "$row" <<<"$out" | awk '{name = substr($0, 1, 42); sub(/ +$/, "", name); print name}' | LC_ALL=C sort | tr '\n' '|')
+want_v1="elementwise binary mul, channel broadcast|elementwise copy_strided, transpose|group_norm backward|group_norm forward|optim adam_update_many, DDPM++|optim ema_update_many, DDPM++|optim nan_to_num_many, DDPM++|stf softmax_chunk|stf sq_distances|stf sq_distances, training size|"
+[ "$v1_rows" = "$want_v1" ] && ! grep -q " FAIL " <<<"$out" && pass "--version 1: the 10 rows with a first version" \
+    || fail "--version 1 rows: $v1_rows"
+if msg=$("$bin/bench_kernels" --device cpu --size 0.002 --version 1 --filter softmax 2>&1); then fail "--version 1 --filter softmax exited 0"
+else grep -q "that has a first version" <<<"$msg" && pass "--version 1 --filter softmax says softmax has no first version" \
+    || fail "version 1 softmax: $msg"; fi
+if msg=$("$bin/bench_kernels" --device cpu --version 3 2>&1); then fail "--version 3 exited 0"
+else grep -q "expected 1 (the first versions" <<<"$msg" && pass "an unknown --version fails clearly" || fail "bad version: $msg"; fi
 
 # bf16 mixed precision, emulated on the CPU: it runs, says so, and ends with its rate.
 out=$("$bin/bench_train" "${tiny[@]}" --batch 4 --steps 1 --warmup 1 --mode bf16 2>&1)
