@@ -13,8 +13,8 @@
 #      evaluation
 #      (summarise them here with tools/ncu_summary.py)
 #   4. data-parallel training through NCCL under mpirun, compared with a single-process run
-#   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), bench_kernels, and last the PyTorch
-#      reference's torch.compile rows (they spend minutes compiling)
+#   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), bench_kernels (then --version 1), and
+#      last the PyTorch reference's torch.compile rows (they spend minutes compiling)
 # What comes back in $OUT: device.log (every section's full output), ncu-step.csv, ncu-step-tf32.csv,
 # ncu-step-bf16.csv, ncu-sample.csv, ncu-stf.csv, grid.png, torch_reference.json and
 # torch_reference_compile.json. CIFAR-10 cannot be downloaded there, so the training runs use random images
@@ -200,6 +200,8 @@ snap=$(ls "$out"/run-stf/network-snapshot-*.safetensors 2>/dev/null | tail -1)
     --device cuda --grid "$out/grid.png"
 rm -rf "$out"/run-*
 section bench_kernels 180 112 ./devrun/bench_kernels
+# The first versions of the tuned kernels (docs/kernels.md), to set beside the rows above.
+section bench_kernels-v1 60 20 ./devrun/bench_kernels --version 1
 # torch.compile spends minutes compiling before it times anything: last.
 ((${#torch_reference[@]})) && section torch-reference-compile 300 6 "${torch_reference[@]}" \
     --out "$out/torch_reference_compile.json" --rows 'train_compile_*'
