@@ -49,9 +49,19 @@ std::string shape_str(const Shape& s) {
     return os.str();
 }
 
+int64_t checked_mul(int64_t a, int64_t b, const std::string& what) {
+    STF_CHECK(a >= 0 && b >= 0, what << ": negative size (" << a << " x " << b << ")");
+    int64_t out = 0;
+    STF_CHECK(!__builtin_mul_overflow(a, b, &out), what << ": " << a << " x " << b << " overflows 64 bits");
+    return out;
+}
+
 int64_t shape_numel(const Shape& s) {
     int64_t n = 1;
-    for (int64_t d : s) n *= d;
+    for (int64_t d : s)
+        if (d == 0) return 0;
+    for (int64_t d : s)
+        if (__builtin_mul_overflow(n, d, &n)) throw Error("shape " + shape_str(s) + ": element count overflows 64 bits");
     return n;
 }
 
@@ -60,7 +70,8 @@ Shape contiguous_strides(const Shape& s) {
     int64_t st = 1;
     for (int d = static_cast<int>(s.size()) - 1; d >= 0; --d) {
         strides[d] = st;
-        st *= std::max<int64_t>(s[d], 1);
+        if (__builtin_mul_overflow(st, std::max<int64_t>(s[d], 1), &st))
+            throw Error("shape " + shape_str(s) + ": a stride overflows 64 bits");
     }
     return strides;
 }
@@ -96,9 +107,11 @@ Storage::~Storage() {
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
     for (int64_t d : shape) STF_CHECK(d >= 0, "empty: negative size in shape " << shape_str(shape));
     auto impl = std::make_shared<TensorImpl>();
-    impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device);
-    impl->sizes = shape;
     impl->strides = contiguous_strides(shape);
+    int64_t nbytes = checked_mul(shape_numel(shape), static_cast<int64_t>(dtype_size(dtype)),
+                                 "empty: bytes of shape " + shape_str(shape));
+    impl->storage = std::make_shared<Storage>(static_cast<size_t>(nbytes), device);
+    impl->sizes = shape;
     impl->dtype = dtype;
     impl->device = device;
     return Tensor(std::move(impl));

@@ -48,8 +48,14 @@ struct Device {
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);
+// Sizes come from files and flags, so their products are checked: a product past int64 throws
+// stf::Error naming the shape instead of wrapping to a small (even zero) count that would pass a
+// later size check and then index past an allocation. A zero dim makes numel 0 whatever the others.
 int64_t shape_numel(const Shape& s);
+// Row-major strides; the dims other than a zero one still multiply, so they are checked too.
 Shape contiguous_strides(const Shape& s);
+// a * b for sizes >= 0; throws stf::Error naming `what` when one is negative or the product overflows.
+int64_t checked_mul(int64_t a, int64_t b, const std::string& what);
 
 // ---- storage ---------------------------------------------------------------------------------------
 // Owns bytes on a device: host memory (64-byte aligned) or device memory from the caching allocator.

@@ -5,6 +5,7 @@
 
 #include "cuda/runtime.h"
 #include "tensor/ops.h"
+#include "tests/expect_error.h"
 
 using namespace stf;
 
@@ -182,4 +183,23 @@ TEST_CASE("printing shows dtype, shape, device and values") {
     std::ostringstream os;
     os << ops::from_vector({1, 2.5}, {2});
     CHECK(os.str() == "Tensor(f32[2] on cpu, values [1, 2.5])");
+}
+
+// Sizes read from files and flags reach shape_numel, contiguous_strides and Tensor::empty; a product
+// past int64 must be an stf::Error naming the shape, never a wrapped (small or zero) size.
+TEST_CASE("sizes whose product overflows 64 bits are errors, not wrapped counts") {
+    const int64_t big = int64_t(1) << 40;
+    CHECK(shape_numel({big, 4}) == big * 4);
+    CHECK(shape_numel({big, big, 0}) == 0);  // empty whatever the other dims are
+    CHECK(test::has(test::error_of([&] { shape_numel({big, big}); }), "[1099511627776, 1099511627776]"));
+    CHECK(test::has(test::error_of([&] { shape_numel({256, int64_t(1) << 28, int64_t(1) << 28}); }), "overflows"));
+    // Strides of an empty tensor still multiply the other dims.
+    CHECK(test::has(test::error_of([&] { contiguous_strides({0, big, big}); }), "overflows"));
+    CHECK(contiguous_strides({0, 3, 4}) == Shape{12, 4, 1});
+    // Elements fit but bytes do not.
+    CHECK(test::has(test::error_of([&] { Tensor::empty({int64_t(1) << 62}, DType::F64); }), "bytes"));
+    CHECK(test::has(test::error_of([&] { Tensor::empty({0, big, big}); }), "overflows"));
+    CHECK(checked_mul(3, 5, "x") == 15);
+    CHECK(test::has(test::error_of([&] { checked_mul(big, big, "the image count"); }), "the image count"));
+    CHECK(test::has(test::error_of([&] { checked_mul(-1, 5, "a size"); }), "negative"));
 }
