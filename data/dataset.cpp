@@ -136,9 +136,10 @@ Idx read_idx(const std::string& path, int ndims, const char* kind) {
         STF_CHECK(v > 0 && v < (int64_t(1) << 31),
                   "ImageDataset::load: '" << path << "' is malformed: dimension " << d << " is " << v);
         idx.dims.push_back(v);
+        // Checked before it can wrap: 256 x 2^28 x 2^28 is 2^64, which wraps to 0 bytes to read.
+        STF_CHECK(v <= (int64_t(1) << 36) / total, "ImageDataset::load: '" << path << "' is malformed: dimensions "
+                                                                            << "describe more than 64 GiB");
         total *= v;
-        STF_CHECK(total <= (int64_t(1) << 36), "ImageDataset::load: '" << path << "' is malformed: dimensions describe "
-                                                                        << "more than 64 GiB");
     }
     idx.data = f.read_vector(total, kind);
     f.expect_end();
@@ -275,7 +276,9 @@ ImageDataset pad_images(ImageDataset d, int64_t pad_to) {
     int64_t H = std::max(d.height(), pad_to), W = std::max(d.width(), pad_to);
     int64_t top = (H - d.height()) / 2, left = (W - d.width()) / 2;
     int64_t n = d.size(), c = d.channels(), h = d.height(), w = d.width();
-    std::vector<uint8_t> out(static_cast<size_t>(n * c * H * W), 0);
+    std::vector<uint8_t> out(static_cast<size_t>(checked_mul(n * c, checked_mul(H, W, "padded image size"),
+                                                             "ImageDataset::load: padded pixel bytes")),
+                             0);
     const uint8_t* src = d.pixels().data();
     for (int64_t i = 0; i < n * c; ++i)
         for (int64_t y = 0; y < h; ++y)
@@ -294,7 +297,10 @@ ImageDataset::ImageDataset(std::vector<uint8_t> pixels, std::vector<int> labels,
       source_(std::move(source)) {
     STF_CHECK(n >= 0 && channels > 0 && height > 0 && width > 0,
               "ImageDataset: bad shape [" << n << ", " << channels << ", " << height << ", " << width << "]");
-    STF_CHECK(static_cast<int64_t>(pixels_.size()) == n * channels * height * width,
+    const int64_t bytes = checked_mul(checked_mul(n, channels, "ImageDataset: image count x channels"),
+                                      checked_mul(height, width, "ImageDataset: height x width"),
+                                      "ImageDataset: pixel bytes");
+    STF_CHECK(static_cast<int64_t>(pixels_.size()) == bytes,
               "ImageDataset: " << pixels_.size() << " pixel bytes for shape [" << n << ", " << channels << ", " << height
                                << ", " << width << "]");
     STF_CHECK(labels_.empty() || static_cast<int64_t>(labels_.size()) == n,
@@ -305,8 +311,10 @@ ImageDataset::ImageDataset(std::vector<uint8_t> pixels, std::vector<int> labels,
     }
 }
 
-ImageDataset ImageDataset::load(const std::string& path, int64_t pad_to) {
+ImageDataset ImageDataset::load(const std::string& path, int64_t pad_to, int64_t max_images) {
     STF_CHECK(!path.empty(), "ImageDataset::load: empty dataset path");
+    STF_CHECK(max_images >= 0, "ImageDataset::load: max_images must be >= 0 (0: all), got " << max_images);
+    STF_CHECK(pad_to >= 0, "ImageDataset::load: pad_to must be >= 0 (0: no padding), got " << pad_to);
     fs::path p(path);
     std::error_code ec;
     STF_CHECK(fs::exists(p, ec), "ImageDataset::load: '" << path << "' does not exist");
@@ -338,6 +346,7 @@ ImageDataset ImageDataset::load(const std::string& path, int64_t pad_to) {
         }
     }
     STF_CHECK(d.size() > 0, "ImageDataset::load: '" << path << "' holds no images");
+    if (max_images > 0 && max_images < d.size()) d = d.subset(max_images);  // before padding: it multiplies bytes
     d = pad_images(std::move(d), pad_to);
     std::ostringstream s;
     s << d.source_ << ": " << d.n_ << " x " << d.c_ << "x" << d.h_ << "x" << d.w_;

@@ -25,8 +25,9 @@ public:
     //  - a directory holding IDX image files (train-images-idx3-ubyte[.gz] preferred).
     // Images smaller than pad_to x pad_to are padded with zeros to that size, centred (28x28 IDX -> 32x32,
     // 2 pixels each side); larger ones are kept as they are; 0 turns padding off.
+    // max_images > 0 keeps only the first max_images images, taken before padding.
     // Throws stf::Error naming the file for missing paths, unknown contents, bad magic and sizes.
-    static ImageDataset load(const std::string& path, int64_t pad_to = 32);
+    static ImageDataset load(const std::string& path, int64_t pad_to = 32, int64_t max_images = 0);
     // Where Debian's dataset-fashion-mnist package puts its files.
     static std::string default_fashion_mnist_path();
     // The held-out split that goes with a training set at `path` (a directory, or a file inside one):

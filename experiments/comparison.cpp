@@ -393,8 +393,7 @@ CompareResult run_comparison(const CompareOptions& o) {
     }
 
     // The floor: training images (a seeded random choice) against the test set at the same sample size.
-    data::ImageDataset train_data = data::ImageDataset::load(o.train.data, cc.resolution);
-    if (o.train.max_images > 0) train_data = train_data.subset(o.train.max_images);
+    data::ImageDataset train_data = data::ImageDataset::load(o.train.data, cc.resolution, o.train.max_images);
     data::InfiniteSampler pick(train_data.size(), o.train.seed + 1);
     int64_t n_real = std::min(result.rows.front().samples, train_data.size());
     CompareRow data_row{"data", 0, 0, NAN, 0, NAN, n_real, 0, 0};

@@ -21,8 +21,7 @@ void check_device(const Device& device) {
 }
 
 data::ImageDataset load_labelled(const std::string& path, int64_t pad_to, int64_t max_images, const char* what) {
-    data::ImageDataset d = data::ImageDataset::load(path, pad_to);
-    if (max_images > 0) d = d.subset(max_images);
+    data::ImageDataset d = data::ImageDataset::load(path, pad_to, max_images);
     STF_CHECK(d.has_labels(), "train_classifier: the " << what << " images at '" << path << "' have no labels "
                               "(expected e.g. train-labels-idx1-ubyte[.gz] beside train-images-idx3-ubyte[.gz])");
     return d;

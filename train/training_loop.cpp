@@ -253,8 +253,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
               "--device cuda: " << (cuda::built_with_cuda() ? "no CUDA device is available (use --device cpu)"
                                                             : "stf was built without CUDA (use --device cpu)"));
 
-    data::ImageDataset data = data::ImageDataset::load(o.data, o.pad_to);
-    if (o.max_images > 0) data = data.subset(o.max_images);
+    data::ImageDataset data = data::ImageDataset::load(o.data, o.pad_to, o.max_images);
     STF_CHECK(data.height() == data.width(), "training needs square images, " << data.source() << " is not");
     STF_CHECK(o.pad_to == 0 || data.height() == o.pad_to,
               "--res " << o.pad_to << ": the images of " << data.source() << " are larger than that");

@@ -232,6 +232,35 @@ TEST_CASE("dataset errors: missing path, empty directory, truncation, bad magic,
     CHECK(has(e, "neither"));
 }
 
+// A 16-byte IDX header of 256 images of 2^28 x 2^28 and no data: the size product wrapped to 0, passed
+// every size check, and the first image read segfaulted (train_cifar --res 0, stf_variance).
+TEST_CASE("an IDX header whose sizes overflow 64 bits is refused, not read as empty") {
+    TempDir tmp;
+    write_bytes(tmp.file("wrap-images-idx3-ubyte"), be32(0x00000803) + be32(256) + be32(1u << 28) + be32(1u << 28));
+    for (int64_t pad : {0, 32}) {
+        std::string e = error_of([&] { ImageDataset::load(tmp.file("wrap-images-idx3-ubyte"), pad); });
+        CHECK(has(e, "wrap-images-idx3-ubyte"));
+        CHECK(has(e, "malformed"));
+    }
+    // The constructor checks its own product too.
+    CHECK(has(error_of([] { ImageDataset({}, {}, 256, 1, int64_t(1) << 28, int64_t(1) << 28, "x"); }), "overflows"));
+}
+
+// --max-images takes the first images before padding: 8 M tiny images and --max-images 100 padded all
+// 8 M to 32x32 (8 GiB) before keeping 100.
+TEST_CASE("load keeps the first max_images images before padding them") {
+    TempDir tmp;
+    write_bytes(tmp.file("tiny-images-idx3-ubyte"), idx_images(5, 2, 3));
+    ImageDataset d = ImageDataset::load(tmp.file("tiny-images-idx3-ubyte"), 32, 2);
+    CHECK(d.size() == 2);
+    CHECK(d.height() == 32);
+    CHECK(d.width() == 32);
+    CHECK(d.image(1)[15 * 32 + 14] == idx_pixel(1, 0, 0));  // centred: 30 rows above... top (32-2)/2 = 15, left 14
+    CHECK(has(d.source(), "first 2"));
+    CHECK(ImageDataset::load(tmp.file("tiny-images-idx3-ubyte"), 0, 0).size() == 5);
+    CHECK(has(error_of([&] { ImageDataset::load(tmp.file("tiny-images-idx3-ubyte"), 32, -5); }), "-5"));
+}
+
 TEST_CASE("load_labels: IDX1 files (gzipped or not) and CIFAR-10 batches; the test split beside a training set") {
     TempDir tmp;
     write_bytes(tmp.file("t10k-labels-idx1-ubyte"), idx_labels(7));
