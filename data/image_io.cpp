@@ -302,10 +302,14 @@ Tensor parse_npy(const std::string& bytes, const std::string& path) {
                   "read_npy: '" << path << "' has a malformed shape: (" << dims << ")");
         shape.push_back(std::stoll(item));
     }
-    int64_t numel = 1;
+    // Bounded before multiplying, so the product cannot wrap; a zero dim counts as 1 here because the
+    // strides of an empty array still multiply the other dims.
+    int64_t numel = 1, extent = 1;
     for (int64_t d : shape) {
+        STF_CHECK(std::max<int64_t>(d, 1) <= (int64_t(1) << 40) / extent,
+                  "read_npy: '" << path << "' has an absurd shape (" << dims << ")");
+        extent *= std::max<int64_t>(d, 1);
         numel *= d;
-        STF_CHECK(numel <= (int64_t(1) << 40), "read_npy: '" << path << "' has an absurd shape (" << dims << ")");
     }
     size_t need = static_cast<size_t>(numel) * dtype_size(dtype);
     size_t have = bytes.size() - prefix - hlen;

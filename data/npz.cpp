@@ -27,7 +27,9 @@ struct Reader {
     const std::string& bytes;
     const std::string& path;
     uint64_t u(size_t at, int width) const {
-        STF_CHECK(at + width <= bytes.size(), "read_npz: '" << path << "' is truncated (a ZIP record runs past its end)");
+        // at comes from the file (up to 2^64 - 1): compared without adding, so it cannot wrap.
+        STF_CHECK(at <= bytes.size() && static_cast<size_t>(width) <= bytes.size() - at,
+                  "read_npz: '" << path << "' is truncated (a ZIP record runs past its end)");
         uint64_t v = 0;
         for (int i = 0; i < width; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[at + i])) << (8 * i);
         return v;
@@ -92,9 +94,13 @@ std::vector<Member> central_directory(const Reader& r) {
 std::string member_bytes(const Reader& r, const Member& m) {
     const std::string what = "read_npz: '" + r.path + "' member '" + m.name + "'";
     STF_CHECK(r.u(m.local_offset, 4) == kLocalHeader, what << ": bad local header");
-    const size_t start = m.local_offset + 30 + r.u(m.local_offset + 26, 2) + r.u(m.local_offset + 28, 2);
-    STF_CHECK(start + m.compressed <= r.bytes.size(), what << " is truncated: " << m.compressed << " bytes from offset "
-                                                           << start << " in a file of " << r.bytes.size());
+    const uint64_t start = m.local_offset + 30 + r.u(m.local_offset + 26, 2) + r.u(m.local_offset + 28, 2);
+    STF_CHECK(start <= r.bytes.size() && m.compressed <= r.bytes.size() - start,
+              what << " is truncated: " << m.compressed << " bytes from offset " << start << " in a file of "
+                   << r.bytes.size());
+    // Deflate expands at most 1032:1, so a larger claimed size is corrupt; checked before allocating it.
+    STF_CHECK(m.size <= m.compressed * 1032 + 1024,
+              what << " claims " << m.size << " bytes from " << m.compressed << " compressed ones (corrupt)");
     std::string out;
     if (m.method == 0) {
         STF_CHECK(m.compressed == m.size, what << ": stored member with different sizes");

@@ -272,11 +272,11 @@ Shape parse_shape(FileReader& file, const std::string& name, const Json& j, uint
         shape.push_back(static_cast<int64_t>(n));
         empty = empty || n == 0;
     }
-    // Checked multiplication; a zero dim makes the tensor empty whatever the other dims are.
+    // Checked multiplication; a zero dim makes the tensor empty whatever the other dims are, but its
+    // strides still multiply the others, so those must fit too (dims of 0 counted as 1).
     uint64_t bytes = elem_size;
     for (int64_t d : shape) {
-        if (empty) break;
-        if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(d), &bytes) ||
+        if (__builtin_mul_overflow(bytes, std::max<uint64_t>(static_cast<uint64_t>(d), 1), &bytes) ||
             bytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
             bad("is too large (its size overflows)");
     }

@@ -232,4 +232,9 @@ TEST_CASE("read_npy accepts what numpy writes and rejects the rest clearly") {
     CHECK(has(err("shape.npy", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (a, 2), }", two_floats)),
               "shape"));
     CHECK(has(error_of([&] { read_npy(tmp.file("absent.npy")); }), "does not exist"));
+    // Products past int64 (each dim has at most 15 digits) and a zero dim beside huge ones.
+    CHECK(has(err("wrap.npy", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 999999999999999), }", "")),
+              "absurd shape"));
+    CHECK(has(err("zero.npy", npy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 999999999999999, 999999999999999, 999999999999999), }", "")),
+              "absurd shape"));
 }

@@ -110,3 +110,33 @@ TEST_CASE("read_npz: clear errors for missing, non-ZIP, truncated and corrupt fi
     write(path, method);
     CHECK_THROWS_WITH_AS(data::read_npz(path), doctest::Contains("compression method 12"), Error);
 }
+
+// Offsets and sizes from the file reach additions and an allocation: a ZIP64 locator pointing near
+// 2^64 wrapped the bounds check, and a deflated member claiming 2^40 bytes was allocated up front.
+TEST_CASE("read_npz: offsets and sizes near 2^64 are errors, not wrapped reads or huge allocations") {
+    test::TempDir dir;
+    std::string path = dir.file("bad.npz");
+    auto le = [](uint64_t v, int width) {
+        std::string s;
+        for (int i = 0; i < width; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+        return s;
+    };
+    // ZIP64 locator whose end-record offset is 2^64 - 2, then a classic end record asking for ZIP64.
+    std::string locator = le(0x07064b50, 4) + le(0, 4) + le(~uint64_t(0) - 1, 8) + le(1, 4);
+    std::string end = le(0x06054b50, 4) + le(0, 4) + le(0xFFFF, 2) + le(0xFFFF, 2) + le(0, 4) + le(0xFFFFFFFF, 4) + le(0, 2);
+    write(path, locator + end);
+    CHECK_THROWS_WITH_AS(data::read_npz(path), doctest::Contains("truncated"), Error);
+
+    // A deflated member that claims 2^40 bytes once inflated, from 10 bytes of data.
+    std::string name = "x.npy", payload(10, '\0');
+    std::string local = le(0x04034b50, 4) + le(20, 2) + le(0, 2) + le(8, 2) + le(0, 4) + le(0, 4) + le(10, 4) +
+                        le(0xFFFFFFFF, 4) + le(name.size(), 2) + le(0, 2) + name + payload;
+    std::string extra = le(1, 2) + le(8, 2) + le(uint64_t(1) << 40, 8);
+    std::string central = le(0x02014b50, 4) + le(20, 2) + le(20, 2) + le(0, 2) + le(8, 2) + le(0, 4) + le(0, 4) +
+                          le(10, 4) + le(0xFFFFFFFF, 4) + le(name.size(), 2) + le(extra.size(), 2) + le(0, 2) +
+                          le(0, 2) + le(0, 2) + le(0, 4) + le(0, 4) + name + extra;
+    std::string tail = le(0x06054b50, 4) + le(0, 4) + le(1, 2) + le(1, 2) + le(central.size(), 4) +
+                       le(local.size(), 4) + le(0, 2);
+    write(path, local + central + tail);
+    CHECK_THROWS_WITH_AS(data::read_npz(path), doctest::Contains("claims 1099511627776 bytes"), Error);
+}

@@ -285,6 +285,11 @@ TEST_CASE("safetensors: every malformed tensor entry is rejected with its reason
                      "too large");
     check_bad_header(dir, entry(R"({"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,8]})"), d8,
                      "too large");
+    // A zero dim makes the tensor empty, but its strides still multiply the other dims.
+    check_bad_header(dir, entry(R"({"dtype":"F32","shape":[0,4611686018427387904,4611686018427387904],"data_offsets":[0,0]})"),
+                     d8, "tensor 'w': shape [0,4611686018427387904,4611686018427387904] is too large");
+    check_bad_header(dir, entry(R"({"dtype":"F32","shape":[3037000500,3037000500,0],"data_offsets":[0,0]})"), d8,
+                     "too large");
 
     check_bad_header(dir, entry(R"({"dtype":"F32","shape":[2],"data_offsets":[0,4]})"), d8,
                      "hold 4 bytes, but shape [2] of F32 needs 8");
