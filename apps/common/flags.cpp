@@ -2,7 +2,9 @@
 
 #include "train/distributed.h"
 
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <sstream>
 
 #include "tensor/tensor.h"
@@ -33,7 +35,10 @@ Flags::Flags(int argc, char** argv, std::string usage) : usage_(std::move(usage)
 std::string Flags::str(const std::string& name, const std::string& fallback) {
     used_.insert(name);
     auto it = values_.find(name);
-    return it == values_.end() ? fallback : it->second;
+    if (it == values_.end()) return fallback;
+    // `--batch ''` (an unset shell variable) would otherwise quietly take the default.
+    STF_CHECK(!it->second.empty(), "--" << name << " was given an empty value");
+    return it->second;
 }
 
 int64_t Flags::integer(const std::string& name, int64_t fallback) {
@@ -54,7 +59,7 @@ double Flags::real(const std::string& name, double fallback) {
     try {
         size_t pos = 0;
         double x = std::stod(v, &pos);
-        if (pos == v.size()) return x;
+        if (pos == v.size() && !std::isnan(x)) return x;
     } catch (const std::exception&) {
     }
     throw Error("--" + name + " expects a number, got '" + v + "'");
@@ -95,6 +100,42 @@ void model_size_flags(Flags& f, nn::SongUNetConfig& u) {
     u.channel_mult = f.int_list("cres", u.channel_mult);
     u.num_blocks = f.integer("blocks", u.num_blocks);
     u.attn_resolutions = f.int_list("attn", u.attn_resolutions);
+    // Named by flag here; nn::SongUNet checks the same limits for configs read from files.
+    const nn::SongUNetLimits lim;
+    STF_CHECK(u.model_channels >= 1 && u.model_channels <= lim.max_channels,
+              "--cbase must be in 1.." << lim.max_channels << ", got " << u.model_channels);
+    STF_CHECK(!u.channel_mult.empty() && static_cast<int64_t>(u.channel_mult.size()) <= lim.max_levels,
+              "--cres needs 1.." << lim.max_levels << " multipliers, got " << u.channel_mult.size());
+    for (int64_t m : u.channel_mult)
+        STF_CHECK(m >= 1 && m <= lim.max_channel_mult, "--cres: each multiplier must be in 1.." << lim.max_channel_mult
+                                                                                               << ", got " << m);
+    STF_CHECK(u.num_blocks >= 1 && u.num_blocks <= lim.max_blocks,
+              "--blocks must be in 1.." << lim.max_blocks << ", got " << u.num_blocks);
+    for (int64_t r : u.attn_resolutions)
+        STF_CHECK(r >= 1, "--attn: resolutions must be positive, got " << r);
+}
+
+std::vector<int64_t> parse_seeds(const std::string& text, int64_t max_count) {
+    const std::string usage = " (expected e.g. 0-63 or 1,5,9-12: seeds >= 0)";
+    auto number = [&](const std::string& part, const std::string& digits) {
+        STF_CHECK(!digits.empty() && digits.size() <= 18 && digits.find_first_not_of("0123456789") == std::string::npos,
+                  "--seeds: cannot read '" << part << "'" << usage);
+        return std::stoll(digits);
+    };
+    std::vector<int64_t> seeds;
+    std::stringstream ss(text);
+    std::string part;
+    while (std::getline(ss, part, ',')) {
+        size_t dash = part.find('-');
+        int64_t lo = number(part, part.substr(0, dash)), hi = lo;
+        if (dash != std::string::npos) hi = number(part, part.substr(dash + 1));
+        STF_CHECK(lo <= hi, "--seeds: range " << part << " runs backwards");
+        STF_CHECK(hi - lo < max_count - static_cast<int64_t>(seeds.size()),
+                  "--seeds '" << text << "' asks for more than " << max_count << " images");
+        for (int64_t s = lo; s <= hi; ++s) seeds.push_back(s);
+    }
+    STF_CHECK(!seeds.empty(), "--seeds: no seeds given" << usage);
+    return seeds;
 }
 
 int run_program(const char* name, int argc, char** argv, const char* usage, const std::function<void(Flags&)>& body) {

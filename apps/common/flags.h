@@ -40,6 +40,10 @@ private:
 // --cbase (model_channels), --cres (channel_mult), --blocks (num_blocks), --attn (attn_resolutions).
 void model_size_flags(Flags& f, nn::SongUNetConfig& u);
 
+// sample's --seeds: ranges and lists of seeds >= 0 ("0-63", "1,5,9-12"); each number whole digits, at
+// most max_count seeds in all. Throws stf::Error naming the part it cannot read.
+std::vector<int64_t> parse_seeds(const std::string& text, int64_t max_count = 100'000'000);
+
 // A program's main: parses the flags, prints `usage` for --help, runs `body`, and turns any error into
 // "NAME: error: MESSAGE" on stderr with exit status 1.
 int run_program(const char* name, int argc, char** argv, const char* usage, const std::function<void(Flags&)>& body);
