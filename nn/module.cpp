@@ -1,5 +1,7 @@
 #include "nn/module.h"
 
+#include <cmath>
+
 #include <sstream>
 
 namespace stf::nn {
@@ -128,6 +130,15 @@ void Module::to(DType dtype) {
 Device Module::device() const {
     NamedTensors all = state_dict();
     return all.empty() ? Device::cpu() : all.front().second.device();
+}
+
+std::string first_non_finite(const NamedTensors& tensors) {
+    for (const auto& [name, t] : tensors) {
+        if (!t.defined()) continue;
+        for (double v : t.to_vector())
+            if (!std::isfinite(v)) return name;
+    }
+    return "";
 }
 
 }  // namespace stf::nn

@@ -14,6 +14,10 @@ namespace stf::nn {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
+// The name of the first tensor holding a NaN or an infinity, "" when every value is finite. Checked
+// before weights are written or used: a non-finite checkpoint must never replace a good one.
+std::string first_non_finite(const NamedTensors& tensors);
+
 class Module {
 public:
     virtual ~Module() = default;

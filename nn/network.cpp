@@ -113,7 +113,26 @@ LoadedNetwork load_network(const std::string& path) {
     STF_CHECK(it != file.metadata.end(), "load_network: " << path
                                                          << " has no 'config' metadata (write it with save_network or "
                                                             "tools/edm_to_safetensors.py)");
+    auto format = file.metadata.find("format");
+    STF_CHECK(format == file.metadata.end() || format->second != "stf-training-state",
+              "load_network: " << path << " is a training state (network, EMA and optimiser state for --resume), not "
+                               << "a network snapshot; use a network-snapshot-*.safetensors of the same run");
     NetworkConfig config = NetworkConfig::from_json(it->second);
+    // The config comes from the file: before building (and allocating) the network it describes, check
+    // that the file can hold it. Each encoder block has a 3x3 convolution of C x C weights per level, so
+    // the file holds at least that many elements; a config claiming 10^7 blocks fails here, not in malloc.
+    const SongUNetConfig& u = config.unet;
+    try {
+        validate_config(u);  // bounded sizes: the products below cannot overflow
+    } catch (const Error& e) {
+        throw Error("load_network: " + path + ": " + e.what());
+    }
+    int64_t file_elements = 0, needed = 0;
+    for (const auto& [name, t] : file.tensors) file_elements += t.numel();
+    for (int64_t m : u.channel_mult) needed += u.num_blocks * 9 * (u.model_channels * m) * (u.model_channels * m);
+    STF_CHECK(needed <= file_elements, "load_network: " << path << ": its config describes a network of at least "
+                                                        << needed << " weights, but the file holds " << file_elements
+                                                        << " (a corrupt or mismatched config)");
     Generator gen(0);
     std::shared_ptr<Precond> net = make_network(config, gen);
     std::map<std::string, Tensor> state;

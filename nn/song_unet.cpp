@@ -42,21 +42,56 @@ void set_layer_trace(std::vector<LayerTrace>* t) { g_trace = t; }
 
 static bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
-static void validate(const SongUNetConfig& c) {
+void validate_config(const SongUNetConfig& c) {
     STF_CHECK(c.embedding_type == "positional" || c.embedding_type == "fourier",
               "SongUNet: embedding_type '" << c.embedding_type << "' (expected positional or fourier)");
     STF_CHECK(c.encoder_type == "standard" || c.encoder_type == "skip" || c.encoder_type == "residual",
               "SongUNet: encoder_type '" << c.encoder_type << "' (expected standard, skip or residual)");
     STF_CHECK(c.decoder_type == "standard" || c.decoder_type == "skip",
               "SongUNet: decoder_type '" << c.decoder_type << "' (expected standard or skip)");
-    STF_CHECK(!c.channel_mult.empty() && c.num_blocks >= 1 && c.model_channels >= 1,
-              "SongUNet: needs at least one level, one block and one channel");
+    const SongUNetLimits lim;
+    auto in = [](int64_t v, int64_t lo, int64_t hi) { return v >= lo && v <= hi; };
+    STF_CHECK(in(c.model_channels, 1, lim.max_channels),
+              "SongUNet: model_channels " << c.model_channels << " (expected 1.." << lim.max_channels << ")");
+    STF_CHECK(in(static_cast<int64_t>(c.channel_mult.size()), 1, lim.max_levels),
+              "SongUNet: channel_mult has " << c.channel_mult.size() << " levels (expected 1.." << lim.max_levels << ")");
+    for (int64_t m : c.channel_mult)
+        STF_CHECK(in(m, 1, lim.max_channel_mult),
+                  "SongUNet: channel_mult " << shape_str(c.channel_mult) << " (each 1.." << lim.max_channel_mult << ")");
+    STF_CHECK(in(c.num_blocks, 1, lim.max_blocks),
+              "SongUNet: num_blocks " << c.num_blocks << " (expected 1.." << lim.max_blocks << ")");
+    STF_CHECK(in(c.img_resolution, 1, lim.max_resolution),
+              "SongUNet: img_resolution " << c.img_resolution << " (expected 1.." << lim.max_resolution << ")");
+    STF_CHECK(in(c.in_channels, 1, lim.max_image_channels) && in(c.out_channels, 1, lim.max_image_channels),
+              "SongUNet: image channels " << c.in_channels << " -> " << c.out_channels << " (expected 1.."
+                                          << lim.max_image_channels << ")");
+    STF_CHECK(in(c.label_dim, 0, lim.max_label_dim) && in(c.augment_dim, 0, lim.max_label_dim),
+              "SongUNet: label_dim " << c.label_dim << ", augment_dim " << c.augment_dim << " (expected 0.."
+                                     << lim.max_label_dim << ")");
+    STF_CHECK(in(c.channel_mult_emb, 1, lim.max_emb_mult) && in(c.channel_mult_noise, 1, lim.max_emb_mult),
+              "SongUNet: channel_mult_emb " << c.channel_mult_emb << ", channel_mult_noise " << c.channel_mult_noise
+                                            << " (expected 1.." << lim.max_emb_mult << ")");
+    STF_CHECK(c.dropout >= 0 && c.dropout < 1 && c.label_dropout >= 0 && c.label_dropout < 1,
+              "SongUNet: dropout " << c.dropout << ", label_dropout " << c.label_dropout << " (expected [0, 1))");
+    STF_CHECK(!c.resample_filter.empty() && c.resample_filter.size() <= 8,
+              "SongUNet: resample_filter has " << c.resample_filter.size() << " taps (expected 1..8)");
     STF_CHECK(c.img_resolution % (int64_t{1} << (c.channel_mult.size() - 1)) == 0,
               "SongUNet: resolution " << c.img_resolution << " does not halve " << c.channel_mult.size() - 1 << " times");
+    std::string levels;
+    bool found_all = true;
+    for (int64_t r : c.attn_resolutions) {
+        bool found = false;
+        for (size_t l = 0; l < c.channel_mult.size(); ++l) found = found || r == (c.img_resolution >> l);
+        found_all = found_all && found;
+    }
+    for (size_t l = 0; l < c.channel_mult.size(); ++l) levels += (l ? ", " : "") + std::to_string(c.img_resolution >> l);
+    STF_CHECK(found_all, "SongUNet: attention resolutions (--attn) " << shape_str(c.attn_resolutions)
+                                                                     << " are not all among the network's resolutions "
+                                                                     << levels);
 }
 
 SongUNet::SongUNet(const SongUNetConfig& c, Generator& gen) : config_(c) {
-    validate(c);
+    validate_config(c);
     int64_t emb_channels = c.model_channels * c.channel_mult_emb;
     int64_t noise_channels = c.model_channels * c.channel_mult_noise;
     Init init{"xavier_uniform", 1, 0}, init_zero{"xavier_uniform", 1e-5, 0}, init_attn{"xavier_uniform", std::sqrt(0.2), 0};
@@ -294,7 +329,7 @@ bool attends(const SongUNetConfig& c, int64_t res) {
 }  // namespace
 
 double forward_flops(const SongUNetConfig& c) {
-    validate(c);
+    validate_config(c);
     const int64_t emb = c.model_channels * c.channel_mult_emb, noise = c.model_channels * c.channel_mult_noise;
     const int64_t f = static_cast<int64_t>(c.resample_filter.size()), levels = static_cast<int64_t>(c.channel_mult.size());
     double total = 2.0 * (c.label_dim + c.augment_dim) * noise + 2.0 * noise * emb + 2.0 * emb * emb;  // mapping

@@ -26,6 +26,19 @@ struct SongUNetConfig {
     static SongUNetConfig ncsnpp();
 };
 
+// Bounds on a SongUNet's sizes, checked before any layer is built: configs come from flags and from
+// files (a snapshot's metadata), and a network of 10^7 blocks would exhaust memory before its weights
+// could be found not to match. Generous for EDM's networks (DDPM++ CIFAR-10: 128 channels, 4 levels,
+// 4 blocks; ImageNet-64 ADM: 192 channels).
+struct SongUNetLimits {
+    int64_t max_channels = 4096, max_levels = 10, max_channel_mult = 64, max_blocks = 64;
+    int64_t max_resolution = 4096, max_image_channels = 64, max_label_dim = 100000, max_emb_mult = 64;
+};
+
+// Throws stf::Error naming the field when a config is outside SongUNetLimits or inconsistent (levels
+// that do not halve the resolution, attention at a resolution the network does not have).
+void validate_config(const SongUNetConfig& c);
+
 // A ModuleDict: children addressed by name, kept in insertion order.
 class ModuleList : public Module {
 public:

@@ -100,3 +100,34 @@ TEST_CASE("weights of another architecture, a missing config and a truncated fil
     CHECK_THROWS_WITH_AS(load_network((dir.path / "absent.safetensors").string()), doctest::Contains("absent.safetensors"),
                          Error);
 }
+
+// A snapshot's config is read from the file: a config of 10^7 blocks built the network (out of memory)
+// before its weights were compared; --cres 0 ended in "GroupNorm: 0 channels cannot form 0 groups".
+TEST_CASE("a config's sizes are checked before the network is built") {
+    TempDir dir;
+    Generator gen(5);
+    std::shared_ptr<Precond> ddpm = make_network(tiny("ddpmpp"), gen);
+    auto with_config = [&](const std::string& name, const NetworkConfig& c, const std::string& format = "stf") {
+        std::string path = (dir.path / name).string();
+        save_safetensors(path, ddpm->state_dict(), {{"config", c.to_json()}, {"format", format}});
+        return path;
+    };
+    NetworkConfig huge = tiny("ddpmpp");
+    huge.unet.num_blocks = 10000000;
+    CHECK_THROWS_WITH_AS(load_network(with_config("huge.safetensors", huge)), doctest::Contains("num_blocks 10000000"),
+                         Error);
+    NetworkConfig wide = tiny("ddpmpp");
+    wide.unet.num_blocks = 64;
+    wide.unet.model_channels = 1024;
+    CHECK_THROWS_WITH_AS(load_network(with_config("wide.safetensors", wide)), doctest::Contains("the file holds"), Error);
+    NetworkConfig zero = tiny("ddpmpp");
+    zero.unet.channel_mult = {0, 2};
+    CHECK_THROWS_WITH_AS(load_network(with_config("zero.safetensors", zero)), doctest::Contains("channel_mult [0, 2]"),
+                         Error);
+    NetworkConfig attn = tiny("ddpmpp");
+    attn.unet.attn_resolutions = {999};
+    CHECK_THROWS_WITH_AS(make_network(attn, gen), doctest::Contains("attention resolutions (--attn) [999]"), Error);
+    CHECK_THROWS_WITH_AS(load_network(with_config("state.safetensors", tiny("ddpmpp"), "stf-training-state")),
+                         doctest::Contains("is a training state"), Error);
+    CHECK(load_network(with_config("ok.safetensors", tiny("ddpmpp"))).net->num_parameters() == ddpm->num_parameters());
+}
