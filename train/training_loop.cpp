@@ -1,6 +1,7 @@
 #include "train/training_loop.h"
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -18,6 +19,7 @@
 #include "report/progress.h"
 #include "train/distributed.h"
 #include "train/precision.h"
+#include "train/stop_signal.h"
 #include "train/training_state.h"
 
 namespace stf::train {
@@ -47,10 +49,18 @@ static void validate(const TrainOptions& o, int ranks) {
               "--rbatch " << o.rbatch << " with " << o.batch / o.batch_gpu
                           << " rounds per step needs more per-sample random streams than the " << kReferenceSamples
                           << " available; use a smaller --rbatch or a larger --batch-gpu");
-    STF_CHECK(o.duration_mimg > 0, "--duration must be positive");
-    STF_CHECK(o.lr > 0, "--lr must be positive");
+    STF_CHECK(o.duration_mimg > 0 && std::isfinite(o.duration_mimg), "--duration must be positive, got " << o.duration_mimg);
+    STF_CHECK(o.lr > 0 && std::isfinite(o.lr), "--lr must be positive and finite, got " << o.lr);
+    STF_CHECK(o.lr_rampup_mimg >= 0 && std::isfinite(o.lr_rampup_mimg), "--lr-rampup must be >= 0, got " << o.lr_rampup_mimg);
+    STF_CHECK(o.ema_mimg > 0 && std::isfinite(o.ema_mimg), "--ema (half-life in Mimg) must be positive, got " << o.ema_mimg);
+    STF_CHECK(std::isfinite(o.ema_rampup), "--ema-rampup must be finite (<= 0 turns it off), got " << o.ema_rampup);
+    STF_CHECK(o.max_images >= 0, "--max-images must be >= 0 (0: all), got " << o.max_images);
+    // Padding allocates N x R x R bytes before the network sees an image; EDM trains at 32 and 64.
+    STF_CHECK(o.pad_to >= 0 && o.pad_to <= 512, "--res must be in 0..512 (0: the images' own size), got " << o.pad_to);
+    STF_CHECK(o.snap_ticks >= 0 && o.dump_ticks >= 0, "--snap and --dump must be >= 0 (0: only at the end)");
+    STF_CHECK(!o.stf || o.rbatch >= 1, "--rbatch must be positive, got " << o.rbatch);
     STF_CHECK(o.augment >= 0 && o.augment <= 1, "--augment is a probability in [0, 1], got " << o.augment);
-    STF_CHECK(o.tick_kimg > 0, "--tick must be positive");
+    STF_CHECK(o.tick_kimg > 0 && std::isfinite(o.tick_kimg), "--tick must be positive, got " << o.tick_kimg);
     STF_CHECK(o.dist_timeout > 0, "--dist-timeout must be positive");
     STF_CHECK(o.net.unet.dropout >= 0 && o.net.unet.dropout < 1, "--dropout must be in [0, 1)");
     STF_CHECK(o.precision == "fp32" || o.precision == "tf32" || o.precision == "bf16",
@@ -121,6 +131,29 @@ static void sum_over_ranks(ProcessGroup& group, double& loss_sum, double& images
     size_t at = 2;
     for (double* field : {bands.count, bands.loss_sum, bands.loss_sq, bands.ess_sum, bands.ess_count})
         for (int b = 0; b < 4; ++b) field[b] = v[at++];
+}
+
+// A non-finite network or EMA must never be written: it would replace a good checkpoint with one whose
+// resume only continues the divergence (--lr 1e300 saved an all-NaN state at tick 0 and then advised
+// resuming from it). `last_good` is the newest state written before, "" when none.
+static void check_finite_before_saving(const nn::Precond& net, const nn::Precond& ema, double kimg,
+                                       const std::string& last_good) {
+    std::string bad = nn::first_non_finite(net.state_dict()), which = "network";
+    if (bad.empty()) bad = nn::first_non_finite(ema.state_dict()), which = "EMA network";
+    if (bad.empty()) return;
+    throw Error("training diverged: weight '" + bad + "' of the " + which + " holds NaN or infinite values at kimg " +
+                std::to_string(kimg) + "; nothing was written for it. " +
+                (last_good.empty() ? std::string("No training state was written before: lower --lr and start again")
+                                   : "Lower --lr and resume from the last good state, " + last_good));
+}
+
+// The first SIGINT or SIGTERM on any rank stops every rank after the same step.
+static int stop_requested(ProcessGroup& group) {
+    int sig = StopSignal::received();
+    if (!group.distributed()) return sig;
+    std::vector<double> v{static_cast<double>(sig)};
+    group.all_reduce_sum(v);
+    return v[0] > 0 ? (sig ? sig : SIGTERM) : 0;
 }
 
 // ---- training ---------------------------------------------------------------------------------------
@@ -324,6 +357,8 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     const bool show_bar = o.progress_bar && root;
     const int64_t local_batch = o.batch / group.size(), rounds = local_batch / o.batch_gpu;
 
+    StopSignal stop_signal;  // the first SIGINT/SIGTERM ends the loop after a step, with a training state
+    std::string last_good_state = resuming ? o.resume : "";
     while (p.cur_nimg < total_nimg) {
         net->zero_grad();
         for (int64_t r = 0; r < rounds; ++r) {
@@ -346,6 +381,18 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         p.step++;
         ema_update.update(nn::Ema::beta(static_cast<double>(o.batch), p.cur_nimg, o.ema_mimg * 1000, o.ema_rampup));
 
+        if (const int sig = stop_requested(group)) {
+            if (show_bar) bar.finish();
+            const double kimg = p.cur_nimg / 1e3;
+            const std::string path = (out / kimg_file_name("training-state", kimg)).string();
+            check_finite_before_saving(*net, *ema, kimg, last_good_state);
+            if (root) save_training_state(path, o, *net, *ema, adam, p);
+            char msg[160];
+            std::snprintf(msg, sizeof msg, "Stopped by %s after step %lld (kimg %.3f).", StopSignal::name(sig),
+                          (long long)p.step, kimg);
+            log.line(std::string(msg) + " Training state: " + path);
+            throw Error(std::string(msg) + " Continue with: train_cifar --resume " + path);
+        }
         bool done = p.cur_nimg >= total_nimg;
         if (show_bar) bar.update(static_cast<int64_t>(p.cur_nimg - p.tick_start_nimg));
         if (!done && p.cur_nimg < p.tick_start_nimg + o.tick_kimg * 1000) continue;
@@ -357,8 +404,9 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         double loss = tick_loss_sum / std::max(tick_images, 1.0);
         if (!std::isfinite(loss))
             throw Error("training diverged: the mean loss of tick " + std::to_string(p.tick) + " is " +
-                        std::to_string(loss) + " at kimg " + std::to_string(p.cur_nimg / 1e3) +
-                        "; lower --lr or resume from the last training state");
+                        std::to_string(loss) + " at kimg " + std::to_string(p.cur_nimg / 1e3) + "; lower --lr and " +
+                        (last_good_state.empty() ? std::string("start again (no training state was written yet)")
+                                                 : "resume from the last training state, " + last_good_state));
         if (device.is_cuda()) cuda::synchronize();
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - tick_clock).count();
         const double imgs = p.cur_nimg - tick_clock_nimg, sec_per_kimg = secs / (imgs / 1e3);
@@ -408,6 +456,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         }
         p.tick++;
         p.tick_start_nimg = p.cur_nimg;
+        if (snap || dump) check_finite_before_saving(*net, *ema, kimg, last_good_state);
         if (snap) {
             summary.snapshot = (out / kimg_file_name("network-snapshot", kimg)).string();
             if (root) nn::save_network(summary.snapshot, *ema);
@@ -415,6 +464,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         if (dump) {
             summary.state = (out / kimg_file_name("training-state", kimg)).string();
             if (root) save_training_state(summary.state, o, *net, *ema, adam, p);
+            last_good_state = summary.state;
         }
         tick_loss_sum = tick_images = 0;
         bands = SigmaBands();

@@ -21,6 +21,28 @@ state=$(ls "$tmp"/run/training-state-*.safetensors 2>/dev/null | tail -1)
 [ -n "$snap" ] && [ -n "$state" ] && pass "snapshot and training state written" || fail "checkpoints missing"
 [ "$(wc -l <"$tmp/run/stats.jsonl")" -eq 2 ] && pass "stats.jsonl has one line per tick" || fail "stats.jsonl lines"
 
+# A SIGTERM during training: the step finishes, a training state is written, the exit is non-zero and
+# names the state to resume from; resuming from it finishes the run.
+"$bin/train_cifar" "${tiny[@]}" --duration 1 --outdir "$tmp/term" >"$tmp/term.log" 2>&1 &
+pid=$!
+for _ in $(seq 300); do grep -q "^tick 0" "$tmp/term.log" && break; sleep 0.1; done
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+term_state=$(sed -n 's/.*Continue with: train_cifar --resume //p' "$tmp/term.log")
+if [ "$rc" -ne 0 ] && [ -s "$term_state" ] && grep -q "Stopped by SIGTERM after step" "$tmp/term.log"; then
+    pass "SIGTERM: training state written, non-zero exit, resume command printed"
+else
+    fail "SIGTERM: rc $rc, state '$term_state': $(tail -3 "$tmp/term.log")"
+fi
+"$bin/train_cifar" --resume "$term_state" --duration 0.0008 --no-progress >"$tmp/term2.log" 2>&1 \
+    && grep -q "^Done" "$tmp/term2.log" && pass "the state a SIGTERM left resumes" || fail "resume after SIGTERM: $(tail -3 "$tmp/term2.log")"
+# A diverging run writes no non-finite checkpoint.
+expect_error "--lr 1e300 diverges" "training diverged" "$bin/train_cifar" "${tiny[@]}" --lr 1e300 --duration 0.00032 \
+    --outdir "$tmp/div"
+ls "$tmp"/div/training-state-* "$tmp"/div/network-snapshot-* >/dev/null 2>&1 && fail "a diverged run wrote a checkpoint" \
+    || pass "a diverged run writes no checkpoint"
+
 # 2. sample: PNG per seed, grid, npy; the same seed gives the same image at any batch size
 "$bin/sample" --net "$snap" --seeds 0-5 --batch 4 --heun 3 --device cpu --outdir "$tmp/img" --grid "$tmp/grid.png" \
     --out-npy "$tmp/a.npy" >"$tmp/sample.log" 2>&1 && pass "sample" || fail "sample: $(cat "$tmp/sample.log")"
@@ -46,6 +68,19 @@ expect_error "unknown flag" "unknown flag --bogus" "$bin/train_cifar" --bogus 1
 expect_error "rbatch < batch" "--rbatch 4 is smaller" "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 4 --duration 0.00032 --outdir "$tmp/x"
 expect_error "unknown precision" "--precision must be fp32, tf32 or bf16" "$bin/train_cifar" "${tiny[@]}" --precision fp16 \
     --duration 0.00032 --outdir "$tmp/x"
+expect_error "empty --batch" "--batch was given an empty value" "$bin/train_cifar" --data "$data" --device cpu --batch= --outdir "$tmp/x"
+expect_error "--max-images -5" "--max-images must be >= 0" "$bin/train_cifar" --data "$data" --device cpu --max-images -5 --outdir "$tmp/x"
+expect_error "--ema -1" "--ema (half-life in Mimg) must be positive" "$bin/train_cifar" --data "$data" --device cpu --ema -1 --outdir "$tmp/x"
+expect_error "--ema nan" "--ema expects a number, got 'nan'" "$bin/train_cifar" --data "$data" --device cpu --ema nan --outdir "$tmp/x"
+expect_error "--lr inf" "--lr must be positive and finite" "$bin/train_cifar" --data "$data" --device cpu --lr inf --outdir "$tmp/x"
+expect_error "--attn 999" "attention resolutions (--attn) [999]" "$bin/train_cifar" --data "$data" --device cpu --max-images 64 \
+    --attn 999 --outdir "$tmp/x"
+expect_error "--cres 0" "--cres: each multiplier must be in 1..64, got 0" "$bin/train_cifar" --data "$data" --device cpu --cres 0 --outdir "$tmp/x"
+expect_error "--res 1024" "--res must be in 0..512" "$bin/train_cifar" --data "$data" --device cpu --res 1024 --outdir "$tmp/x"
+# A 16-byte IDX header of 256 images of 2^28 x 2^28 and no data segfaulted the reader.
+printf '\x00\x00\x08\x03\x00\x00\x01\x00\x10\x00\x00\x00\x10\x00\x00\x00' >"$tmp/wrap-images-idx3-ubyte"
+expect_error "IDX header whose sizes wrap" "is malformed" "$bin/train_cifar" --data "$tmp/wrap-images-idx3-ubyte" --res 0 \
+    --device cpu --outdir "$tmp/x"
 expect_error "tf32 on the CPU" "--precision tf32 needs --device cuda" "$bin/train_cifar" "${tiny[@]}" --precision tf32 \
     --duration 0.00032 --outdir "$tmp/x"
 
@@ -55,7 +90,7 @@ if "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 64 --duration 0.00016 --precis
 else fail "train_cifar bf16: $(tail -5 "$tmp/bf16.log")"; fi
 grep -q "Arithmetic: bf16 mixed precision" "$tmp/bf16.log" && grep -q '"precision": "bf16"' "$tmp/bf16/training_options.json" \
     && pass "bf16 logged and stored in training_options.json" || fail "bf16 not recorded: $(head -3 "$tmp/bf16.log")"
-expect_error "training state given as a network" "do not match this network" "$bin/sample" --net "$state" \
+expect_error "training state given as a network" "is a training state" "$bin/sample" --net "$state" \
     --device cpu --grid "$tmp/grid.png"
 head -c 1000 "$snap" >"$tmp/cut.safetensors"
 before=$(md5sum <"$tmp/grid.png")
@@ -63,6 +98,23 @@ expect_error "corrupt checkpoint" "cut.safetensors" "$bin/sample" --net "$tmp/cu
     --grid "$tmp/grid.png"
 [ "$(md5sum <"$tmp/grid.png")" = "$before" ] && pass "a failed run leaves the old grid alone" || fail "grid overwritten"
 expect_error "sample without output" "nothing to write" "$bin/sample" --net "$snap" --device cpu
+# Outputs are checked before sampling: a folder that does not exist fails at once, not after the images.
+start=$SECONDS
+expect_error "sample into a missing folder" "does not exist" "$bin/sample" --net "$snap" --device cpu --seeds 0-999 \
+    --heun 18 --grid "$tmp/nowhere/g.png"
+[ $((SECONDS - start)) -le 5 ] && pass "the output path is checked before sampling" || fail "output checked late"
+expect_error "sample --seeds with junk" "cannot read '0-3x'" "$bin/sample" --net "$snap" --device cpu --seeds 0-3x \
+    --grid "$tmp/g3.png"
+expect_error "sample --seeds near INT64_MAX" "cannot read" "$bin/sample" --net "$snap" --device cpu \
+    --seeds 9223372036854775806-9223372036854775807 --grid "$tmp/g3.png"
+# Write as it goes: the PNGs of an interrupted run stay; NaN latents are refused before sampling.
+nan_npy() {  # a 1 x 1 x 32 x 32 float32 .npy of NaNs
+    printf '\x93NUMPY\x01\x00\x76\x00'; printf "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 32, 32), }"
+    printf '%*s\n' 50 ''; for _ in $(seq 1024); do printf '\x00\x00\xc0\x7f'; done
+}
+nan_npy >"$tmp/nan.npy"
+expect_error "sample with NaN latents" "NaN or infinite" "$bin/sample" --net "$snap" --device cpu --latents "$tmp/nan.npy" \
+    --grid "$tmp/g4.png"
 
 # 4. toy_stf: a few steps on a tiny mixture, CSV rows and plots, a bad flag
 if "$bin/toy_stf" --dim 2 --modes 3 --steps 20 --batch 16 --rbatch 16,32 --seeds 2 --samples 64 --minibatches 2 \
