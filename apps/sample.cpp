@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "apps/common/flags.h"
 #include "data/image_io.h"
 #include "report/progress.h"
@@ -37,26 +39,26 @@ by train_cifar, or an EDM/STF checkpoint converted by tools/edm_to_safetensors.p
                         CPU); the sampler itself always runs in float64
 )";
 
-static std::vector<int64_t> parse_seeds(const std::string& text) {
-    std::vector<int64_t> seeds;
-    std::stringstream ss(text);
-    std::string part;
-    while (std::getline(ss, part, ',')) {
-        size_t dash = part.find('-');
-        try {
-            if (dash == std::string::npos) {
-                seeds.push_back(std::stoll(part));
-            } else {
-                int64_t lo = std::stoll(part.substr(0, dash)), hi = std::stoll(part.substr(dash + 1));
-                STF_CHECK(lo <= hi, "--seeds: range " << part << " runs backwards");
-                for (int64_t s = lo; s <= hi; ++s) seeds.push_back(s);
-            }
-        } catch (const std::logic_error&) {
-            throw Error("--seeds: cannot read '" + part + "' (expected e.g. 0-63 or 1,5,9-12)");
-        }
-    }
-    STF_CHECK(!seeds.empty(), "--seeds: no seeds given");
-    return seeds;
+// Fails before any sampling when an output cannot be written: an output file's folder must exist and be
+// writable, and the file must not be a folder; an output folder is created and tried with a probe file.
+static void check_output_file(const char* flag, const std::string& path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    STF_CHECK(!fs::is_directory(path, ec), "--" << flag << " " << path << " is a directory, not a file");
+    fs::path dir = fs::path(path).parent_path();
+    if (dir.empty()) dir = ".";
+    STF_CHECK(fs::is_directory(dir, ec), "--" << flag << " " << path << ": folder '" << dir.string() << "' does not exist");
+    STF_CHECK(::access(dir.c_str(), W_OK) == 0, "--" << flag << " " << path << ": folder '" << dir.string()
+                                                     << "' is not writable");
+}
+
+static void check_output_dir(const char* flag, const std::string& dir) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    STF_CHECK(fs::is_directory(dir, ec), "--" << flag << " " << dir << ": cannot create this folder"
+                                             << (ec ? ": " + ec.message() : std::string()));
+    STF_CHECK(::access(dir.c_str(), W_OK) == 0, "--" << flag << " " << dir << ": folder is not writable");
 }
 
 // The newest network-snapshot-*.safetensors of a training run (names sort by kimg).
@@ -105,10 +107,19 @@ int main(int argc, char** argv) {
                   "--device cuda: " << (cuda::built_with_cuda() ? "no CUDA device is available (use --device cpu)"
                                                                 : "stf was built without CUDA (use --device cpu)"));
 
+        if (!out_npy.empty()) check_output_file("out-npy", out_npy);
+        if (!grid.empty()) check_output_file("grid", grid);
+        if (!outdir.empty()) check_output_dir("outdir", outdir);
+        std::vector<int64_t> seeds;
+        if (latents_path.empty()) seeds = apps::parse_seeds(seeds_text);
+
         const std::string arithmetic = train::set_precision(precision, device);
         if (std::filesystem::is_directory(net_path)) net_path = newest_snapshot(net_path);
         std::printf("network: %s\n", net_path.c_str());
         nn::LoadedNetwork loaded = nn::load_network(net_path);
+        const std::string bad_weight = nn::first_non_finite(loaded.net->state_dict());
+        STF_CHECK(bad_weight.empty(), "--net " << net_path << ": weight '" << bad_weight << "' holds NaN or infinite "
+                                               << "values; this snapshot cannot produce images");
         nn::Precond& net = *loaded.net;
         net.to(device);
         net.eval();
@@ -117,26 +128,29 @@ int main(int argc, char** argv) {
         const nn::SongUNetConfig& u = loaded.config.unet;
         Shape image{u.in_channels, u.img_resolution, u.img_resolution};
 
-        // Latents: from a file, or one standard-normal draw per seed (so an image depends on its seed only).
-        std::vector<int64_t> seeds;
+        // Latents: from a file, or one standard-normal draw per seed (so an image depends on its seed only),
+        // drawn batch by batch.
         Tensor latents;
         if (!latents_path.empty()) {
             latents = ops::to(data::read_npy(latents_path), DType::F64);
             STF_CHECK(latents.ndim() == 4 && Shape(latents.shape().begin() + 1, latents.shape().end()) == image,
                       "--latents " << latents_path << " holds " << describe(latents) << ", the network needs N x "
                                    << shape_str(image));
+            const std::string bad = nn::first_non_finite({{"latents", latents}});
+            STF_CHECK(bad.empty(), "--latents " << latents_path << " holds NaN or infinite values");
             for (int64_t i = 0; i < latents.size(0); ++i) seeds.push_back(i);
             if (f.given("seeds")) std::fprintf(stderr, "sample: --latents given, --seeds ignored\n");
-        } else {
-            seeds = parse_seeds(seeds_text);
+        }
+        auto latents_of = [&](int64_t b0, int64_t len) {
+            if (latents.defined()) return ops::contiguous(ops::narrow(latents, 0, b0, len));
             std::vector<Tensor> per_seed;
-            for (int64_t s : seeds) {
-                Generator g(static_cast<uint64_t>(s));
+            for (int64_t i = b0; i < b0 + len; ++i) {
+                Generator g(static_cast<uint64_t>(seeds[static_cast<size_t>(i)]));
                 per_seed.push_back(ops::unsqueeze(ops::randn(image, g, DType::F64), 0));
             }
-            latents = ops::cat(per_seed, 0);
-        }
-        int64_t n = latents.size(0);
+            return ops::cat(per_seed, 0);
+        };
+        const int64_t n = static_cast<int64_t>(seeds.size());
         std::printf("sampling %lld images with %s %d steps (%lld network evaluations per batch), %s, batch %lld\n",
                     (long long)n, so.heun ? "Heun" : "Euler", so.num_steps,
                     (long long)diffusion::network_evaluations(so), device.str().c_str(), (long long)batch);
@@ -149,22 +163,36 @@ int main(int argc, char** argv) {
             return ops::to(ops::to(net.forward(xd, s), Device::cpu()), DType::F64);
         };
         auto start = std::chrono::steady_clock::now();
-        std::vector<Tensor> outputs;
+        std::vector<Tensor> outputs;  // kept only for --grid and --out-npy
+        std::vector<int64_t> non_finite_seeds;
         report::ProgressBar bar(n, "images");
         for (int64_t b0 = 0; b0 < n; b0 += batch) {
             int64_t len = std::min(batch, n - b0);
             std::vector<Generator> churn;
             for (int64_t i = 0; i < len; ++i) churn.emplace_back(static_cast<uint64_t>(seeds[b0 + i]) + (1ull << 32));
-            Tensor x = ops::contiguous(ops::narrow(latents, 0, b0, len));
-            outputs.push_back(diffusion::edm_sample(denoise, x, so, so.S_churn > 0 ? &churn : nullptr));
+            Tensor out = ops::to(diffusion::edm_sample(denoise, latents_of(b0, len), so, so.S_churn > 0 ? &churn : nullptr),
+                                 DType::F32);
+            const std::vector<double> values = out.to_vector();
+            const size_t per = values.size() / static_cast<size_t>(len);
+            for (int64_t i = 0; i < len; ++i)
+                for (size_t k = 0; k < per; ++k)
+                    if (!std::isfinite(values[static_cast<size_t>(i) * per + k])) {
+                        non_finite_seeds.push_back(seeds[static_cast<size_t>(b0 + i)]);
+                        break;
+                    }
+            // PNGs are written as they are made, so an interrupted run keeps what it finished.
+            if (!outdir.empty())
+                data::write_images_to_dir(outdir, out, std::vector<int64_t>(seeds.begin() + b0, seeds.begin() + b0 + len));
+            if (!grid.empty() || !out_npy.empty()) outputs.push_back(out);
             bar.update(b0 + len);
         }
         bar.finish();
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        Tensor images = ops::to(ops::cat(outputs, 0), DType::F32);
         std::printf("%lld images in %.2f s: %.2f img/s, %lld network evaluations\n", (long long)n, secs,
                     static_cast<double>(n) / secs,
                     (long long)(diffusion::network_evaluations(so) * ((n + batch - 1) / batch)));
+        if (!outdir.empty()) std::printf("wrote %lld PNGs under %s\n", (long long)n, outdir.c_str());
+        Tensor images = outputs.empty() ? Tensor() : ops::cat(outputs, 0);
         if (!out_npy.empty()) {
             data::write_npy(out_npy, images);
             std::printf("wrote %s\n", out_npy.c_str());
@@ -173,9 +201,12 @@ int main(int argc, char** argv) {
             data::write_image_grid(grid, images);
             std::printf("wrote %s\n", grid.c_str());
         }
-        if (!outdir.empty()) {
-            data::write_images_to_dir(outdir, images, seeds);
-            std::printf("wrote %lld PNGs under %s\n", (long long)n, outdir.c_str());
+        if (!non_finite_seeds.empty()) {
+            std::ostringstream list;
+            for (size_t i = 0; i < std::min<size_t>(non_finite_seeds.size(), 10); ++i) list << (i ? ", " : "") << non_finite_seeds[i];
+            throw Error(std::to_string(non_finite_seeds.size()) + " of " + std::to_string(n) +
+                        " images came out with NaN or infinite values (seeds " + list.str() +
+                        (non_finite_seeds.size() > 10 ? ", ..." : "") + "); they were written black");
         }
     });
 }
