@@ -334,6 +334,8 @@ ImageDataset ImageDataset::load(const std::string& path, int64_t pad_to, int64_t
                         "*-images-idx3-ubyte[.gz])");
         }
     } else {
+        // A FIFO or device would block the read or never end: only regular files are read.
+        STF_CHECK(is_file(p), "ImageDataset::load: '" << path << "' is not a regular file (a pipe, socket or device)");
         uint32_t magic = peek_magic(path);
         std::string name = p.filename().string();
         if (magic == 0x00000803u || name.find("idx3") != std::string::npos) {
@@ -368,6 +370,7 @@ std::string ImageDataset::test_split_path(const std::string& path) {
 std::vector<int> load_labels(const std::string& path) {
     std::error_code ec;
     STF_CHECK(fs::exists(path, ec), "load_labels: '" << path << "' does not exist");
+    STF_CHECK(is_file(path), "load_labels: '" << path << "' is not a regular file (a pipe, socket or device)");
     if (peek_magic(path) == 0x00000801u || path.find("idx1") != std::string::npos) {
         Idx idx = read_idx(path, 1, "labels");  // reports bad magic and truncation with the file name
         return std::vector<int>(idx.data.begin(), idx.data.end());

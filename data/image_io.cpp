@@ -244,6 +244,8 @@ size_t npy_value_at(const std::string& h, const std::string& key) {
 Tensor read_npy(const std::string& path) {
     std::error_code ec;
     STF_CHECK(fs::exists(path, ec), "read_npy: '" << path << "' does not exist");
+    STF_CHECK(fs::is_regular_file(path, ec), "read_npy: '" << path << "' is not a regular file (a pipe, socket, device "
+                                                           << "or folder)");
     std::ifstream in(path, std::ios::binary);
     STF_CHECK(in.good(), "read_npy: cannot open '" << path << "': " << std::strerror(errno));
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

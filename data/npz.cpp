@@ -134,7 +134,9 @@ void put(std::string& s, uint64_t v, int width) {
 
 std::map<std::string, Tensor> read_npz(const std::string& path) {
     std::error_code ec;
-    STF_CHECK(std::filesystem::is_regular_file(path, ec), "read_npz: '" << path << "' does not exist");
+    STF_CHECK(std::filesystem::exists(path, ec), "read_npz: '" << path << "' does not exist");
+    STF_CHECK(std::filesystem::is_regular_file(path, ec), "read_npz: '" << path << "' is not a regular file (a pipe, "
+                                                                        << "socket, device or folder)");
     std::ifstream in(path, std::ios::binary);
     STF_CHECK(in.good(), "read_npz: cannot open '" << path << "': " << std::strerror(errno));
     const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

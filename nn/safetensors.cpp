@@ -181,6 +181,8 @@ public:
         if (status.type() == std::filesystem::file_type::not_found) fail("no such file");
         if (ec) fail("cannot open: " + ec.message());
         if (std::filesystem::is_directory(status)) fail("is a directory, not a file");
+        // A FIFO or device would block the open or never end: only regular files are read.
+        if (!std::filesystem::is_regular_file(status)) fail("is not a regular file (a pipe, socket or device)");
         in_.open(path, std::ios::binary);
         if (!in_) fail(std::string("cannot open: ") + std::strerror(errno));
         in_.seekg(0, std::ios::end);

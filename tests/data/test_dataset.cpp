@@ -2,6 +2,7 @@
 // split, batches in [-1, 1] and every error a bad file gives; Debian's Fashion-MNIST when installed.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -10,6 +11,8 @@
 #include <fstream>
 
 #include "data/dataset.h"
+#include "data/image_io.h"
+#include "data/npz.h"
 #include "tensor/ops.h"
 #include "tests/expect_error.h"
 #include "tests/requirements.h"
@@ -392,4 +395,15 @@ TEST_CASE("Fashion-MNIST test labels from Debian's package" * test::needs_fashio
         ++counts[l];
     }
     for (int k = 0; k < 10; ++k) CHECK(counts[k] == 1000);
+}
+
+// A FIFO given as --data, --net or --latents blocked the reader forever.
+TEST_CASE("readers refuse a FIFO instead of blocking on it") {
+    TempDir tmp;
+    const std::string fifo = tmp.file("pipe");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK(has(error_of([&] { ImageDataset::load(fifo); }), "is not a regular file"));
+    CHECK(has(error_of([&] { stf::data::load_labels(fifo); }), "is not a regular file"));
+    CHECK(has(error_of([&] { stf::data::read_npy(fifo); }), "is not a regular file"));
+    CHECK(has(error_of([&] { stf::data::read_npz(fifo); }), "is not a regular file"));
 }

@@ -1,6 +1,7 @@
 // Safetensors files: bit-exact round trips, the exact bytes we write, and a clean error (never a
 // crash or a read past the end) for every kind of damaged file we can craft.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <unistd.h>
 
@@ -360,4 +361,12 @@ TEST_CASE("safetensors: a failed save leaves an existing file intact and no temp
     save_safetensors(path, {{"a", t}});
     CHECK(dir.entries() == std::vector<std::string>{"keep.safetensors"});
     CHECK(load_safetensors(path).tensors[0].second.item() == 1.0);
+}
+
+// A FIFO given as --net blocked the open forever.
+TEST_CASE("safetensors: a FIFO is refused, not waited on") {
+    TempDir dir;
+    const std::string fifo = dir.file("pipe.safetensors");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    check_load_fails(fifo, "is not a regular file");
 }
