@@ -1,5 +1,6 @@
 // ./train_cifar: EDM training (Karras et al. 2022) with the DSM or the Stable Target Field objective.
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "data/dataset.h"
 #include "apps/common/flags.h"
@@ -47,7 +48,9 @@ progress and checkpoints
   --tick KIMG          progress line every KIMG thousand images (default 50)
   --snap N             network snapshot every N ticks (default 50); always at the end
   --dump N             training state every N ticks (default 500); always at the end
-  --resume FILE        continue from a training-state-*.safetensors (its options are used; --duration may extend)
+  --resume FILE        continue from a training-state-*.safetensors with the options it holds; --duration
+                       (extend), --batch-gpu, --no-progress, --dist-timeout may change, any other flag
+                       set to another value than the state's is refused
   --no-progress        no progress bar between ticks
   --device cpu|cuda    (default cuda)
   --precision MODE     fp32 (default; TF32 off), tf32 (CUDA tensor cores), or bf16: mixed precision, the
@@ -64,55 +67,77 @@ several processes (built where MPI is installed; one rank per GPU)
   --dist-timeout S     seconds a rank waits for the others in a collective before failing (default 600)
 )";
 
+// The run's options from the flags (every flag but the --metrics/--fid ones).
+static train::TrainOptions options_from_flags(apps::Flags& f) {
+    train::TrainOptions o;
+    std::string preset = f.str("preset", "");
+    if (preset == "small") {
+        o = train::TrainOptions::small();  // about 3 minutes on 2 CPU cores
+    } else {
+        STF_CHECK(preset.empty(), "unknown --preset '" << preset << "' (known: small)");
+        o.net.unet.dropout = 0.13;
+    }
+    std::string arch = f.str("arch", "ddpmpp");
+    nn::SongUNetConfig base = o.net.unet;
+    o.net = nn::NetworkConfig::preset(arch);
+    if (preset == "small") {
+        o.net.unet.model_channels = base.model_channels;
+        o.net.unet.channel_mult = base.channel_mult;
+        o.net.unet.num_blocks = base.num_blocks;
+    }
+    o.net.unet.dropout = f.real("dropout", base.dropout);
+    o.net.precond = f.str("precond", "edm");
+    apps::model_size_flags(f, o.net.unet);
+    o.pad_to = f.integer("res", o.pad_to);
+    o.data = f.str("data", o.data);
+    o.max_images = f.integer("max-images", o.max_images);
+    o.outdir = f.str("outdir", o.outdir);
+    o.stf = f.boolean("stf");
+    o.rbatch = f.integer("rbatch", o.rbatch);
+    o.rbatch_scope = f.str("rbatch-scope", o.rbatch_scope);
+    o.batch = f.integer("batch", o.batch);
+    o.batch_gpu = f.integer("batch-gpu", 0);
+    o.duration_mimg = f.real("duration", o.duration_mimg);
+    o.lr = f.real("lr", o.lr);
+    o.lr_rampup_mimg = f.real("lr-rampup", o.lr_rampup_mimg);
+    o.ema_mimg = f.real("ema", o.ema_mimg);
+    o.ema_rampup = f.real("ema-rampup", o.ema_rampup);
+    o.augment = f.real("augment", o.augment);
+    o.seed = static_cast<uint64_t>(f.integer("seed", 0));
+    o.tick_kimg = f.real("tick", o.tick_kimg);
+    o.snap_ticks = f.integer("snap", o.snap_ticks);
+    o.dump_ticks = f.integer("dump", o.dump_ticks);
+    o.resume = f.str("resume", "");
+    o.device = f.str("device", o.device);
+    o.precision = f.str("precision", o.precision);
+    o.progress_bar = !f.boolean("no-progress");
+    o.dist_timeout = f.real("dist-timeout", o.dist_timeout);
+    return o;
+}
+
+// The flattened option keys the flags set: those where the options differ from the preset's defaults.
+static std::vector<std::string> explicitly_set(const train::TrainOptions& o, const std::string& preset) {
+    std::vector<std::string> args = {"train_cifar"};
+    if (!preset.empty()) args.insert(args.end(), {"--preset", preset});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    apps::Flags none(static_cast<int>(argv.size()), argv.data(), "");
+    const nlohmann::json base = nlohmann::json::parse(options_from_flags(none).to_json()).flatten();
+    const nlohmann::json given = nlohmann::json::parse(o.to_json()).flatten();
+    std::vector<std::string> keys;
+    for (auto& [key, value] : given.items())
+        if (!base.contains(key) || base[key] != value) keys.push_back(key);
+    return keys;
+}
+
 int main(int argc, char** argv) {
     return apps::run_program("train_cifar", argc, argv, kUsage, [&](apps::Flags& f) {
-        train::TrainOptions o;
-        std::string preset = f.str("preset", "");
-        if (preset == "small") {
-            o = train::TrainOptions::small();  // about 3 minutes on 2 CPU cores
-        } else {
-            STF_CHECK(preset.empty(), "unknown --preset '" << preset << "' (known: small)");
-            o.net.unet.dropout = 0.13;
-        }
-        std::string arch = f.str("arch", "ddpmpp");
-        nn::SongUNetConfig base = o.net.unet;
-        o.net = nn::NetworkConfig::preset(arch);
-        if (preset == "small") {
-            o.net.unet.model_channels = base.model_channels;
-            o.net.unet.channel_mult = base.channel_mult;
-            o.net.unet.num_blocks = base.num_blocks;
-        }
-        o.net.unet.dropout = f.real("dropout", base.dropout);
-        o.net.precond = f.str("precond", "edm");
-        apps::model_size_flags(f, o.net.unet);
-        o.pad_to = f.integer("res", o.pad_to);
-        o.data = f.str("data", o.data);
-        o.max_images = f.integer("max-images", o.max_images);
-        o.outdir = f.str("outdir", o.outdir);
-        o.stf = f.boolean("stf");
-        o.rbatch = f.integer("rbatch", o.rbatch);
-        o.rbatch_scope = f.str("rbatch-scope", o.rbatch_scope);
-        o.batch = f.integer("batch", o.batch);
-        o.batch_gpu = f.integer("batch-gpu", 0);
-        o.duration_mimg = f.real("duration", o.duration_mimg);
-        o.lr = f.real("lr", o.lr);
-        o.lr_rampup_mimg = f.real("lr-rampup", o.lr_rampup_mimg);
-        o.ema_mimg = f.real("ema", o.ema_mimg);
-        o.ema_rampup = f.real("ema-rampup", o.ema_rampup);
-        o.augment = f.real("augment", o.augment);
-        o.seed = static_cast<uint64_t>(f.integer("seed", 0));
-        o.tick_kimg = f.real("tick", o.tick_kimg);
-        o.snap_ticks = f.integer("snap", o.snap_ticks);
-        o.dump_ticks = f.integer("dump", o.dump_ticks);
-        o.resume = f.str("resume", "");
-        o.device = f.str("device", o.device);
-        o.precision = f.str("precision", o.precision);
-        o.progress_bar = !f.boolean("no-progress");
-        o.dist_timeout = f.real("dist-timeout", o.dist_timeout);
+        train::TrainOptions o = options_from_flags(f);
         std::string metrics = f.str("metrics", "none"), fid_ref = f.str("fid-ref", "");
         std::string fid_net = f.str("fid-net", "inception-2015-12-05.safetensors");
         int64_t fid_batch = f.integer("fid-batch", o.device == "cpu" ? 16 : 256);
         f.check_all_used();
+        o.explicitly_set = explicitly_set(o, f.given("preset") ? f.str("preset", "") : "");
         if (o.resume.empty()) o.duration_mimg = f.real("duration", o.duration_mimg);
         else if (!f.given("duration")) o.duration_mimg = 0;  // 0: keep the resumed run's duration
         STF_CHECK(!o.data.empty() || !o.resume.empty(), "no dataset: give --data PATH (or --preset small)");

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "nn/network.h"
 
@@ -34,6 +35,9 @@ struct TrainOptions {
     std::string resume;                // training-state-*.safetensors to continue from
     bool progress_bar = true;
     double dist_timeout = 600;         // seconds a collective waits for the other ranks before failing
+    // Which options the user set (flattened to_json() keys such as "/lr" or "/net/num_blocks"), so that
+    // --resume can refuse those that differ from the state's instead of silently ignoring them. Not saved.
+    std::vector<std::string> explicitly_set;
 
     std::string to_json() const;
     static TrainOptions from_json(const std::string& json);

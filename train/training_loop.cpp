@@ -1,5 +1,9 @@
 #include "train/training_loop.h"
 
+#include <signal.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cmath>
@@ -11,6 +15,7 @@
 
 #include "cuda/runtime.h"
 #include "data/dataset.h"
+#include "data/image_io.h"
 #include "data/sampler.h"
 #include "diffusion/augment.h"
 #include "diffusion/loss.h"
@@ -133,6 +138,24 @@ static void sum_over_ranks(ProcessGroup& group, double& loss_sum, double& images
         for (int b = 0; b < 4; ++b) field[b] = v[at++];
 }
 
+// --resume continues a run with the options its state holds (its data order, randomness and optimiser
+// state follow from them). It honours --duration (extends the run), --batch-gpu (how a step is split
+// into rounds: the same images and randomness), --no-progress and --dist-timeout; any other option the
+// user set to a value other than the state's is refused rather than silently ignored.
+static void check_resume_options(const TrainOptions& asked, const TrainOptions& state) {
+    static const std::vector<std::string> honoured = {"/duration_mimg", "/batch_gpu"};
+    const json a = json::parse(asked.to_json()).flatten(), s = json::parse(state.to_json()).flatten();
+    for (const std::string& key : asked.explicitly_set) {
+        if (std::find(honoured.begin(), honoured.end(), key) != honoured.end() || !a.contains(key)) continue;
+        if (s.contains(key) && s[key] == a[key]) continue;
+        throw Error("--resume " + asked.resume + " continues the run with the options in its training state, but " +
+                    key.substr(1) + " was given as " + a[key].dump() + " and the state has " +
+                    (s.contains(key) ? s[key].dump() : std::string("no such option")) +
+                    ". Give only --duration, --batch-gpu, --no-progress, --dist-timeout and the --metrics/--fid "
+                    "flags with --resume, or start a new run");
+    }
+}
+
 // A non-finite network or EMA must never be written: it would replace a good checkpoint with one whose
 // resume only continues the divergence (--lr 1e300 saved an all-NaN state at tick 0 and then advised
 // resuming from it). `last_good` is the newest state written before, "" when none.
@@ -145,6 +168,47 @@ static void check_finite_before_saving(const nn::Precond& net, const nn::Precond
                 std::to_string(kimg) + "; nothing was written for it. " +
                 (last_good.empty() ? std::string("No training state was written before: lower --lr and start again")
                                    : "Lower --lr and resume from the last good state, " + last_good));
+}
+
+// Checkpoints are written to NAME.tmp.PID and renamed (nn/safetensors.h); a process killed mid-write
+// leaves its temporary behind. Those of processes no longer alive are removed.
+static void remove_stale_temporaries(const fs::path& out, Log& log) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(out, ec)) {
+        const std::string name = e.path().filename().string();
+        const size_t at = name.rfind(".tmp.");
+        if (at == std::string::npos || name.find(".safetensors") == std::string::npos) continue;
+        const std::string pid_text = name.substr(at + 5);
+        if (pid_text.empty() || pid_text.find_first_not_of("0123456789") != std::string::npos) continue;
+        const long pid = std::stol(pid_text);
+        if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge
+        if (fs::remove(e.path(), ec)) log.line("Removed the stale temporary file " + e.path().string());
+    }
+}
+
+// Keeps the rows of stats.jsonl before tick `next_tick` (rewritten atomically) and their losses for
+// loss.png; rows from ticks after the resumed state would otherwise appear twice.
+static void continue_stats(const fs::path& path, int64_t next_tick, std::vector<double>& curve_x,
+                           std::vector<double>& curve_y) {
+    std::ifstream in(path);
+    if (!in) return;
+    std::string line, kept;
+    while (std::getline(in, line)) {
+        json row;
+        try {
+            row = json::parse(line);
+        } catch (const json::exception&) {
+            continue;  // a line cut by a kill
+        }
+        if (!row.is_object() || !row.contains("tick") || !row["tick"].is_number() || row["tick"].get<int64_t>() >= next_tick)
+            continue;
+        kept += line + "\n";
+        if (row.contains("kimg") && row.contains("loss") && row["kimg"].is_number() && row["loss"].is_number()) {
+            curve_x.push_back(row["kimg"].get<double>());
+            curve_y.push_back(row["loss"].get<double>());
+        }
+    }
+    data::write_file_atomic(path.string(), kept.data(), kept.size());
 }
 
 // The first SIGINT or SIGTERM on any rank stops every rank after the same step.
@@ -267,6 +331,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     if (resuming) {
         const TrainOptions asked = o;
         resumed = load_training_state(o.resume);
+        check_resume_options(asked, resumed.options);
         o = resumed.options;  // the run continues with the options it was started with
         o.resume = asked.resume;
         o.progress_bar = asked.progress_bar;
@@ -298,7 +363,11 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     fs::path out(o.outdir);
     if (root) fs::create_directories(out);
     Log log(root ? out / "log.txt" : fs::path());
-    if (root && !resuming) std::ofstream(out / "training_options.json") << o.to_json() << "\n";
+    if (root && !resuming) {
+        const std::string text = o.to_json() + "\n";  // through a checked write: a full disk is an error
+        data::write_file_atomic((out / "training_options.json").string(), text.data(), text.size());
+    }
+    if (root) remove_stale_temporaries(out, log);
 
     Generator init(o.seed);
     std::shared_ptr<nn::Precond> net = nn::make_network(o.net, init);
@@ -348,6 +417,9 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     }
 
     std::vector<double> curve_x, curve_y;
+    // A resumed run continues stats.jsonl and loss.png: rows of ticks after the state (written before a
+    // kill) are dropped, the rest seed the curve.
+    if (root && resuming) continue_stats(out / "stats.jsonl", p.tick, curve_x, curve_y);
     double tick_loss_sum = 0, tick_images = 0;
     SigmaBands bands;
     auto tick_clock = std::chrono::steady_clock::now();
@@ -384,7 +456,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         if (const int sig = stop_requested(group)) {
             if (show_bar) bar.finish();
             const double kimg = p.cur_nimg / 1e3;
-            const std::string path = (out / kimg_file_name("training-state", kimg)).string();
+            const std::string path = (out / kimg_file_name("training-state", kimg, o.tick_kimg)).string();
             check_finite_before_saving(*net, *ema, kimg, last_good_state);
             if (root) save_training_state(path, o, *net, *ema, adam, p);
             char msg[160];
@@ -458,11 +530,11 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         p.tick_start_nimg = p.cur_nimg;
         if (snap || dump) check_finite_before_saving(*net, *ema, kimg, last_good_state);
         if (snap) {
-            summary.snapshot = (out / kimg_file_name("network-snapshot", kimg)).string();
+            summary.snapshot = (out / kimg_file_name("network-snapshot", kimg, o.tick_kimg)).string();
             if (root) nn::save_network(summary.snapshot, *ema);
         }
         if (dump) {
-            summary.state = (out / kimg_file_name("training-state", kimg)).string();
+            summary.state = (out / kimg_file_name("training-state", kimg, o.tick_kimg)).string();
             if (root) save_training_state(summary.state, o, *net, *ema, adam, p);
             last_good_state = summary.state;
         }

@@ -8,9 +8,10 @@ namespace stf::train {
 
 using nlohmann::json;
 
-std::string kimg_file_name(const char* prefix, double kimg) {
+std::string kimg_file_name(const char* prefix, double kimg, double tick_kimg) {
     char buf[96];
-    std::snprintf(buf, sizeof(buf), "%s-%06lld.safetensors", prefix, static_cast<long long>(std::llround(kimg)));
+    if (tick_kimg < 1) std::snprintf(buf, sizeof(buf), "%s-%010.3f.safetensors", prefix, kimg);
+    else std::snprintf(buf, sizeof(buf), "%s-%06lld.safetensors", prefix, static_cast<long long>(std::llround(kimg)));
     return buf;
 }
 

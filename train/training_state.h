@@ -23,7 +23,10 @@ struct TrainingProgress {
 };
 
 // "PREFIX-KKKKKK.safetensors", KKKKKK the kimg rounded to an integer.
-std::string kimg_file_name(const char* prefix, double kimg);
+// With ticks under 1 kimg (tick_kimg < 1), names carry kimg to 3 decimals, fixed width so they still sort
+// by kimg ("network-snapshot-000000.160.safetensors"): rounded to whole kimg, snapshots of different
+// ticks shared a name and overwrote each other.
+std::string kimg_file_name(const char* prefix, double kimg, double tick_kimg = 1);
 
 void save_training_state(const std::string& path, const TrainOptions& options, const nn::Precond& net,
                          const nn::Precond& ema, const nn::Adam& adam, const TrainingProgress& progress);

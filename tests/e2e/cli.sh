@@ -21,6 +21,27 @@ state=$(ls "$tmp"/run/training-state-*.safetensors 2>/dev/null | tail -1)
 [ -n "$snap" ] && [ -n "$state" ] && pass "snapshot and training state written" || fail "checkpoints missing"
 [ "$(wc -l <"$tmp/run/stats.jsonl")" -eq 2 ] && pass "stats.jsonl has one line per tick" || fail "stats.jsonl lines"
 
+# Ticks under 1 kimg: every snapshot keeps its own name (rounded to whole kimg they overwrote each other).
+[ "$(ls "$tmp"/run/network-snapshot-*.safetensors | wc -l)" -eq 2 ] && pass "two ticks of 0.16 kimg: two snapshots" \
+    || fail "snapshots: $(ls "$tmp"/run)"
+# Resuming from the tick-0 state continues stats.jsonl without repeating tick 1, and removes the
+# temporary file a killed writer left (pid 999999 is not running).
+first_state=$(ls "$tmp"/run/training-state-*.safetensors | head -1)
+touch "$tmp/run/training-state-000000.320.safetensors.tmp.999999"
+if "$bin/train_cifar" --resume "$first_state" --no-progress >"$tmp/resume.log" 2>&1; then
+    ticks=$(sed 's/.*"tick":\([0-9]*\).*/\1/' "$tmp/run/stats.jsonl" | tr '\n' ' ')
+    [ "$ticks" = "0 1 " ] && pass "stats.jsonl continues after a resume without repeated ticks" || fail "ticks after resume: $ticks"
+    [ ! -e "$tmp/run/training-state-000000.320.safetensors.tmp.999999" ] && grep -q "Removed the stale temporary" "$tmp/resume.log" \
+        && pass "stale temporary removed" || fail "stale temporary kept: $(ls "$tmp/run")"
+else
+    fail "resume from the tick-0 state: $(tail -3 "$tmp/resume.log")"
+fi
+# --resume refuses flags that would change the run instead of ignoring them.
+expect_error "--resume with another --lr" "lr was given as 0.5" "$bin/train_cifar" --resume "$first_state" --lr 0.5
+expect_error "--resume with another --data" "data was given as" "$bin/train_cifar" --resume "$first_state" --data /nonexistent
+expect_error "--resume with another --outdir" "outdir was given as" "$bin/train_cifar" --resume "$first_state" \
+    --outdir "$tmp/new"
+
 # A SIGTERM during training: the step finishes, a training state is written, the exit is non-zero and
 # names the state to resume from; resuming from it finishes the run.
 "$bin/train_cifar" "${tiny[@]}" --duration 1 --outdir "$tmp/term" >"$tmp/term.log" 2>&1 &
