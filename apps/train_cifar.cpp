@@ -27,7 +27,7 @@ network
   --cbase N            model_channels (default 128)
   --cres 2,2,2         channel multiplier per resolution (default 2,2,2)
   --blocks N           residual blocks per resolution (default 4)
-  --attn 16            attention resolutions (default 16)
+  --attn 16            attention resolutions (default 16; 0: none)
   --res R              image resolution: smaller images are padded to R x R (default 32)
   --dropout P          dropout probability (default 0.13)
 objective

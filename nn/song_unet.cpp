@@ -80,7 +80,7 @@ void validate_config(const SongUNetConfig& c) {
     std::string levels;
     bool found_all = true;
     for (int64_t r : c.attn_resolutions) {
-        bool found = false;
+        bool found = r == 0;  // --attn 0: no attention layer
         for (size_t l = 0; l < c.channel_mult.size(); ++l) found = found || r == (c.img_resolution >> l);
         found_all = found_all && found;
     }

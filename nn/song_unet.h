@@ -36,7 +36,8 @@ struct SongUNetLimits {
 };
 
 // Throws stf::Error naming the field when a config is outside SongUNetLimits or inconsistent (levels
-// that do not halve the resolution, attention at a resolution the network does not have).
+// that do not halve the resolution, attention at a resolution the network does not have; 0 stands for
+// none, as in --attn 0).
 void validate_config(const SongUNetConfig& c);
 
 // A ModuleDict: children addressed by name, kept in insertion order.

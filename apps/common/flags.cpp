@@ -112,7 +112,7 @@ void model_size_flags(Flags& f, nn::SongUNetConfig& u) {
     STF_CHECK(u.num_blocks >= 1 && u.num_blocks <= lim.max_blocks,
               "--blocks must be in 1.." << lim.max_blocks << ", got " << u.num_blocks);
     for (int64_t r : u.attn_resolutions)
-        STF_CHECK(r >= 1, "--attn: resolutions must be positive, got " << r);
+        STF_CHECK(r >= 0, "--attn: resolutions must be positive (0: no attention), got " << r);
 }
 
 std::vector<int64_t> parse_seeds(const std::string& text, int64_t max_count) {

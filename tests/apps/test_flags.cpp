@@ -54,6 +54,7 @@ TEST_CASE("model size flags are bounded and name the flag") {
     CHECK(has(error_of([&] { sized({"--cbase", "0"}); }), "--cbase"));
     CHECK(has(error_of([&] { sized({"--blocks", "10000000"}); }), "--blocks must be in 1..64"));
     CHECK(has(error_of([&] { sized({"--attn", "-1"}); }), "--attn"));
+    CHECK(sized({"--attn", "0"}).attn_resolutions == std::vector<int64_t>{0});  // no attention
     CHECK(sized({"--cres", "1,2", "--blocks", "2"}).channel_mult == std::vector<int64_t>{1, 2});
 }
 
