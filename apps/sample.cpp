@@ -1,4 +1,5 @@
 // ./sample: EDM's samplers (Heun, Euler, stochastic) from a network snapshot, to PNGs, a grid and .npy.
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -22,7 +23,8 @@ static const char* kUsage = R"(usage: sample --net FILE [options]
 Generates images with EDM's sampler (Karras et al. 2022, Algorithm 2) from a network snapshot written
 by train_cifar, or an EDM/STF checkpoint converted by tools/edm_to_safetensors.py.
 
-  --net FILE|DIR        network snapshot (.safetensors), or a training run's directory (its newest snapshot)
+  --net FILE|DIR        network snapshot (.safetensors), or a training run's directory (its newest snapshot),
+                        or train_cifar's --outdir (the newest snapshot of its newest NNNNN-* run)
   --seeds 0-63          seeds, as ranges and lists: 0-63 or 1,5,9-12 (default 0-63); one image per seed
   --batch N             images per network call (default 64); the same seed gives the same image at any batch
   --heun N              Heun's 2nd-order sampler with N steps: 2N-1 network evaluations (default 18: 35)
@@ -74,16 +76,37 @@ static int64_t random_class(int64_t seed, int64_t label_dim) {
     return std::min(label_dim - 1, static_cast<int64_t>(u * static_cast<double>(label_dim)));
 }
 
-// The newest network-snapshot-*.safetensors of a training run (names sort by kimg).
-static std::string newest_snapshot(const std::string& dir) {
+// The newest network-snapshot-*.safetensors of a training run (names sort by kimg); "" when none.
+static std::string newest_snapshot_in(const std::filesystem::path& dir) {
     std::string best;
-    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
         std::string name = entry.path().filename().string();
         if (name.rfind("network-snapshot-", 0) == 0 && entry.path().extension() == ".safetensors" &&
             entry.path().string() > best)
             best = entry.path().string();
     }
-    STF_CHECK(!best.empty(), "--net " << dir << ": no network-snapshot-*.safetensors in this directory");
+    return best;
+}
+
+// A run directory's newest snapshot, or for a directory of runs (train_cifar's --outdir, runs named
+// NNNNN-<description>) the newest snapshot of the run with the largest NNNNN that has one.
+static std::string newest_snapshot(const std::string& dir) {
+    std::string best = newest_snapshot_in(dir);
+    if (!best.empty()) return best;
+    long long best_id = -1;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+        const std::string name = entry.path().filename().string();
+        size_t digits = 0;
+        while (digits < name.size() && std::isdigit(static_cast<unsigned char>(name[digits]))) ++digits;
+        if (digits == 0 || digits > 15 || digits >= name.size() || name[digits] != '-' || !entry.is_directory(ec)) continue;
+        const long long id = std::stoll(name.substr(0, digits));
+        std::string snap = id > best_id ? newest_snapshot_in(entry.path()) : "";
+        if (!snap.empty()) best_id = id, best = snap;
+    }
+    STF_CHECK(!best.empty(), "--net " << dir << ": no network-snapshot-*.safetensors in this directory or in its runs "
+                                             "(NNNNN-* directories)");
     return best;
 }
 

@@ -162,7 +162,7 @@ for i in range(1, 6):
     rec.tofile('$data/data_batch_%d.bin' % i)
 "
 common=(--data "$data" --arch ddpmpp --augment 0.12 --dropout 0.13 --tick 1.28 --snap 0 --dump 0
-        --device cuda --no-progress)
+        --device cuda --no-progress --nosubdir)
 
 # 4. Data-parallel training through NCCL: one rank per GPU, the global STF reference batch.
 if [ -f devrun/libstf_dist.so ]; then
