@@ -1,6 +1,5 @@
 #include "data/image_dataset.h"
 
-#include <omp.h>
 #include <zip.h>
 #include <zlib.h>
 
@@ -10,7 +9,6 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <sstream>
 
 #include "data/image_io.h"
@@ -56,7 +54,7 @@ public:
     const std::string& path() const { return path_; }
     const std::vector<std::string>& names() const { return names_; }
     bool has(const std::string& name) const { return std::binary_search(names_.begin(), names_.end(), name); }
-    // Reads the files `names()[first .. first + count)` (sorted order) into out; errors into errors[k].
+    // Reads the files `which` into out[k]; a file that cannot be read leaves its message in errors[k].
     virtual void read(const std::vector<std::string>& which, std::vector<std::vector<uint8_t>>& out,
                       std::vector<std::string>& errors) = 0;
     std::vector<uint8_t> read_one(const std::string& name) {
