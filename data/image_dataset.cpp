@@ -381,6 +381,57 @@ std::vector<uint8_t> uncompressed_png(const uint8_t* hwc, int64_t h, int64_t w, 
     return png;
 }
 
+// Stored image k of d as an uncompressed PNG.
+std::vector<uint8_t> png_of(const ImageDataset& d, int64_t k) {
+    const int64_t h = d.height(), w = d.width(), c = d.channels();
+    std::vector<uint8_t> hwc(static_cast<size_t>(h * w * c));
+    const uint8_t* chw = d.image(k);
+    for (int64_t p = 0; p < h * w; ++p)
+        for (int64_t ch = 0; ch < c; ++ch) hwc[p * c + ch] = chw[ch * h * w + p];
+    return uncompressed_png(hwc.data(), h, w, c);
+}
+
+// A ZIP archive of stored (uncompressed) entries, written by libzip into a temporary file that close()
+// renames into place; an archive never closed is discarded.
+class ZipWriter {
+public:
+    explicit ZipWriter(const std::string& path) : path_(path) {
+        int code = 0;
+        za_ = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &code);
+        STF_CHECK(za_ != nullptr, "write_image_dataset: cannot create '" << path << "' (libzip error " << code << ")");
+    }
+    ~ZipWriter() {
+        if (za_) zip_discard(za_);
+    }
+    ZipWriter(const ZipWriter&) = delete;
+    ZipWriter& operator=(const ZipWriter&) = delete;
+
+    void add(const std::string& name, const std::vector<uint8_t>& bytes) {
+        // libzip reads the buffer when the archive is closed; it owns (and frees) this malloc'd copy.
+        void* copy = std::malloc(bytes.empty() ? 1 : bytes.size());
+        STF_CHECK(copy != nullptr, "write_image_dataset: out of memory");
+        std::memcpy(copy, bytes.data(), bytes.size());
+        zip_source_t* s = zip_source_buffer(za_, copy, bytes.size(), 1);
+        if (!s) std::free(copy);
+        const zip_int64_t i = s ? zip_file_add(za_, name.c_str(), s, ZIP_FL_ENC_UTF_8) : -1;
+        if (i < 0 && s) zip_source_free(s);
+        STF_CHECK(i >= 0, "write_image_dataset: cannot add '" << name << "' to '" << path_ << "': " << zip_strerror(za_));
+        zip_set_file_compression(za_, static_cast<zip_uint64_t>(i), ZIP_CM_STORE, 0);
+    }
+
+    void close() {
+        if (zip_close(za_) == 0) {
+            za_ = nullptr;
+            return;
+        }
+        throw Error("write_image_dataset: cannot write '" + path_ + "': " + zip_strerror(za_));
+    }
+
+private:
+    std::string path_;
+    zip_t* za_ = nullptr;
+};
+
 std::string edm_name(int64_t k) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%08lld", static_cast<long long>(k));
@@ -418,62 +469,31 @@ ImageDataset load_image_folder(const std::string& dir) {
 void write_image_dataset(const std::string& path, const ImageDataset& d) {
     STF_CHECK(d.channels() == 1 || d.channels() == 3,
               "write_image_dataset: '" << path << "': " << d.channels() << " channels (PNG datasets hold 1 or 3)");
-    const int64_t n = d.stored_size(), h = d.height(), w = d.width(), c = d.channels();
+    const int64_t n = d.stored_size();
     json labels = nullptr;
     if (d.has_labels()) {
         labels = json::array();
         for (int64_t k = 0; k < n; ++k) labels.push_back({edm_name(k), d.label(k)});
     }
     const std::string meta = json{{"labels", labels}}.dump();
-    auto png_of = [&](int64_t k) {
-        std::vector<uint8_t> hwc(static_cast<size_t>(h * w * c));
-        const uint8_t* chw = d.image(k);
-        for (int64_t p = 0; p < h * w; ++p)
-            for (int64_t ch = 0; ch < c; ++ch) hwc[p * c + ch] = chw[ch * h * w + p];
-        return uncompressed_png(hwc.data(), h, w, c);
-    };
-
-    const bool zip = extension(path) == ".zip";
-    if (!zip) {
-        std::error_code ec;
-        STF_CHECK(!fs::exists(path, ec) || (fs::is_directory(path, ec) && fs::is_empty(path, ec)),
-                  "write_image_dataset: '" << path << "' exists and is not an empty directory");
-        for (int64_t k = 0; k < n; ++k) {
-            fs::path file = fs::path(path) / edm_name(k);
-            fs::create_directories(file.parent_path());
-            std::vector<uint8_t> png = png_of(k);
-            write_file_atomic(file.string(), png.data(), png.size());
-        }
-        write_file_atomic((fs::path(path) / "dataset.json").string(), meta.data(), meta.size());
+    if (extension(path) == ".zip") {
+        if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
+        ZipWriter zip(path);
+        for (int64_t k = 0; k < n; ++k) zip.add(edm_name(k), png_of(d, k));
+        zip.add("dataset.json", std::vector<uint8_t>(meta.begin(), meta.end()));
+        zip.close();
         return;
     }
-    if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
-    int code = 0;
-    zip_t* za = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &code);
-    STF_CHECK(za != nullptr, "write_image_dataset: cannot create '" << path << "' (libzip error " << code << ")");
-    auto add = [&](const std::string& name, const std::vector<uint8_t>& bytes) {
-        // libzip reads the buffer when the archive is closed; it takes ownership of this malloc'd copy.
-        void* copy = std::malloc(bytes.size() ? bytes.size() : 1);
-        STF_CHECK(copy != nullptr, "write_image_dataset: out of memory");
-        std::memcpy(copy, bytes.data(), bytes.size());
-        zip_source_t* s = zip_source_buffer(za, copy, bytes.size(), 1);
-        zip_int64_t i = s ? zip_file_add(za, name.c_str(), s, ZIP_FL_ENC_UTF_8) : -1;
-        if (i < 0) {
-            if (s) zip_source_free(s);
-            else std::free(copy);
-            std::string why = zip_strerror(za);
-            zip_discard(za);
-            throw Error("write_image_dataset: cannot add '" + name + "' to '" + path + "': " + why);
-        }
-        zip_set_file_compression(za, static_cast<zip_uint64_t>(i), ZIP_CM_STORE, 0);
-    };
-    for (int64_t k = 0; k < n; ++k) add(edm_name(k), png_of(k));
-    add("dataset.json", std::vector<uint8_t>(meta.begin(), meta.end()));
-    if (zip_close(za) != 0) {
-        std::string why = zip_strerror(za);
-        zip_discard(za);
-        throw Error("write_image_dataset: cannot write '" + path + "': " + why);
+    std::error_code ec;
+    STF_CHECK(!fs::exists(path, ec) || (fs::is_directory(path, ec) && fs::is_empty(path, ec)),
+              "write_image_dataset: '" << path << "' exists and is not an empty directory");
+    for (int64_t k = 0; k < n; ++k) {
+        const fs::path file = fs::path(path) / edm_name(k);
+        fs::create_directories(file.parent_path());
+        const std::vector<uint8_t> png = png_of(d, k);
+        write_file_atomic(file.string(), png.data(), png.size());
     }
+    write_file_atomic((fs::path(path) / "dataset.json").string(), meta.data(), meta.size());
 }
 
 }  // namespace stf::data
