@@ -1,5 +1,6 @@
 #include "train/run_dir.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <regex>
@@ -67,18 +68,34 @@ static std::string newest_matching_run(const std::string& outdir, const std::str
     return best;
 }
 
+// With --resume FILE|DIR the run stays where its state is. An --outdir given as well must name that
+// directory or the OUTDIR it was made in; another one is refused rather than silently ignored.
+static void check_given_outdir(const TrainOptions& o, const std::string& run_dir) {
+    if (std::find(o.explicitly_set.begin(), o.explicitly_set.end(), "/outdir") == o.explicitly_set.end()) return;
+    std::error_code ec;
+    const fs::path run = fs::weakly_canonical(fs::absolute(run_dir.empty() ? "." : run_dir), ec);
+    const fs::path given = fs::weakly_canonical(fs::absolute(o.outdir), ec);
+    if (given == run || given == run.parent_path()) return;
+    throw Error("--resume " + o.resume + " continues the run in " + run.string() + ", but outdir was given as \"" +
+                o.outdir + "\". Leave --outdir out with --resume, or start a new run");
+}
+
 // Rank 0's decision: (run directory, training state or "").
 static std::pair<std::string, std::string> decide(const TrainOptions& o, int ranks) {
     std::error_code ec;
     if (!o.resume.empty() && o.resume != "auto") {
+        std::pair<std::string, std::string> d;
         if (fs::is_directory(o.resume, ec)) {
             std::string state = newest_training_state(o.resume);
             STF_CHECK(!state.empty(), "--resume " << o.resume << ": no training-state-*.safetensors in this directory");
-            return {o.resume, state};
+            d = {o.resume, state};
+        } else {
+            STF_CHECK(fs::exists(o.resume, ec), "--resume " << o.resume << " does not exist (give a training state, a run "
+                                                                            "directory or auto)");
+            d = {fs::path(o.resume).parent_path().string(), o.resume};
         }
-        STF_CHECK(fs::exists(o.resume, ec), "--resume " << o.resume << " does not exist (give a training state, a run "
-                                                                        "directory or auto)");
-        return {fs::path(o.resume).parent_path().string(), o.resume};
+        check_given_outdir(o, d.first);
+        return d;
     }
     const std::string description = run_description(o, ranks);
     if (o.resume == "auto") {

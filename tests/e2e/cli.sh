@@ -200,6 +200,10 @@ grep -q '"label_dim": 10' "$run/training_options.json" && pass "label_dim 10 rec
 if "$bin/train_cifar" "${cond[@]}" --duration 0.00016 >"$tmp/cond2.log" 2>&1 && grep -q "Resumed from $run/training-state" \
     "$tmp/cond2.log" && [ "$(ls "$tmp/runs")" = "$(basename "$run")" ]; then pass "--resume auto continues the run"
 else fail "--resume auto: $(tail -3 "$tmp/cond2.log"; ls "$tmp/runs")"; fi
+# A flag that would change the resumed run is refused by name, as with --resume FILE; two at once are both named.
+expect_error "--resume auto with another --lr and --dropout" "lr was given as 0.5 and the state has 0.001, " \
+    "$bin/train_cifar" "${cond[@]}" --duration 0.00016 --lr 0.5 --dropout 0.2
+expect_error "--resume DIR with another --outdir" "outdir was given as" "$bin/train_cifar" --resume "$run" --outdir "$tmp/elsewhere"
 for c in 3 7; do
     "$bin/sample" --net "$tmp/runs" --seeds 0-3 --heun 3 --device cpu --class $c --out-npy "$tmp/class$c.npy" \
         >"$tmp/class$c.log" 2>&1 || fail "sample --class $c: $(cat "$tmp/class$c.log")"
