@@ -11,16 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "data/image_folder.h"  // the one decoder
 #include "data/image_io.h"
-
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_PNG
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#include <stb_image.h>
-#pragma GCC diagnostic pop
 
 namespace stf::data {
 
@@ -184,11 +176,6 @@ struct ImageShape {
     std::string first;  // the file it was read from
 };
 
-std::string stb_reason() {
-    const char* r = stbi_failure_reason();
-    return r ? r : "unknown error";
-}
-
 std::string describe(int64_t w, int64_t h, int64_t c) {
     return std::to_string(w) + "x" + std::to_string(h) + " with " + std::to_string(c) +
            (c == 1 ? " channel" : " channels");
@@ -199,17 +186,16 @@ std::string check_png(const std::vector<uint8_t>& bytes, const std::string& wher
     static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     if (bytes.size() < 8 || std::memcmp(bytes.data(), kSignature, 8) != 0)
         return where + " is not a PNG file (no PNG signature)";
-    int w = 0, h = 0, c = 0;
-    const int len = static_cast<int>(bytes.size());
-    if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &c))
-        return where + " is not a readable PNG: " + stb_reason();
-    if (stbi_is_16_bit_from_memory(bytes.data(), len))
+    const ImageHeader head = read_image_header(bytes.data(), bytes.size());
+    if (!head.ok) return where + " is not a readable PNG: " + head.error;
+    if (head.sixteen_bit)
         return where + " has 16 bits per channel; expected 8-bit PNGs (EDM's dataset_tool writes 8-bit L or RGB)";
+    const int64_t c = head.channels;
     if (c != 1 && c != 3)
         return where + " has " + std::to_string(c) + " channels" + (c == 4 ? " (RGBA)" : c == 2 ? " (grey + alpha)" : "") +
                "; expected 1 (grey) or 3 (RGB)";
-    if (w != shape.w || h != shape.h || c != shape.c)
-        return where + " is " + describe(w, h, c) + " but '" + shape.first + "' is " +
+    if (head.width != shape.w || head.height != shape.h || c != shape.c)
+        return where + " is " + describe(head.width, head.height, c) + " but '" + shape.first + "' is " +
                describe(shape.w, shape.h, shape.c) + ": every image must have the same size and channels";
     return "";
 }
@@ -217,17 +203,15 @@ std::string check_png(const std::vector<uint8_t>& bytes, const std::string& wher
 // Decodes a checked PNG into CHW bytes at dst; "" on success.
 std::string decode_png(const std::vector<uint8_t>& bytes, const std::string& where, const ImageShape& shape,
                        uint8_t* dst) {
-    int w = 0, h = 0, c = 0;
-    stbi_uc* hwc = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c, 0);
-    if (!hwc) return where + " is a corrupt PNG: " + stb_reason();
-    if (w != shape.w || h != shape.h || c != shape.c) {
-        stbi_image_free(hwc);
-        return where + " decodes to " + describe(w, h, c) + ", not what its header said";
+    DecodedImage img;
+    try {
+        img = decode_image(bytes.data(), bytes.size(), where);
+    } catch (const Error& e) {
+        return e.what();  // "cannot decode WHERE: why"
     }
-    const int64_t plane = shape.h * shape.w;
-    for (int64_t p = 0; p < plane; ++p)
-        for (int64_t ch = 0; ch < shape.c; ++ch) dst[ch * plane + p] = hwc[p * shape.c + ch];
-    stbi_image_free(hwc);
+    if (img.width != shape.w || img.height != shape.h || img.channels != shape.c)
+        return where + " decodes to " + describe(img.width, img.height, img.channels) + ", not what its header said";
+    std::copy(img.chw.begin(), img.chw.end(), dst);
     return "";
 }
 
@@ -306,12 +290,12 @@ ImageDataset load_images(FileSource& src, const std::string& kind) {
         shape.first = images[0];
         std::vector<uint8_t> first = src.read_one(images[0]);
         const std::string where = "'" + images[0] + "' in '" + path + "'";
-        int w = 0, h = 0, c = 0;
-        STF_CHECK(first.size() >= 8 && stbi_info_from_memory(first.data(), static_cast<int>(first.size()), &w, &h, &c),
-                  "ImageDataset::load: " << where << " is not a readable PNG");
+        const ImageHeader head = read_image_header(first.data(), first.size());
+        STF_CHECK(first.size() >= 8 && head.ok, "ImageDataset::load: " << where << " is not a readable PNG");
+        const int64_t w = head.width, h = head.height;
         STF_CHECK(w > 0 && h > 0 && w <= kMaxImageSide && h <= kMaxImageSide,
                   "ImageDataset::load: " << where << " is " << w << "x" << h << ", outside 1 .. " << kMaxImageSide);
-        shape.w = w, shape.h = h, shape.c = c;
+        shape.w = w, shape.h = h, shape.c = head.channels;
         std::string bad = check_png(first, where, shape);  // channels and bit depth
         STF_CHECK(bad.empty(), "ImageDataset::load: " << bad);
     }

@@ -4,12 +4,14 @@
 #include <doctest/doctest.h>
 #include <zip.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <utility>
 
 #include "data/dataset.h"
 #include "data/image_dataset.h"
+#include "data/image_folder.h"
 #include "data/image_io.h"
 #include "tests/expect_error.h"
 #include "tests/temp_files.h"
@@ -207,6 +209,35 @@ TEST_CASE("write_image_dataset writes EDM's dataset_tool layout, which reads bac
     CHECK_FALSE(back.has_labels());
     CHECK(back.channels() == 1);
     CHECK(has(error_of([&] { write_image_dataset(tmp.file("dir"), d); }), "not an empty directory"));
+}
+
+TEST_CASE("./fid's image folder reader and the dataset reader decode the same PNGs to the same bytes") {
+    // One decoder (data/image_folder.h) behind both: an EDM folder read file by file as ./fid calc
+    // reads sample folders equals the dataset ImageDataset::load reads.
+    TempDir tmp;
+    std::vector<uint8_t> px(4 * 3 * 5 * 5);
+    for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>(i * 13 + 2);
+    ImageDataset d(px, {}, 4, 3, 5, 5, "synthetic");
+    write_image_dataset(tmp.file("dir"), d);
+    const std::vector<std::string> files = list_image_files(tmp.file("dir"));
+    REQUIRE(files.size() == 4);
+    for (int64_t k = 0; k < 4; ++k) {
+        DecodedImage img = read_image(files[static_cast<size_t>(k)]);
+        REQUIRE(img.channels == 3);
+        REQUIRE(img.height == 5);
+        REQUIRE(img.width == 5);
+        CHECK(std::equal(img.chw.begin(), img.chw.end(), d.image(k)));
+    }
+    const std::string bytes = test::read_bytes(files[0]);
+    ImageHeader head = read_image_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    CHECK(head.ok);
+    CHECK(head.channels == 3);
+    CHECK_FALSE(head.sixteen_bit);
+    const std::string junk = "not an image at all";
+    CHECK_FALSE(read_image_header(reinterpret_cast<const uint8_t*>(junk.data()), junk.size()).ok);
+    CHECK(has(error_of([&] { decode_image(reinterpret_cast<const uint8_t*>(junk.data()), junk.size(), "'junk'"); }),
+              "cannot read 'junk' as an image"));
+    CHECK(has(error_of([&] { read_image(tmp.file("dir")); }), "is not a regular file"));
 }
 
 TEST_CASE("--xflip: image i + N is image i mirrored, with its label; nothing is copied") {
