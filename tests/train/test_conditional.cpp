@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/dataset.h"
-#include "data/image_folder.h"
+#include "data/image_dataset.h"
 #include "diffusion/loss.h"
 #include "nn/network.h"
 #include "nn/safetensors.h"
