@@ -207,7 +207,7 @@ std::string decode_png(const std::vector<uint8_t>& bytes, const std::string& whe
     try {
         img = decode_image(bytes.data(), bytes.size(), where);
     } catch (const Error& e) {
-        return e.what();  // "cannot decode WHERE: why"
+        return std::string(e.what()) + " (expected a whole PNG)";  // "cannot decode WHERE, a corrupt image: why"
     }
     if (img.width != shape.w || img.height != shape.h || img.channels != shape.c)
         return where + " decodes to " + describe(img.width, img.height, img.channels) + ", not what its header said";

@@ -91,7 +91,7 @@ DecodedImage decode_image(const uint8_t* bytes, size_t size, const std::string& 
               "cannot read " << where << " as an image: " << stb_reason());
     const int want = c <= 2 ? 1 : 3;
     unsigned char* pixels = stbi_load_from_memory(bytes, len, &w, &h, &c, want);
-    STF_CHECK(pixels != nullptr, "cannot decode " << where << " (a corrupt image?): " << stb_reason());
+    STF_CHECK(pixels != nullptr, "cannot decode " << where << ", a corrupt image: " << stb_reason());
     DecodedImage img;
     img.channels = want;
     img.height = h;
