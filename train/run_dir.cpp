@@ -38,15 +38,16 @@ int next_run_id(const std::string& outdir) {
 }
 
 std::string newest_training_state(const std::string& dir) {
-    static const std::regex state_name(R"(^training-state-(\d+)\.safetensors$)");
+    // KIMG as train/training_state.h names it: whole (000123) or, with ticks under 1 kimg, 000000.080.
+    static const std::regex state_name(R"(^training-state-(\d{1,15}(\.\d{1,6})?)\.safetensors$)");
     std::string best;
-    long long best_kimg = -1;
+    double best_kimg = -1;
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(dir, ec)) {
         std::smatch m;
         const std::string name = e.path().filename().string();
-        if (!std::regex_match(name, m, state_name) || !e.is_regular_file(ec) || m[1].length() > 15) continue;
-        if (long long kimg = std::stoll(m[1]); kimg > best_kimg) best_kimg = kimg, best = e.path().string();
+        if (!std::regex_match(name, m, state_name) || !e.is_regular_file(ec)) continue;
+        if (double kimg = std::stod(m[1]); kimg > best_kimg) best_kimg = kimg, best = e.path().string();
     }
     return best;
 }

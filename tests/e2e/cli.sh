@@ -189,7 +189,7 @@ cond=(--data "$tmp/fm-32x32.zip" --cbase 8 --cres 1,2 --blocks 1 --attn 16 --bat
       --ema 0.0005 --tick 0.16 --device cpu --no-progress --cond --label-dropout 0.2 --stf --rbatch 32 --xflip
       --outdir "$tmp/runs" --resume auto)
 run="$tmp/runs/00000-fm-32x32-cond-ddpmpp-edm-gpus1-batch16-fp32"
-if "$bin/train_cifar" "${cond[@]}" --duration 0.00008 >"$tmp/cond.log" 2>&1 && [ -f "$run/training-state-000000.safetensors" ]
+if "$bin/train_cifar" "${cond[@]}" --duration 0.00008 >"$tmp/cond.log" 2>&1 && [ -f "$run/training-state-000000.080.safetensors" ]
 then pass "train_cifar --cond --stf on the ZIP, in EDM's run directory"
 else fail "train_cifar --cond: $(tail -5 "$tmp/cond.log"; ls "$tmp/runs")"; fi
 grep -q "class-conditional, 10 classes (label dropout 0.200), each image's references of its own class; x-flips (512" \

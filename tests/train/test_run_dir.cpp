@@ -73,6 +73,13 @@ TEST_CASE("run ids, the newest training state, and a fresh run's directory") {
     touch(tmp.path / "00000-a" / "training-state-1000000.safetensors");  // past six digits: by number, not by name
     CHECK(newest_training_state((tmp.path / "00000-a").string()) ==
           (tmp.path / "00000-a" / "training-state-1000000.safetensors").string());
+    // Ticks under 1 kimg name states with three decimals (train/training_state.h): by number too.
+    fs::create_directories(tmp.path / "00001-c");
+    for (const char* name : {"training-state-000000.080.safetensors", "training-state-000000.160.safetensors",
+                             "training-state-000000.160.safetensors.tmp.123"})
+        touch(tmp.path / "00001-c" / name);
+    CHECK(newest_training_state((tmp.path / "00001-c").string()) ==
+          (tmp.path / "00001-c" / "training-state-000000.160.safetensors").string());
 
     ProcessGroup& group = ProcessGroup::world();
     TrainOptions o = options(tmp.path / "runs");
