@@ -22,9 +22,9 @@ namespace {
 const char* kUsage = R"(usage: fid ref  --data DATA --dest ref.npz [options]
        fid calc --images DIR|samples.npy --ref ref.npz [--num 50000] [options]
 
-ref   Inception statistics (mu, sigma in float64, EDM's .npz format) of every image of a dataset: a
-      CIFAR-10 binary directory, IDX files (padded to 32x32, as train_cifar trains on them), whatever
-      train_cifar's --data takes.
+ref   Inception statistics (mu, sigma in float64, EDM's .npz format) of every image of a dataset, read
+      as train_cifar's --data reads it: EDM's dataset ZIP or a folder in its layout (PNGs, dataset.json),
+      a CIFAR-10 binary directory or batch file, IDX files (padded to 32x32, as train_cifar trains on them).
 calc  FID of generated images against reference statistics (yours, or EDM's fid-refs/*.npz): a folder
       tree of PNGs (as ./sample --outdir writes; sorted by path) or a .npy in [-1, 1] (./sample
       --out-npy), converted to 8-bit pixels as the PNGs would hold them. Uses the first --num images

@@ -1,4 +1,5 @@
 // ./sample: EDM's samplers (Heun, Euler, stochastic) from a network snapshot, to PNGs, a grid and .npy.
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -22,14 +23,19 @@ static const char* kUsage = R"(usage: sample --net FILE [options]
 Generates images with EDM's sampler (Karras et al. 2022, Algorithm 2) from a network snapshot written
 by train_cifar, or an EDM/STF checkpoint converted by tools/edm_to_safetensors.py.
 
-  --net FILE|DIR        network snapshot (.safetensors), or a training run's directory (its newest snapshot)
+  --net FILE|DIR        network snapshot (.safetensors), or a training run's directory (its newest snapshot),
+                        or train_cifar's --outdir (the newest snapshot of its newest NNNNN-* run)
   --seeds 0-63          seeds, as ranges and lists: 0-63 or 1,5,9-12 (default 0-63); one image per seed
   --batch N             images per network call (default 64); the same seed gives the same image at any batch
   --heun N              Heun's 2nd-order sampler with N steps: 2N-1 network evaluations (default 18: 35)
   --euler N             Euler's 1st-order sampler with N steps instead
   --churn S             stochasticity S_churn (default 0: deterministic); --s-min, --s-max, --s-noise
   --sigma-min S         (default 0.002)  --sigma-max S (default 80)  --rho R (default 7)
-  --latents FILE.npy    start from these N x C x H x W standard-normal latents instead of seeds
+  --latents FILE.npy    start from these N x C x H x W standard-normal latents instead of seeds (0 .. N-1)
+  --class C             class-conditional networks: every image of class C (default: each seed's class drawn
+                        from the seed's own random stream after its latents, as EDM's generate.py does)
+  --guidance W          classifier-free guidance for a network trained with --label-dropout:
+                        D = D(x; no label) + W (D(x; class) - D(x; no label)); 1 (default) is plain conditional
   --outdir DIR          one PNG per seed, in EDM's layout (DIR/000000/000012.png), for fid.py
   --grid FILE.png       all images in one grid
   --out-npy FILE.npy    the raw float32 outputs, N x C x H x W in [-1, 1] (before rounding to pixels)
@@ -61,16 +67,46 @@ static void check_output_dir(const char* flag, const std::string& dir) {
     STF_CHECK(::access(dir.c_str(), W_OK) == 0, "--" << flag << " " << dir << ": folder is not writable");
 }
 
-// The newest network-snapshot-*.safetensors of a training run (names sort by kimg).
-static std::string newest_snapshot(const std::string& dir) {
+// EDM's generate.py draws a seed's class from the seed's own generator right after its latents; here the
+// seed's Philox stream is at offset 1 after the latents' draw at offset 0.
+static int64_t random_class(int64_t seed, int64_t label_dim) {
+    Generator g(static_cast<uint64_t>(seed));
+    g.next_stream();  // the latents
+    const double u = ops::rand({1}, g, DType::F64).to_vector()[0];
+    return std::min(label_dim - 1, static_cast<int64_t>(u * static_cast<double>(label_dim)));
+}
+
+// The newest network-snapshot-*.safetensors of a training run (names sort by kimg); "" when none.
+static std::string newest_snapshot_in(const std::filesystem::path& dir) {
     std::string best;
-    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
         std::string name = entry.path().filename().string();
         if (name.rfind("network-snapshot-", 0) == 0 && entry.path().extension() == ".safetensors" &&
             entry.path().string() > best)
             best = entry.path().string();
     }
-    STF_CHECK(!best.empty(), "--net " << dir << ": no network-snapshot-*.safetensors in this directory");
+    return best;
+}
+
+// A run directory's newest snapshot, or for a directory of runs (train_cifar's --outdir, runs named
+// NNNNN-<description>) the newest snapshot of the run with the largest NNNNN that has one.
+static std::string newest_snapshot(const std::string& dir) {
+    std::string best = newest_snapshot_in(dir);
+    if (!best.empty()) return best;
+    long long best_id = -1;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+        const std::string name = entry.path().filename().string();
+        size_t digits = 0;
+        while (digits < name.size() && std::isdigit(static_cast<unsigned char>(name[digits]))) ++digits;
+        if (digits == 0 || digits > 15 || digits >= name.size() || name[digits] != '-' || !entry.is_directory(ec)) continue;
+        const long long id = std::stoll(name.substr(0, digits));
+        std::string snap = id > best_id ? newest_snapshot_in(entry.path()) : "";
+        if (!snap.empty()) best_id = id, best = snap;
+    }
+    STF_CHECK(!best.empty(), "--net " << dir << ": no network-snapshot-*.safetensors in this directory or in its runs "
+                                             "(NNNNN-* directories)");
     return best;
 }
 
@@ -98,6 +134,8 @@ int main(int argc, char** argv) {
         std::string out_npy = f.str("out-npy", "");
         Device device = Device::parse(f.str("device", "cuda"));
         std::string precision = f.str("precision", "fp32");
+        const int64_t class_index = f.integer("class", -1);
+        const double guidance = f.real("guidance", 1);
         f.check_all_used();
         STF_CHECK(!net_path.empty(), "no network: give --net FILE (a snapshot from train_cifar)");
         STF_CHECK(batch >= 1, "--batch must be positive");
@@ -127,6 +165,15 @@ int main(int argc, char** argv) {
         std::printf("arithmetic: %s\n", arithmetic.c_str());
         const nn::SongUNetConfig& u = loaded.config.unet;
         Shape image{u.in_channels, u.img_resolution, u.img_resolution};
+        const int64_t label_dim = u.label_dim;
+        STF_CHECK(!f.given("class") || label_dim > 0,
+                  "--class: " << net_path << " is an unconditional network (label_dim 0); train with --cond");
+        STF_CHECK(!f.given("class") || (class_index >= 0 && class_index < label_dim),
+                  "--class " << class_index << " is out of range: the network has classes 0 .. " << label_dim - 1);
+        STF_CHECK(guidance == 1 || label_dim > 0, "--guidance: " << net_path << " is an unconditional network");
+        STF_CHECK(guidance == 1 || u.label_dropout > 0,
+                  "--guidance " << guidance << ": " << net_path << " was trained without label dropout, so its output "
+                                << "without a label was never trained (train with --cond --label-dropout P)");
 
         // Latents: from a file, or one standard-normal draw per seed (so an image depends on its seed only),
         // drawn batch by batch.
@@ -151,16 +198,45 @@ int main(int argc, char** argv) {
             return ops::cat(per_seed, 0);
         };
         const int64_t n = static_cast<int64_t>(seeds.size());
+        // One-hot class labels per image (none for an unconditional network).
+        Tensor labels;
+        if (label_dim > 0) {
+            std::vector<double> onehot(static_cast<size_t>(n * label_dim), 0.0);
+            for (int64_t i = 0; i < n; ++i)
+                onehot[static_cast<size_t>(i * label_dim + (class_index >= 0 ? class_index
+                                                                             : random_class(seeds[static_cast<size_t>(i)], label_dim)))] = 1;
+            labels = ops::from_vector(onehot, {n, label_dim}, DType::F32);
+            std::string guided = guidance == 1 ? "" : ", guidance " + std::to_string(guidance);
+            if (class_index >= 0) std::printf("class %lld for every image%s\n", (long long)class_index, guided.c_str());
+            else std::printf("classes 0 .. %lld drawn per seed%s\n", (long long)label_dim - 1, guided.c_str());
+        }
         std::printf("sampling %lld images with %s %d steps (%lld network evaluations per batch), %s, batch %lld\n",
                     (long long)n, so.heun ? "Heun" : "Euler", so.num_steps,
                     (long long)diffusion::network_evaluations(so), device.str().c_str(), (long long)batch);
 
-        // The sampler runs in float64 on the CPU; the network in float32 on its device.
+        // The sampler runs in float64 on the CPU; the network in float32 on its device. With guidance the
+        // conditional and unconditional (all-zero label) evaluations share one network call of twice the batch.
+        Tensor batch_labels;  // the current batch's labels, on the device
+        Generator no_dropout;  // eval mode: the network draws nothing
         diffusion::Denoiser denoise = [&](const Tensor& x, double sigma) {
             NoGradGuard no_grad;
             Tensor xd = ops::to(ops::to(x, DType::F32), device);
-            Tensor s = ops::full({x.size(0)}, sigma, DType::F32, device);
-            return ops::to(ops::to(net.forward(xd, s), Device::cpu()), DType::F64);
+            const int64_t b = x.size(0);
+            if (label_dim == 0) {
+                Tensor s = ops::full({b}, sigma, DType::F32, device);
+                return ops::to(ops::to(net.forward(xd, s), Device::cpu()), DType::F64);
+            }
+            if (guidance == 1) {
+                Tensor s = ops::full({b}, sigma, DType::F32, device);
+                Tensor d = net.forward(xd, s, batch_labels, Tensor(), no_dropout);
+                return ops::to(ops::to(d, Device::cpu()), DType::F64);
+            }
+            Tensor s = ops::full({2 * b}, sigma, DType::F32, device);
+            Tensor both = net.forward(ops::cat({xd, xd}, 0), s, ops::cat({batch_labels, ops::zeros_like(batch_labels)}, 0),
+                                      Tensor(), no_dropout);
+            both = ops::to(ops::to(both, Device::cpu()), DType::F64);
+            Tensor cond = ops::narrow(both, 0, 0, b), uncond = ops::narrow(both, 0, b, b);
+            return ops::add(uncond, ops::mul_scalar(ops::sub(cond, uncond), guidance));
         };
         auto start = std::chrono::steady_clock::now();
         std::vector<Tensor> outputs;  // kept only for --grid and --out-npy
@@ -170,6 +246,7 @@ int main(int argc, char** argv) {
             int64_t len = std::min(batch, n - b0);
             std::vector<Generator> churn;
             for (int64_t i = 0; i < len; ++i) churn.emplace_back(static_cast<uint64_t>(seeds[b0 + i]) + (1ull << 32));
+            if (labels.defined()) batch_labels = ops::to(ops::contiguous(ops::narrow(labels, 0, b0, len)), device);
             Tensor out = ops::to(diffusion::edm_sample(denoise, latents_of(b0, len), so, so.S_churn > 0 ? &churn : nullptr),
                                  DType::F32);
             const std::vector<double> values = out.to_vector();

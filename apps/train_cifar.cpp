@@ -5,6 +5,7 @@
 #include "data/dataset.h"
 #include "apps/common/flags.h"
 #include "metrics/snapshot_fid.h"
+#include "train/run_dir.h"
 #include "train/training_loop.h"
 
 using namespace stf;
@@ -15,12 +16,22 @@ Trains EDM's DDPM++ or NCSN++ on CIFAR-10 (or any dataset below) with the DSM ta
 Stable Target Field target (--stf). Defaults are the paper's CIFAR-10 recipe.
 
 data and output
-  --data PATH          CIFAR-10 binary directory (cifar-10-batches-bin) or IDX images (.gz or not),
-                       e.g. Fashion-MNIST from Debian's dataset-fashion-mnist (default for --preset small)
+  --data PATH          EDM's dataset ZIP (dataset_tool.py's, or ./dataset_tool's) or a folder of PNGs in its
+                       layout, any resolution, 1 or 3 channels, labels in dataset.json; a CIFAR-10 binary
+                       directory (cifar-10-batches-bin); or IDX images (.gz or not), e.g. Fashion-MNIST from
+                       Debian's dataset-fashion-mnist (default for --preset small)
+  --cond               class-conditional: the dataset's labels go to the network (EDM's --cond=1); with
+                       --stf each image's reference batch is drawn from its own class
+  --label-dropout P    with --cond, drop a sample's label (all zeros) with probability P, for classifier-free
+                       guidance (sample --guidance); default 0
+  --xflip              EDM's dataset x-flips: the dataset doubled with mirrored images
   --max-images N       use only the first N images (default: all)
-  --outdir DIR         where logs, stats, plots and checkpoints go (default training-runs)
-  --preset NAME        small: a small DDPM++ on Fashion-MNIST on the CPU that ends in minutes (each flag
-                       given explicitly still wins)
+  --outdir DIR         runs go to DIR/NNNNN-<data>-<cond|uncond>-<arch>-<precond>-gpus<G>-batch<B>-<precision>,
+                       NNNNN the next free id (default training-runs)
+  --desc TEXT          appended to the run directory's name
+  --nosubdir           write into --outdir itself
+  --preset NAME        small: a small DDPM++ on Fashion-MNIST on the CPU that ends in minutes, written into
+                       training-runs/small (--nosubdir); each flag given explicitly still wins
 network
   --arch ddpmpp|ncsnpp EDM's CIFAR-10 architectures (default ddpmpp)
   --precond edm|vp|ve  preconditioning and matching loss (default edm)
@@ -28,7 +39,7 @@ network
   --cres 2,2,2         channel multiplier per resolution (default 2,2,2)
   --blocks N           residual blocks per resolution (default 4)
   --attn 16            attention resolutions (default 16; 0: none)
-  --res R              image resolution: smaller images are padded to R x R (default 32)
+  --res R              pad smaller images to R x R (default 32; larger images keep their size)
   --dropout P          dropout probability (default 0.13)
 objective
   --stf                Stable Target Field target instead of DSM
@@ -48,9 +59,14 @@ progress and checkpoints
   --tick KIMG          progress line every KIMG thousand images (default 50)
   --snap N             network snapshot every N ticks (default 50); always at the end
   --dump N             training state every N ticks (default 500); always at the end
-  --resume FILE        continue from a training-state-*.safetensors with the options it holds; --duration
-                       (extend), --batch-gpu, --no-progress, --dist-timeout may change, any other flag
-                       set to another value than the state's is refused
+  --resume FILE|DIR|auto  continue from a training-state-*.safetensors, or a run directory's newest one,
+                       with the options the state holds; --duration (extend), --batch-gpu, --no-progress,
+                       --dist-timeout may change, any other flag set to another value than the state's is
+                       refused. auto: resume the run these flags would write if it has a training state,
+                       else start it (for preempted jobs)
+  --transfer FILE      start from a network snapshot's weights (ours, or an EDM/STF checkpoint converted by
+                       tools/edm_to_safetensors.py) with a fresh optimiser and the EMA equal to them; the
+                       network flags must describe the snapshot's network. As EDM, --ema-rampup defaults to 0
   --no-progress        no progress bar between ticks
   --device cpu|cuda    (default cuda)
   --precision MODE     fp32 (default; TF32 off), tf32 (CUDA tensor cores), or bf16: mixed precision, the
@@ -91,7 +107,13 @@ static train::TrainOptions options_from_flags(apps::Flags& f) {
     o.pad_to = f.integer("res", o.pad_to);
     o.data = f.str("data", o.data);
     o.max_images = f.integer("max-images", o.max_images);
+    o.cond = f.boolean("cond");
+    o.net.unet.label_dropout = f.real("label-dropout", 0);
+    o.xflip = f.boolean("xflip");
     o.outdir = f.str("outdir", o.outdir);
+    o.desc = f.str("desc", "");
+    o.nosubdir = o.nosubdir || f.boolean("nosubdir");
+    o.transfer = f.str("transfer", "");
     o.stf = f.boolean("stf");
     o.rbatch = f.integer("rbatch", o.rbatch);
     o.rbatch_scope = f.str("rbatch-scope", o.rbatch_scope);
@@ -101,7 +123,8 @@ static train::TrainOptions options_from_flags(apps::Flags& f) {
     o.lr = f.real("lr", o.lr);
     o.lr_rampup_mimg = f.real("lr-rampup", o.lr_rampup_mimg);
     o.ema_mimg = f.real("ema", o.ema_mimg);
-    o.ema_rampup = f.real("ema-rampup", o.ema_rampup);
+    // EDM's --transfer turns the EMA ramp-up off: the EMA of a pretrained network keeps its half-life.
+    o.ema_rampup = f.real("ema-rampup", o.transfer.empty() ? o.ema_rampup : 0);
     o.augment = f.real("augment", o.augment);
     o.seed = static_cast<uint64_t>(f.integer("seed", 0));
     o.tick_kimg = f.real("tick", o.tick_kimg);
@@ -138,15 +161,21 @@ int main(int argc, char** argv) {
         int64_t fid_batch = f.integer("fid-batch", o.device == "cpu" ? 16 : 256);
         f.check_all_used();
         o.explicitly_set = explicitly_set(o, f.given("preset") ? f.str("preset", "") : "");
-        if (o.resume.empty()) o.duration_mimg = f.real("duration", o.duration_mimg);
-        else if (!f.given("duration")) o.duration_mimg = 0;  // 0: keep the resumed run's duration
-        STF_CHECK(!o.data.empty() || !o.resume.empty(), "no dataset: give --data PATH (or --preset small)");
+        // --resume auto with --transfer: the first start transfers, a restart resumes (its state has the weights).
+        STF_CHECK(o.transfer.empty() || o.resume.empty() || o.resume == "auto",
+                  "--transfer and --resume cannot be given together (a resumed run has its own weights)");
+        STF_CHECK(!o.data.empty() || (!o.resume.empty() && o.resume != "auto"),
+                  "no dataset: give --data PATH (or --preset small)");
+        // The run directory, and with --resume DIR|auto the training state to continue from ("" for auto
+        // when this run has none yet: it starts).
+        train::choose_run_directory(o, train::ProcessGroup::world(o.dist_timeout));
+        if (!o.resume.empty() && !f.given("duration")) o.duration_mimg = 0;  // 0: keep the resumed run's duration
         // FID at snapshots: the hook is built (weights and reference loaded) before training starts.
         train::SnapshotMetrics snapshot_metrics;
         if (metrics != "none") {
             STF_CHECK(!fid_ref.empty(), "--metrics " << metrics << " needs --fid-ref FILE.npz (reference statistics)");
             auto fid = std::make_shared<metrics::SnapshotFid>(metrics, fid_ref, fid_net, Device::parse(o.device),
-                                                              o.outdir, fid_batch);
+                                                              o.outdir.empty() ? "." : o.outdir, fid_batch);
             snapshot_metrics = [fid](const nn::Precond& ema, double kimg) { return (*fid)(ema, kimg); };
         }
         train::training_loop(o, snapshot_metrics);

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cuda/philox.h"
+#include "data/image_dataset.h"
 #include "tensor/ops.h"
 
 namespace stf::data {
@@ -153,6 +154,11 @@ bool is_file(const fs::path& p) {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string lower_case(std::string s) {
+    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return s;
 }
 
 // The labels file beside an IDX images file, or "" when there is none.
@@ -327,24 +333,28 @@ ImageDataset ImageDataset::load(const std::string& path, int64_t pad_to, int64_t
             d = load_cifar_dir(p / "cifar-10-batches-bin");
         } else if (!(idx = find_idx_images(p)).empty()) {
             d = load_idx(idx);
+        } else if (is_image_folder(path)) {
+            d = load_image_folder(path);
         } else {
             throw Error("ImageDataset::load: no dataset found in directory '" + path +
                         "': looked for CIFAR-10 binary batches (data_batch_1.bin .. data_batch_5.bin, there or in "
-                        "cifar-10-batches-bin/) and IDX image files (train-images-idx3-ubyte[.gz] or "
-                        "*-images-idx3-ubyte[.gz])");
+                        "cifar-10-batches-bin/), IDX image files (train-images-idx3-ubyte[.gz] or "
+                        "*-images-idx3-ubyte[.gz]) and PNG images with a dataset.json (EDM's dataset_tool layout)");
         }
     } else {
         // A FIFO or device would block the read or never end: only regular files are read.
         STF_CHECK(is_file(p), "ImageDataset::load: '" << path << "' is not a regular file (a pipe, socket or device)");
-        uint32_t magic = peek_magic(path);
         std::string name = p.filename().string();
-        if (magic == 0x00000803u || name.find("idx3") != std::string::npos) {
+        uint32_t magic = 0;
+        if (is_zip_file(path) || ends_with(lower_case(name), ".zip")) {
+            d = load_image_zip(path);  // reports "not a ZIP archive" with the file name
+        } else if ((magic = peek_magic(path)) == 0x00000803u || name.find("idx3") != std::string::npos) {
             d = load_idx(path);  // reports bad magic and truncation with the file name
         } else if (ends_with(name, ".bin") || ends_with(name, ".bin.gz")) {
             d = load_cifar_file(path);
         } else {
             throw Error("ImageDataset::load: '" + path + "' is neither an IDX image file (magic " + hex32(magic) +
-                        ", expected 0x00000803) nor a CIFAR-10 batch (*.bin)");
+                        ", expected 0x00000803), a CIFAR-10 batch (*.bin) nor a ZIP archive of PNG images");
         }
     }
     STF_CHECK(d.size() > 0, "ImageDataset::load: '" << path << "' holds no images");
@@ -390,14 +400,14 @@ const uint8_t* ImageDataset::image(int64_t i) const {
 }
 
 int ImageDataset::label(int64_t i) const {
-    STF_CHECK(i >= 0 && i < n_, "ImageDataset::label: index " << i << " out of range for " << n_ << " images");
-    return labels_.empty() ? 0 : labels_[static_cast<size_t>(i)];
+    STF_CHECK(i >= 0 && i < size(), "ImageDataset::label: index " << i << " out of range for " << size() << " images");
+    return labels_.empty() ? 0 : labels_[static_cast<size_t>(i % n_)];
 }
 
 Tensor ImageDataset::batch(const std::vector<int64_t>& indices, Device device) const {
     int64_t b = static_cast<int64_t>(indices.size());
     for (int64_t i : indices)
-        STF_CHECK(i >= 0 && i < n_, "ImageDataset::batch: index " << i << " out of range for " << n_ << " images");
+        STF_CHECK(i >= 0 && i < size(), "ImageDataset::batch: index " << i << " out of range for " << size() << " images");
     // x / 127.5 - 1 in float32, as EDM computes it.
     float lut[256];
     for (int v = 0; v < 256; ++v) lut[v] = static_cast<float>(v) / 127.5f - 1.0f;
@@ -405,9 +415,15 @@ Tensor ImageDataset::batch(const std::vector<int64_t>& indices, Device device) c
     float* dst = out.data<float>();
     int64_t per = image_bytes();
     for (int64_t k = 0; k < b; ++k) {
-        const uint8_t* src = pixels_.data() + indices[static_cast<size_t>(k)] * per;
+        const int64_t i = indices[static_cast<size_t>(k)];
+        const uint8_t* src = pixels_.data() + (i % n_) * per;
         float* d = dst + k * per;
-        for (int64_t j = 0; j < per; ++j) d[j] = lut[src[j]];
+        if (i < n_) {
+            for (int64_t j = 0; j < per; ++j) d[j] = lut[src[j]];
+        } else {  // mirrored: column x takes column w - 1 - x
+            for (int64_t row = 0; row < c_ * h_; ++row)
+                for (int64_t x = 0; x < w_; ++x) d[row * w_ + x] = lut[src[row * w_ + w_ - 1 - x]];
+        }
     }
     return ops::to(out, device);
 }
@@ -420,9 +436,10 @@ Tensor ImageDataset::label_batch(const std::vector<int64_t>& indices, int64_t la
     std::fill(dst, dst + b * label_dim, 0.0f);
     for (int64_t k = 0; k < b; ++k) {
         int64_t i = indices[static_cast<size_t>(k)];
-        STF_CHECK(i >= 0 && i < n_, "ImageDataset::label_batch: index " << i << " out of range for " << n_ << " images");
+        STF_CHECK(i >= 0 && i < size(), "ImageDataset::label_batch: index " << i << " out of range for " << size()
+                                                                            << " images");
         if (labels_.empty()) continue;
-        int l = labels_[static_cast<size_t>(i)];
+        int l = label(i);
         STF_CHECK(l < label_dim, "ImageDataset::label_batch: label " << l << " of image " << i << " does not fit "
                                                                      << "label_dim " << label_dim);
         dst[k * label_dim + l] = 1.0f;

@@ -34,8 +34,9 @@ NoiseLevels sample_noise_levels(const LossOptions& o, int64_t b, Generator& gen,
     return {ops::from_vector(sigma, {b}, DType::F32, device), ops::from_vector(weight, {b}, DType::F32, device)};
 }
 
-LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
-                         const Tensor& reference, const LossOptions& o, Generator& gen, Generator& dropout_gen) {
+LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const LossOptions& o, Generator& gen,
+                         Generator& dropout_gen) {
+    const Tensor& images = batch.images;
     STF_CHECK(images.ndim() == 4, "diffusion_loss: expected images [b, c, h, w], got " << describe(images));
     int64_t b = images.size(0);
     NoiseLevels levels = sample_noise_levels(o, b, gen, images.device());
@@ -45,17 +46,24 @@ LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Ten
     LossTerms out;
     out.sigma = levels.sigma;
     Tensor target = images;
-    if (reference.defined()) {
-        STF_CHECK(reference.ndim() == 4 && reference.size(0) >= b,
-                  "diffusion_loss: the reference batch " << describe(reference) << " must hold at least the " << b
+    if (batch.reference.defined()) {
+        STF_CHECK(batch.reference.ndim() == 4 && batch.reference.size(0) >= b,
+                  "diffusion_loss: the reference batch " << describe(batch.reference) << " must hold at least the " << b
                                                          << " training images");
-        StfTarget stf = stf_target(noisy, levels.sigma, reference, o.stf_chunk);
+        StfTarget stf = batch.groups.empty()
+                            ? stf_target(noisy, levels.sigma, batch.reference, o.stf_chunk)
+                            : stf_target_grouped(noisy, levels.sigma, batch.reference, batch.groups, o.stf_chunk);
         target = stf.target;
         out.ess = stf.ess;
     }
-    Tensor denoised = net.forward(noisy, levels.sigma, Tensor(), augment_labels, dropout_gen);
+    Tensor denoised = net.forward(noisy, levels.sigma, batch.class_labels, batch.augment_labels, dropout_gen);
     out.loss = mul(squared_error_per_sample(denoised, target), levels.weight);
     return out;
+}
+
+LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
+                         const Tensor& reference, const LossOptions& o, Generator& gen, Generator& dropout_gen) {
+    return diffusion_loss(net, LossBatch{images, Tensor(), augment_labels, reference, {}}, o, gen, dropout_gen);
 }
 
 }  // namespace stf::diffusion

@@ -30,8 +30,21 @@ struct LossTerms {
     Tensor ess;    // [b] effective sample size of the STF weights (undefined for DSM)
 };
 
-// images [b, c, h, w]: the (augmented) training batch. reference [n, c, h, w] with n >= b and
-// reference[:b] == images selects the STF target; undefined selects DSM. augment_labels [b, 9] or undefined.
+// What one round of training feeds the loss.
+struct LossBatch {
+    Tensor images;          // [b, c, h, w]: the (augmented) training batch
+    Tensor class_labels;    // [b, label_dim] one-hot (all zeros: unconditional), or undefined
+    Tensor augment_labels;  // [b, 9], or undefined
+    // The STF reference batch [n, c, h, w]; undefined selects DSM. Without groups it serves every image and
+    // reference[:b] == images; with groups (class labels), image groups[g].rows[k] is reference row
+    // groups[g].start + k and its softmax runs over its group's block only (stf_target_grouped).
+    Tensor reference;
+    std::vector<ReferenceGroup> groups;
+};
+
+LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const LossOptions& o, Generator& gen,
+                         Generator& dropout_gen);
+// The unconditional case: one reference batch (or none) for all images.
 LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
                          const Tensor& reference, const LossOptions& o, Generator& gen, Generator& dropout_gen);
 

@@ -44,4 +44,53 @@ StfTarget stf_target(const Tensor& y, const Tensor& sigma, const Tensor& referen
     return {target, ess};
 }
 
+// Rows `rows` of t (along dim 0) in that order, as few copies as the runs of consecutive rows allow.
+static Tensor gather_rows(const Tensor& t, const std::vector<int64_t>& rows) {
+    std::vector<Tensor> parts;
+    for (size_t k = 0; k < rows.size();) {
+        size_t end = k + 1;
+        while (end < rows.size() && rows[end] == rows[end - 1] + 1) ++end;
+        parts.push_back(narrow(t, 0, rows[k], static_cast<int64_t>(end - k)));
+        k = end;
+    }
+    return parts.size() == 1 ? contiguous(parts[0]) : cat(parts, 0);
+}
+
+StfTarget stf_target_grouped(const Tensor& y, const Tensor& sigma, const Tensor& reference,
+                             const std::vector<ReferenceGroup>& groups, int64_t chunk) {
+    STF_CHECK(y.ndim() >= 1 && reference.ndim() == y.ndim(),
+              "stf_target_grouped: samples " << describe(y) << " and reference " << describe(reference)
+                                             << " differ in rank");
+    const int64_t b = y.size(0), n = reference.size(0);
+    // Where each sample's target row ends up: (group, position in the group).
+    std::vector<std::pair<int64_t, int64_t>> place(static_cast<size_t>(b), {-1, -1});
+    for (size_t g = 0; g < groups.size(); ++g) {
+        const ReferenceGroup& grp = groups[g];
+        STF_CHECK(!grp.rows.empty() && grp.start >= 0 && grp.length >= static_cast<int64_t>(grp.rows.size()) &&
+                      grp.start + grp.length <= n,
+                  "stf_target_grouped: group " << g << " (" << grp.rows.size() << " samples, references " << grp.start
+                                               << " .. " << grp.start + grp.length << ") does not fit a reference batch of "
+                                               << n << " holding its samples");
+        for (size_t k = 0; k < grp.rows.size(); ++k) {
+            const int64_t r = grp.rows[k];
+            STF_CHECK(r >= 0 && r < b && place[static_cast<size_t>(r)].first < 0,
+                      "stf_target_grouped: sample " << r << " is out of range or in two groups (" << b << " samples)");
+            place[static_cast<size_t>(r)] = {static_cast<int64_t>(g), static_cast<int64_t>(k)};
+        }
+    }
+    for (int64_t r = 0; r < b; ++r)
+        STF_CHECK(place[static_cast<size_t>(r)].first >= 0, "stf_target_grouped: sample " << r << " is in no group");
+    NoGradGuard no_grad;
+    std::vector<StfTarget> parts;
+    for (const ReferenceGroup& grp : groups)
+        parts.push_back(stf_target(gather_rows(y, grp.rows), gather_rows(sigma, grp.rows),
+                                   narrow(reference, 0, grp.start, grp.length), chunk));
+    std::vector<Tensor> target_rows, ess_rows;
+    for (auto [g, k] : place) {
+        target_rows.push_back(narrow(parts[static_cast<size_t>(g)].target, 0, k, 1));
+        ess_rows.push_back(narrow(parts[static_cast<size_t>(g)].ess, 0, k, 1));
+    }
+    return {cat(target_rows, 0), cat(ess_rows, 0)};
+}
+
 }  // namespace stf::diffusion

@@ -3,6 +3,8 @@
 // distribution of the reference batch,
 //     target_i = sum_j w_ij x_j,   w_ij = softmax_j(-||y_i - x_j||^2 / (2 sigma_i^2)).
 #pragma once
+#include <vector>
+
 #include "tensor/ops.h"
 
 namespace stf::diffusion {
@@ -22,5 +24,17 @@ constexpr int64_t kDefaultStfChunk = 65536;
 // softmax (running row max, running sums), so memory is O(b x chunk + b x d) and n can be a whole dataset.
 // Distances come from the differences, not from norms, so small sigmas see no cancellation.
 StfTarget stf_target(const Tensor& y, const Tensor& sigma, const Tensor& reference, int64_t chunk = kDefaultStfChunk);
+
+// Class-conditional STF: the samples at `rows` (indices into y) take their target from the block
+// reference[start, start + length) alone, so an image's softmax runs over references of its own class
+// (docs/design.md, "Class labels and the STF reference batch").
+struct ReferenceGroup {
+    std::vector<int64_t> rows;
+    int64_t start = 0, length = 0;
+};
+// The groups must cover every row of y exactly once, each block inside the reference batch and holding at
+// least its group's samples. The result is in y's row order.
+StfTarget stf_target_grouped(const Tensor& y, const Tensor& sigma, const Tensor& reference,
+                             const std::vector<ReferenceGroup>& groups, int64_t chunk = kDefaultStfChunk);
 
 }  // namespace stf::diffusion

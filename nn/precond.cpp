@@ -14,7 +14,13 @@ Tensor Precond::forward(const Tensor& x, const Tensor& sigma, const Tensor& clas
               "Precond: sigma " << describe(sigma) << " for input " << describe(x) << " (one sigma per image)");
     Tensor s = reshape(sigma, {x.size(0)});
     PrecondCoefficients c = coefficients(s);
-    Tensor f = model_->forward(mul(c.c_in, x), c.c_noise, class_labels, augment_labels, dropout_gen);
+    // As EDM's preconditioning: a class-conditional network given no labels sees all-zero labels, its
+    // unconditional output (what label dropout trains).
+    const int64_t label_dim = model_->config().label_dim;
+    const Tensor labels = label_dim > 0 && !class_labels.defined()
+                              ? ops::zeros({x.size(0), label_dim}, x.dtype(), x.device())
+                              : class_labels;
+    Tensor f = model_->forward(mul(c.c_in, x), c.c_noise, labels, augment_labels, dropout_gen);
     return add(mul(c.c_skip, x), mul(c.c_out, f));
 }
 

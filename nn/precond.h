@@ -12,7 +12,8 @@ struct PrecondCoefficients {
 class Precond : public Module {
 public:
     Precond(const SongUNetConfig& unet, Generator& gen);
-    // x [n, c, h, w], sigma [n]; class_labels [n, label_dim] and augment_labels [n, augment_dim] may be undefined.
+    // x [n, c, h, w], sigma [n]; class_labels [n, label_dim] and augment_labels [n, augment_dim] may be undefined
+    // (undefined class labels of a conditional network are all zeros, as in EDM).
     Tensor forward(const Tensor& x, const Tensor& sigma, const Tensor& class_labels, const Tensor& augment_labels,
                    Generator& dropout_gen) const;
     Tensor forward(const Tensor& x, const Tensor& sigma) const;  // eval-style call with the default generator

@@ -9,14 +9,15 @@ namespace stf::train {
 using nlohmann::json;
 
 std::string TrainOptions::to_json() const {
-    json j = {{"data", data},         {"outdir", outdir},       {"max_images", max_images}, {"pad_to", pad_to},
+    json j = {{"data", data},         {"outdir", outdir},       {"desc", desc},           {"nosubdir", nosubdir},
+              {"max_images", max_images}, {"pad_to", pad_to}, {"xflip", xflip}, {"cond", cond},
               {"net", json::parse(net.to_json())},
               {"stf", stf},           {"rbatch", rbatch},       {"rbatch_scope", rbatch_scope}, {"batch", batch},
               {"batch_gpu", batch_gpu}, {"duration_mimg", duration_mimg}, {"lr", lr},
               {"lr_rampup_mimg", lr_rampup_mimg}, {"ema_mimg", ema_mimg}, {"ema_rampup", ema_rampup},
               {"augment", augment},   {"seed", seed},           {"tick_kimg", tick_kimg},
               {"snap_ticks", snap_ticks}, {"dump_ticks", dump_ticks}, {"device", device},
-              {"precision", precision}};
+              {"precision", precision}, {"transfer", transfer}};
     return j.dump(2);
 }
 
@@ -26,6 +27,12 @@ TrainOptions TrainOptions::from_json(const std::string& text) {
         json j = json::parse(text);
         o.data = j.at("data");
         o.outdir = j.at("outdir");
+        // Runs started before these options existed had none of them.
+        o.desc = j.value("desc", "");
+        o.nosubdir = j.value("nosubdir", false);
+        o.xflip = j.value("xflip", false);
+        o.cond = j.value("cond", false);
+        o.transfer = j.value("transfer", "");
         o.max_images = j.at("max_images");
         o.pad_to = j.at("pad_to");
         o.net = nn::NetworkConfig::from_json(j.at("net").dump());
@@ -71,6 +78,7 @@ TrainOptions TrainOptions::small() {
     o.snap_ticks = 3;
     o.dump_ticks = 3;
     o.outdir = "training-runs/small";
+    o.nosubdir = true;  // the README's sample command reads training-runs/small
     return o;
 }
 

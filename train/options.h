@@ -11,9 +11,15 @@ namespace stf::train {
 
 struct TrainOptions {
     std::string data;                  // dataset path (data/dataset.h)
-    std::string outdir = "training-runs";
+    std::string outdir = "training-runs";  // where the run's files go (train/run_dir.h picks a run directory in it)
+    std::string desc;                  // appended to the run directory's name
+    bool nosubdir = false;             // write into outdir itself instead of a new NNNNN-<description> directory
     int64_t max_images = 0;            // use only the first N images (0: all)
-    int64_t pad_to = 32;               // pad smaller images to this square size (0: keep their size)
+    int64_t pad_to = 32;               // pad smaller images to this square size; larger ones keep theirs (0: no padding)
+    bool xflip = false;                // EDM's dataset x-flips: the dataset doubled with mirrored images
+    // Class-conditional: the dataset's labels, one-hot, go to the network (net.unet.label_dim classes; its
+    // label_dropout is --label-dropout), and with STF each image's references are of its own class.
+    bool cond = false;
     nn::NetworkConfig net = nn::NetworkConfig::preset("ddpmpp");
     bool stf = false;                  // STF target instead of DSM
     int64_t rbatch = 1024;             // reference batch size with STF (per round and rank)
@@ -32,7 +38,9 @@ struct TrainOptions {
     int64_t dump_ticks = 500;          // training state every N ticks (0: only at the end)
     std::string device = "cuda";
     std::string precision = "fp32";   // fp32 (TF32 off), tf32 (CUDA) or bf16 mixed precision (bench_train's --mode)
-    std::string resume;                // training-state-*.safetensors to continue from
+    std::string resume;                // training-state-*.safetensors to continue from (train/run_dir.h: or a run
+                                       // directory, or "auto")
+    std::string transfer;              // network snapshot whose weights start the run (fresh Adam; EMA = weights)
     bool progress_bar = true;
     double dist_timeout = 600;         // seconds a collective waits for the other ranks before failing
     // Which options the user set (flattened to_json() keys such as "/lr" or "/net/num_blocks"), so that
@@ -43,7 +51,8 @@ struct TrainOptions {
     static TrainOptions from_json(const std::string& json);
     // train_cifar --preset small: a DDPM++ of 1.3M parameters (32 channels, [1, 2, 2], one block per
     // resolution, dropout 0.1) on Fashion-MNIST padded to 32x32, on the CPU, STF-ready (reference batch
-    // 256), 225 steps of 32 images. ./stf_compare's presets start from it too.
+    // 256), 225 steps of 32 images, written straight into training-runs/small (nosubdir). ./stf_compare's
+    // presets start from it too.
     static TrainOptions small();
 };
 

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "cuda/runtime.h"
@@ -24,8 +25,10 @@
 #include "report/progress.h"
 #include "train/distributed.h"
 #include "train/precision.h"
+#include "train/run_dir.h"
 #include "train/stop_signal.h"
 #include "train/training_state.h"
+#include "train/transfer.h"
 
 namespace stf::train {
 
@@ -68,6 +71,12 @@ static void validate(const TrainOptions& o, int ranks) {
     STF_CHECK(o.tick_kimg > 0 && std::isfinite(o.tick_kimg), "--tick must be positive, got " << o.tick_kimg);
     STF_CHECK(o.dist_timeout > 0, "--dist-timeout must be positive");
     STF_CHECK(o.net.unet.dropout >= 0 && o.net.unet.dropout < 1, "--dropout must be in [0, 1)");
+    STF_CHECK(o.net.unet.label_dropout >= 0 && o.net.unet.label_dropout < 1,
+              "--label-dropout must be in [0, 1), got " << o.net.unet.label_dropout);
+    STF_CHECK(o.cond || o.net.unet.label_dropout == 0, "--label-dropout needs --cond (a class-conditional network)");
+    STF_CHECK(!(o.cond && o.stf && o.rbatch_scope == "global" && ranks > 1),
+              "--rbatch-scope global with --cond is not supported: each class has its own reference block per "
+              "round (use the default, local)");
     STF_CHECK(o.precision == "fp32" || o.precision == "tf32" || o.precision == "bf16",
               "--precision must be fp32, tf32 or bf16, got '" << o.precision << "'");
     STF_CHECK(o.precision != "tf32" || Device::parse(o.device).is_cuda(),
@@ -143,17 +152,20 @@ static void sum_over_ranks(ProcessGroup& group, double& loss_sum, double& images
 // into rounds: the same images and randomness), --no-progress and --dist-timeout; any other option the
 // user set to a value other than the state's is refused rather than silently ignored.
 static void check_resume_options(const TrainOptions& asked, const TrainOptions& state) {
-    static const std::vector<std::string> honoured = {"/duration_mimg", "/batch_gpu"};
+    // outdir is where the state lies (train/run_dir.h): the run directory, however it was spelled.
+    static const std::vector<std::string> honoured = {"/duration_mimg", "/batch_gpu", "/outdir", "/resume"};
     const json a = json::parse(asked.to_json()).flatten(), s = json::parse(state.to_json()).flatten();
+    std::string differing;
     for (const std::string& key : asked.explicitly_set) {
         if (std::find(honoured.begin(), honoured.end(), key) != honoured.end() || !a.contains(key)) continue;
         if (s.contains(key) && s[key] == a[key]) continue;
-        throw Error("--resume " + asked.resume + " continues the run with the options in its training state, but " +
-                    key.substr(1) + " was given as " + a[key].dump() + " and the state has " +
-                    (s.contains(key) ? s[key].dump() : std::string("no such option")) +
-                    ". Give only --duration, --batch-gpu, --no-progress, --dist-timeout and the --metrics/--fid "
-                    "flags with --resume, or start a new run");
+        differing += (differing.empty() ? "" : ", ") + key.substr(1) + " was given as " + a[key].dump() +
+                     " and the state has " + (s.contains(key) ? s[key].dump() : std::string("no such option"));
     }
+    if (differing.empty()) return;
+    throw Error("--resume " + asked.resume + " continues the run with the options in its training state, but " +
+                differing + ". Give only --duration, --batch-gpu, --no-progress, --dist-timeout and the --metrics/--fid "
+                "flags with --resume, or start a new run");
 }
 
 // A non-finite network or EMA must never be written: it would replace a good checkpoint with one whose
@@ -231,54 +243,107 @@ struct Rngs {
     }
 };
 
-// One round's data: its training images (augmented), their augmentation labels and, with STF, the
-// reference batch whose first rows are those images.
-struct RoundData {
-    Tensor images, labels, reference;
-};
-
 // Where each step's images come from. Training image g of step s is position s * batch + g of a
 // shuffled stream of the dataset; the extra reference images of the step's round k are positions
 // from (s * rounds + k) * extras of a second stream. Both follow from the step alone, so a resumed
 // run, or one with another number of ranks, continues exactly.
+//
+// With class labels (--cond) and STF, every class c among a round's images gets a block of rbatch
+// references: the round's images of class c, then rbatch minus their count images of class c from
+// that class's own stream, from position (s * rounds + k) * rbatch; each image's softmax runs over its
+// class's block alone (docs/design.md, "Class labels and the STF reference batch").
 class StepData {
 public:
     StepData(const TrainOptions& o, const data::ImageDataset& data, Device device)
         : o_(o), data_(data), device_(device), train_stream_(data.size(), o.seed),
           reference_stream_(data.size(), o.seed ^ 0x5EED5EED5EEDull),
-          augment_(diffusion::AugmentOptions::cifar10(o.augment)) {}
+          augment_(diffusion::AugmentOptions::cifar10(o.augment)) {
+        if (!o.cond || !o.stf) return;
+        class_images_.resize(static_cast<size_t>(o.net.unet.label_dim));
+        for (int64_t i = 0; i < data.size(); ++i) class_images_[static_cast<size_t>(data.label(i))].push_back(i);
+        for (size_t c = 0; c < class_images_.size(); ++c)
+            class_streams_.emplace_back(std::max<int64_t>(1, static_cast<int64_t>(class_images_[c].size())),
+                                        o.seed ^ 0xC1A55EEDull ^ (static_cast<uint64_t>(c + 1) << 40));
+    }
+
+    // Keyed per-sample streams that one round's class-conditional references use (validated up front).
+    static int64_t class_reference_window(const TrainOptions& o) {
+        return std::min(o.batch_gpu, o.net.unet.label_dim) * o.rbatch;
+    }
 
     // Round with training samples first_sample .. first_sample + batch_gpu - 1 of `step`.
-    RoundData round(int64_t step, int64_t first_sample, Rngs& rng, ProcessGroup& group) {
+    diffusion::LossBatch round(int64_t step, int64_t first_sample, Rngs& rng, ProcessGroup& group) {
         const int64_t bg = o_.batch_gpu;
-        RoundData r;
+        diffusion::LossBatch r;
         rng.key(step, first_sample);
-        r.images = data_.batch(train_stream_.take(step * o_.batch + first_sample, bg), device_);
+        const std::vector<int64_t> indices = train_stream_.take(step * o_.batch + first_sample, bg);
+        r.images = data_.batch(indices, device_);
+        if (o_.cond) r.class_labels = data_.label_batch(indices, o_.net.unet.label_dim, device_);
         if (o_.augment > 0) {
             diffusion::AugmentPipe::Result a = augment_.apply(r.images, rng.augment);
             r.images = a.images;
-            r.labels = a.labels;
+            r.augment_labels = a.labels;
         }
-        if (o_.stf) {
-            r.reference = r.images;
-            const int64_t extras = o_.rbatch - bg, round_index = first_sample / bg;
-            if (extras > 0) {
-                const int64_t first_extra = round_index * extras;
-                Tensor more = data_.batch(
-                    reference_stream_.take((step * (o_.batch / bg)) * extras + first_extra, extras), device_);
-                if (o_.augment > 0) {
-                    rng.augment.key_rows(static_cast<uint64_t>(step), kReferenceFirst + first_extra);
-                    more = augment_.apply(more, rng.augment).images;
-                }
-                r.reference = ops::cat({r.images, more}, 0);
+        if (!o_.stf) return r;
+        const int64_t round_index = first_sample / bg, rounds = o_.batch / bg;
+        if (o_.cond) {
+            class_references(r, indices, step * rounds + round_index, round_index, step, rng);
+            return r;
+        }
+        r.reference = r.images;
+        const int64_t extras = o_.rbatch - bg;
+        if (extras > 0) {
+            const int64_t first_extra = round_index * extras;
+            Tensor more =
+                data_.batch(reference_stream_.take((step * rounds) * extras + first_extra, extras), device_);
+            if (o_.augment > 0) {
+                rng.augment.key_rows(static_cast<uint64_t>(step), kReferenceFirst + first_extra);
+                more = augment_.apply(more, rng.augment).images;
             }
-            if (o_.rbatch_scope == "global" && group.distributed())
-                r.reference = own_first(group.all_gather(r.reference), group);
+            r.reference = ops::cat({r.images, more}, 0);
         }
+        if (o_.rbatch_scope == "global" && group.distributed())
+            r.reference = own_first(group.all_gather(r.reference), group);
         return r;
     }
 
 private:
+    // One block of rbatch references per class among the round's images (see the class comment). The
+    // extras of all classes are loaded and augmented in one batch, keyed from the round's window of
+    // per-sample streams.
+    void class_references(diffusion::LossBatch& r, const std::vector<int64_t>& indices, int64_t global_round,
+                          int64_t round_index, int64_t step, Rngs& rng) {
+        std::map<int, std::vector<int64_t>> rows_of_class;
+        for (size_t k = 0; k < indices.size(); ++k) rows_of_class[data_.label(indices[k])].push_back(static_cast<int64_t>(k));
+        std::vector<int64_t> extra_indices;
+        for (auto& [c, rows] : rows_of_class) {
+            const int64_t need = o_.rbatch - static_cast<int64_t>(rows.size());
+            const std::vector<int64_t>& members = class_images_[static_cast<size_t>(c)];
+            for (int64_t pos : class_streams_[static_cast<size_t>(c)].take(global_round * o_.rbatch, need))
+                extra_indices.push_back(members[static_cast<size_t>(pos)]);
+        }
+        Tensor more;
+        if (!extra_indices.empty()) {
+            more = data_.batch(extra_indices, device_);
+            if (o_.augment > 0) {
+                rng.augment.key_rows(static_cast<uint64_t>(step),
+                                     kReferenceFirst + static_cast<uint64_t>(round_index * class_reference_window(o_)));
+                more = augment_.apply(more, rng.augment).images;
+            }
+        }
+        std::vector<Tensor> blocks;
+        int64_t start = 0, taken = 0;
+        for (auto& [c, rows] : rows_of_class) {
+            for (int64_t k : rows) blocks.push_back(ops::narrow(r.images, 0, k, 1));
+            const int64_t need = o_.rbatch - static_cast<int64_t>(rows.size());
+            if (need > 0) blocks.push_back(ops::narrow(more, 0, taken, need));
+            taken += need;
+            r.groups.push_back({rows, start, o_.rbatch});
+            start += o_.rbatch;
+        }
+        r.reference = ops::cat(blocks, 0);
+    }
+
     // Rotates a gathered reference batch so this rank's block leads it: its training images stay
     // reference[:batch_gpu], as the STF target expects.
     static Tensor own_first(const Tensor& gathered, const ProcessGroup& group) {
@@ -292,6 +357,8 @@ private:
     Device device_;
     data::InfiniteSampler train_stream_, reference_stream_;
     diffusion::AugmentPipe augment_;
+    std::vector<std::vector<int64_t>> class_images_;  // dataset indices of each class (x-flips included)
+    std::vector<data::InfiniteSampler> class_streams_;  // positions into class_images_[c]
 };
 
 // Fails loudly when ranks were started with different options: a silent mismatch would train garbage.
@@ -329,11 +396,21 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     TrainingState resumed;
     bool resuming = !o.resume.empty();
     if (resuming) {
+        STF_CHECK(o.resume != "auto", "--resume auto is resolved by choose_run_directory (train/run_dir.h) before "
+                                      "training starts");
         const TrainOptions asked = o;
-        resumed = load_training_state(o.resume);
+        std::error_code ec;
+        if (fs::is_directory(o.resume, ec)) {  // a run directory: its newest training state
+            o.resume = newest_training_state(asked.resume);
+            STF_CHECK(!o.resume.empty(), "--resume " << asked.resume << ": no training-state-*.safetensors in this directory");
+        }
+        const std::string state_path = o.resume;
+        resumed = load_training_state(state_path);
         check_resume_options(asked, resumed.options);
-        o = resumed.options;  // the run continues with the options it was started with
-        o.resume = asked.resume;
+        o = resumed.options;  // the run continues with the options it was started with, where its state is
+        o.resume = state_path;
+        o.outdir = fs::path(state_path).parent_path().string();
+        if (o.outdir.empty()) o.outdir = ".";
         o.progress_bar = asked.progress_bar;
         o.dist_timeout = asked.dist_timeout;
         if (asked.duration_mimg > 0) o.duration_mimg = asked.duration_mimg;
@@ -351,13 +428,43 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
               "--device cuda: " << (cuda::built_with_cuda() ? "no CUDA device is available (use --device cpu)"
                                                             : "stf was built without CUDA (use --device cpu)"));
 
+    std::optional<nn::LoadedNetwork> transfer;  // names the file when it is not a network snapshot
+    if (!resuming && !o.transfer.empty()) transfer = nn::load_network(o.transfer);
     data::ImageDataset data = data::ImageDataset::load(o.data, o.pad_to, o.max_images);
+    data.set_xflip(o.xflip);
     STF_CHECK(data.height() == data.width(), "training needs square images, " << data.source() << " is not");
-    STF_CHECK(o.pad_to == 0 || data.height() == o.pad_to,
-              "--res " << o.pad_to << ": the images of " << data.source() << " are larger than that");
     o.net.unet.in_channels = o.net.unet.out_channels = data.channels();
     o.net.unet.img_resolution = data.height();
     o.net.unet.augment_dim = o.augment > 0 ? 9 : 0;
+    if (o.cond) {
+        STF_CHECK(data.has_labels(), "--cond needs class labels, and " << data.source() << " has none (a ZIP's or "
+                                     "folder's dataset.json, CIFAR-10's label bytes or an IDX labels file beside the images)");
+        // EDM's label_dim: the largest class + 1. A resumed run keeps its own; a transferred network's
+        // counts when the dataset's classes fit it (fine-tuning on a subset of its classes).
+        if (!resuming) {
+            o.net.unet.label_dim = data.num_classes();
+            if (transfer && transfer->config.unet.label_dim > data.num_classes())
+                o.net.unet.label_dim = transfer->config.unet.label_dim;
+        }
+        STF_CHECK(data.num_classes() <= o.net.unet.label_dim,
+                  "the classes of " << data.source() << " go up to " << data.num_classes() - 1 << ", the network has "
+                                    << o.net.unet.label_dim << " (label_dim)");
+        if (o.stf) {
+            const int64_t needed = (o.batch / o.batch_gpu) * StepData::class_reference_window(o);
+            STF_CHECK(needed <= kReferenceSamples,
+                      "--cond with --rbatch " << o.rbatch << ": " << o.batch / o.batch_gpu << " rounds of up to "
+                                              << std::min(o.batch_gpu, o.net.unet.label_dim) << " class blocks need "
+                                              << needed << " per-sample random streams, more than the "
+                                              << kReferenceSamples << " available; use a smaller --rbatch");
+        }
+    } else {
+        o.net.unet.label_dim = 0;
+    }
+    if (transfer) {  // before anything is written
+        const std::string mismatch = transfer_mismatch(transfer->config, o.net);
+        STF_CHECK(mismatch.empty(), "--transfer " << o.transfer << ": the snapshot's network does not match this "
+                                                  << "run's flags: " << mismatch);
+    }
 
     const bool root = group.is_root();
     fs::path out(o.outdir);
@@ -372,6 +479,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     Generator init(o.seed);
     std::shared_ptr<nn::Precond> net = nn::make_network(o.net, init);
     std::shared_ptr<nn::Precond> ema = nn::make_network(o.net, init);
+    if (transfer) copy_transfer_weights(o.transfer, *transfer, o.net, *net);
     {
         std::map<std::string, Tensor> weights;
         for (auto& [n, t] : net->state_dict()) weights[n] = t;
@@ -410,6 +518,17 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
                         : "",
                   (long long)o.batch, (long long)o.batch_gpu, group.describe().c_str());
     log.line(line);
+    if (o.cond || o.xflip || transfer) {
+        std::string text = "Data and start:";
+        if (o.cond)
+            text += " class-conditional, " + std::to_string(o.net.unet.label_dim) + " classes (label dropout " +
+                    std::to_string(o.net.unet.label_dropout).substr(0, 5) + ")" +
+                    (o.stf ? ", each image's references of its own class" : "") + ";";
+        if (o.xflip) text += " x-flips (" + std::to_string(data.size()) + " images);";
+        if (transfer) text += " weights from " + o.transfer + ";";
+        text.pop_back();
+        log.line(text);
+    }
     log.line("Arithmetic: " + precision_text);
     if (resuming) {
         std::snprintf(line, sizeof(line), "Resumed from %s at kimg %.1f", o.resume.c_str(), p.cur_nimg / 1e3);
@@ -435,9 +554,8 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         net->zero_grad();
         for (int64_t r = 0; r < rounds; ++r) {
             const int64_t first_sample = group.rank() * local_batch + r * o.batch_gpu;
-            RoundData d = step_data.round(p.step, first_sample, rng, group);
-            diffusion::LossTerms terms = diffusion::diffusion_loss(*net, d.images, d.labels, d.reference,
-                                                                   loss_options, rng.noise, rng.dropout);
+            diffusion::LossBatch d = step_data.round(p.step, first_sample, rng, group);
+            diffusion::LossTerms terms = diffusion::diffusion_loss(*net, d, loss_options, rng.noise, rng.dropout);
             backward(mul(sum(terms.loss), 1.0 / static_cast<double>(o.batch)));
             std::vector<double> losses = terms.loss.to_vector();
             for (double v : losses) tick_loss_sum += v;

@@ -98,3 +98,44 @@ TEST_CASE("bad input names the shapes") {
     CHECK_THROWS_WITH_AS(stf_target(y, ops::ones({3}), ops::zeros({5, 3})), doctest::Contains("3 sigmas for 2 samples"),
                          Error);
 }
+
+TEST_CASE("grouped STF target: each sample's softmax runs over its own block only, rows back in order") {
+    // 5 samples in two classes: rows {0, 3, 4} use references 0..5, rows {1, 2} references 6..9.
+    const int64_t b = 5, n = 10, d = 6;
+    Generator gen(11);
+    Tensor x = ops::rand({n, d}, gen, DType::F64);
+    Tensor y = ops::randn({b, d}, gen, DType::F64);
+    std::vector<double> sig{0.3, 2.0, 0.7, 15.0, 1.2};
+    Tensor sigma = ops::from_vector(sig, {b}, DType::F64);
+    std::vector<diffusion::ReferenceGroup> groups{{{0, 3, 4}, 0, 6}, {{1, 2}, 6, 4}};
+    diffusion::StfTarget got = diffusion::stf_target_grouped(y, sigma, x, groups, /*chunk=*/3);
+    REQUIRE(got.target.shape() == (Shape{b, d}));
+    std::vector<double> yv = y.to_vector(), xv = x.to_vector(), t = got.target.to_vector(), e = got.ess.to_vector();
+    for (const auto& g : groups) {
+        std::vector<double> gy, gs, gx(xv.begin() + g.start * d, xv.begin() + (g.start + g.length) * d), want, want_ess;
+        for (int64_t r : g.rows) {
+            gy.insert(gy.end(), yv.begin() + r * d, yv.begin() + (r + 1) * d);
+            gs.push_back(sig[r]);
+        }
+        reference(gy, gs, gx, static_cast<int64_t>(g.rows.size()), g.length, d, want, want_ess);
+        for (size_t k = 0; k < g.rows.size(); ++k) {
+            const int64_t r = g.rows[k];
+            CHECK(e[r] == doctest::Approx(want_ess[k]).epsilon(1e-10));
+            for (int64_t j = 0; j < d; ++j) CHECK(t[r * d + j] == doctest::Approx(want[k * d + j]).epsilon(1e-10));
+        }
+    }
+    // At small sigma a sample next to a reference of the other class still takes nothing from it.
+    Tensor near = ops::contiguous(ops::narrow(x, 0, 7, 1));
+    diffusion::StfTarget own = diffusion::stf_target_grouped(near, ops::full({1}, 1e-3, DType::F64), x, {{{0}, 0, 6}});
+    std::vector<double> nv = own.target.to_vector(), x7 = near.to_vector();
+    double dist = 0;
+    for (int64_t j = 0; j < d; ++j) dist += std::abs(nv[j] - x7[j]);
+    CHECK(dist > 0.1);
+
+    CHECK_THROWS_WITH_AS(diffusion::stf_target_grouped(y, sigma, x, {{{0, 1, 2, 3}, 0, 6}}),
+                         doctest::Contains("sample 4 is in no group"), Error);
+    CHECK_THROWS_WITH_AS(diffusion::stf_target_grouped(y, sigma, x, {{{0, 1, 2}, 0, 6}, {{2, 3, 4}, 6, 4}}),
+                         doctest::Contains("in two groups"), Error);
+    CHECK_THROWS_WITH_AS(diffusion::stf_target_grouped(y, sigma, x, {{{0, 1, 2}, 0, 6}, {{3, 4}, 8, 4}}),
+                         doctest::Contains("does not fit a reference batch of 10"), Error);
+}

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # End to end through the programs users run: train a tiny STF model on Fashion-MNIST, sample from its
 # snapshot to PNGs, a grid and .npy, and check the errors users meet; toy_stf, train_classifier and
-# stf_compare for a few steps on tiny data. Usage: cli.sh BUILD_DIR
+# stf_compare for a few steps on tiny data; an EDM-format ZIP through class-conditional training (run
+# directories, --resume auto) to sampling per class. Usage: cli.sh BUILD_DIR
 bin="$1"
 source "$(dirname "$0")/lib.sh"
 data=/usr/share/datasets/fashion-mnist
 [ -d "$data" ] || { echo "skipped: Debian's dataset-fashion-mnist is not installed"; exit 77; }
 tiny=(--data "$data" --max-images 256 --cbase 8 --cres 1,2 --blocks 1 --attn 16 --batch 16 --batch-gpu 8
-      --lr-rampup 0 --ema 0.0005 --tick 0.16 --device cpu --no-progress)
+      --lr-rampup 0 --ema 0.0005 --tick 0.16 --device cpu --no-progress --nosubdir)
 
 # 1. train 20 steps with STF
 if "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 64 --duration 0.00032 --outdir "$tmp/run" >"$tmp/train.log" 2>&1; then
@@ -178,5 +179,50 @@ expect_error "stf_compare with a network as classifier" "is not an stf classifie
 expect_error "stf_compare without a preset" "give --preset cpu" "$bin/stf_compare" --outdir "$tmp/cmp3"
 expect_error "train_classifier on unlabelled data" "no test split beside" "$bin/train_classifier" --data "$tmp/img" \
     --out "$tmp/clf/x.safetensors"
+
+# 6. EDM's dataset format and class-conditional models: dataset_tool writes a ZIP with labels, train_cifar
+#    --cond runs in OUTDIR/NNNNN-<description> and --resume auto continues it, sample --class per class.
+if "$bin/dataset_tool" --source "$data" --max-images 256 --res 32 --dest "$tmp/fm-32x32.zip" >"$tmp/zip.log" 2>&1 \
+    && grep -q "256 images 1x32x32, labels 0..9" "$tmp/zip.log"; then pass "dataset_tool: Fashion-MNIST to EDM's ZIP"
+else fail "dataset_tool: $(cat "$tmp/zip.log")"; fi
+cond=(--data "$tmp/fm-32x32.zip" --cbase 8 --cres 1,2 --blocks 1 --attn 16 --batch 16 --batch-gpu 8 --lr-rampup 0
+      --ema 0.0005 --tick 0.16 --device cpu --no-progress --cond --label-dropout 0.2 --stf --rbatch 32 --xflip
+      --outdir "$tmp/runs" --resume auto)
+run="$tmp/runs/00000-fm-32x32-cond-ddpmpp-edm-gpus1-batch16-fp32"
+if "$bin/train_cifar" "${cond[@]}" --duration 0.00008 >"$tmp/cond.log" 2>&1 && [ -f "$run/training-state-000000.080.safetensors" ]
+then pass "train_cifar --cond --stf on the ZIP, in EDM's run directory"
+else fail "train_cifar --cond: $(tail -5 "$tmp/cond.log"; ls "$tmp/runs")"; fi
+grep -q "class-conditional, 10 classes (label dropout 0.200), each image's references of its own class; x-flips (512" \
+    "$tmp/cond.log" && pass "the run says it is conditional, with x-flips" || fail "no conditional line: $(head -3 "$tmp/cond.log")"
+grep -q '"label_dim": 10' "$run/training_options.json" && pass "label_dim 10 recorded" \
+    || fail "label_dim not in training_options.json"
+# Preempted: the same command line resumes that run (a longer --duration here), no new run directory.
+if "$bin/train_cifar" "${cond[@]}" --duration 0.00016 >"$tmp/cond2.log" 2>&1 && grep -q "Resumed from $run/training-state" \
+    "$tmp/cond2.log" && [ "$(ls "$tmp/runs")" = "$(basename "$run")" ]; then pass "--resume auto continues the run"
+else fail "--resume auto: $(tail -3 "$tmp/cond2.log"; ls "$tmp/runs")"; fi
+# A flag that would change the resumed run is refused by name, as with --resume FILE; two at once are both named.
+expect_error "--resume auto with another --lr and --dropout" "lr was given as 0.5 and the state has 0.001, " \
+    "$bin/train_cifar" "${cond[@]}" --duration 0.00016 --lr 0.5 --dropout 0.2
+expect_error "--resume DIR with another --outdir" "outdir was given as" "$bin/train_cifar" --resume "$run" --outdir "$tmp/elsewhere"
+for c in 3 7; do
+    "$bin/sample" --net "$tmp/runs" --seeds 0-3 --heun 3 --device cpu --class $c --out-npy "$tmp/class$c.npy" \
+        >"$tmp/class$c.log" 2>&1 || fail "sample --class $c: $(cat "$tmp/class$c.log")"
+done
+grep -q "network: $run/network-snapshot" "$tmp/class3.log" && grep -q "class 3 for every image" "$tmp/class3.log" \
+    && pass "sample --net OUTDIR --class 3 takes the newest run" || fail "sample --class: $(cat "$tmp/class3.log")"
+[ -s "$tmp/class3.npy" ] && ! cmp -s "$tmp/class3.npy" "$tmp/class7.npy" && pass "the class changes the images" \
+    || fail "classes 3 and 7 gave the same images"
+"$bin/sample" --net "$run" --seeds 0-3 --heun 3 --device cpu --guidance 2 --out-npy "$tmp/guided.npy" >"$tmp/guided.log" 2>&1 \
+    && grep -q "classes 0 .. 9 drawn per seed, guidance 2" "$tmp/guided.log" && pass "sample --guidance with random classes" \
+    || fail "sample --guidance: $(cat "$tmp/guided.log")"
+expect_error "sample --class out of range" "--class 10 is out of range: the network has classes 0 .. 9" "$bin/sample" \
+    --net "$run" --class 10 --device cpu --grid "$tmp/x.png"
+expect_error "sample --class on an unconditional network" "is an unconditional network" "$bin/sample" --net "$snap" \
+    --class 1 --device cpu --grid "$tmp/x.png"
+small=(--max-images 256 --cres 1,2 --blocks 1 --attn 16 --batch 16 --device cpu --no-progress --duration 0.00016)
+expect_error "--transfer of another architecture" "model_channels: snapshot 8, this run 16 (--cbase)" "$bin/train_cifar" \
+    "${small[@]}" --data "$data" --cbase 16 --transfer "$snap" --outdir "$tmp/x"
+expect_error "--cond on unlabelled data" "--cond needs class labels" "$bin/train_cifar" "${small[@]}" --data "$tmp/img" \
+    --cond --outdir "$tmp/x"
 
 finish e2e

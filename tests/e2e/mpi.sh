@@ -21,7 +21,7 @@ mpi2=(timeout 300 mpirun -np 2)
 
 # Three steps with dropout and augmentation on: 48 images at batch 16.
 tiny=(--data "$data" --max-images 512 --cbase 8 --cres 1,2 --blocks 1 --dropout 0.1 --augment 0.12 --lr 2e-3
-      --lr-rampup 0 --ema 0.0005 --tick 1 --device cpu --no-progress --seed 3 --batch 16)
+      --lr-rampup 0 --ema 0.0005 --tick 1 --device cpu --no-progress --seed 3 --batch 16 --nosubdir)
 
 train() {  # name, launcher..., -- flags...
     local name="$1"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what tests/gpu/run_on_device.sh needs on a GPU machine into devrun.tar.gz (git ignores it), from
 # a CUDA build made here: the programs (stripped), the non-CUDA shared libraries they load (OpenBLAS,
-# gfortran, quadmath, gomp, z; the machine has CUDA, cuBLAS, cuDNN and NCCL itself) and, where this
+# gfortran, quadmath, gomp, z, and libzip with its bz2 and crypto; the machine has CUDA, cuBLAS, cuDNN and NCCL itself) and, where this
 # machine has Debian's OpenMPI, its runtime as a tar of absolute paths (orterun, orted, libmpi and its
 # plugins, PMIx, hwloc, libevent) for machines without mpirun. About 32 MB.
 #
@@ -11,7 +11,7 @@
 set -euo pipefail
 build="${1:-build}"
 programs=(test_gpu test_kernels stf_demo train_cifar sample stf_info bench_stf_target bench_kernels bench_train bench_sample
-          bench_fid fid)
+          bench_fid fid bench_dataset)
 for p in "${programs[@]}"; do
     [ -x "$build/$p" ] || { echo "pack_devrun: $build/$p missing: build with -DSTF_CUDA=ON first" >&2; exit 1; }
 done
@@ -33,7 +33,7 @@ strip --strip-unneeded devrun/*  2>/dev/null || true
 
 # The shared libraries the programs load that are not part of CUDA, as this machine resolves them.
 ldd devrun/test_gpu devrun/train_cifar | awk '/=> \// {print $3}' | sort -u |
-    grep -E '/lib(openblas|gfortran|quadmath|gomp|z)\.so' | xargs -I{} cp -L {} devrun/
+    grep -E '/lib(openblas|gfortran|quadmath|gomp|z|zip|bz2|crypto)\.so' | xargs -I{} cp -L {} devrun/
 
 lib=usr/lib/x86_64-linux-gnu
 if [ -d "/$lib/openmpi" ] && [ -x /usr/bin/orterun ]; then

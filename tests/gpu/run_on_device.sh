@@ -13,10 +13,11 @@
 #      evaluation
 #      (summarise them here with tools/ncu_summary.py)
 #   4. data-parallel training through NCCL under mpirun, compared with a single-process run
-#   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), bench_kernels (then --version 1), and
+#   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), class-conditional STF and guided
+#      sampling, loading a 50,000-image EDM ZIP (bench_dataset), bench_kernels (then --version 1), and
 #      last the PyTorch reference's torch.compile rows (they spend minutes compiling)
 # What comes back in $OUT: device.log (every section's full output), ncu-step.csv, ncu-step-tf32.csv,
-# ncu-step-bf16.csv, ncu-sample.csv, ncu-stf.csv, grid.png, torch_reference.json and
+# ncu-step-bf16.csv, ncu-sample.csv, ncu-stf.csv, grid.png, grid-class3.png, torch_reference.json and
 # torch_reference_compile.json. CIFAR-10 cannot be downloaded there, so the training runs use random images
 # in CIFAR-10's binary format: they measure speed, not quality. Its last output lines are a summary, one
 # line per section with its exit status and seconds.
@@ -162,7 +163,7 @@ for i in range(1, 6):
     rec.tofile('$data/data_batch_%d.bin' % i)
 "
 common=(--data "$data" --arch ddpmpp --augment 0.12 --dropout 0.13 --tick 1.28 --snap 0 --dump 0
-        --device cuda --no-progress)
+        --device cuda --no-progress --nosubdir)
 
 # 4. Data-parallel training through NCCL: one rank per GPU, the global STF reference batch.
 if [ -f devrun/libstf_dist.so ]; then
@@ -198,6 +199,12 @@ section train_cifar-bf16 90 3 ./devrun/train_cifar "${common[@]}" --batch 64 --s
 snap=$(ls "$out"/run-stf/network-snapshot-*.safetensors 2>/dev/null | tail -1)
 [ -n "$snap" ] && section sample-grid 60 3 ./devrun/sample --net "$snap" --seeds 0-255 --batch 256 --heun 18 \
     --device cuda --grid "$out/grid.png"
+# Class-conditional STF (docs/design.md): per-class reference blocks of 256, x 10 classes per round.
+section train_cifar-cond-stf 90 4 ./devrun/train_cifar "${common[@]}" --batch 64 --stf --rbatch 256 --cond \
+    --label-dropout 0.1 --duration 0.00384 --outdir "$out/run-cond"
+[ -d "$out/run-cond" ] && section sample-class-guided 60 3 ./devrun/sample --net "$out/run-cond" --seeds 0-255 \
+    --batch 256 --heun 18 --class 3 --guidance 2 --device cuda --grid "$out/grid-class3.png"
+section bench_dataset 90 6 ./devrun/bench_dataset --zip /tmp/stf-bench-50k.zip
 rm -rf "$out"/run-*
 section bench_kernels 180 112 ./devrun/bench_kernels
 # The first versions of the tuned kernels (docs/kernels.md), to set beside the rows above.

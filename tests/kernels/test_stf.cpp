@@ -249,4 +249,28 @@ TEST_CASE("stf cuda: the STF target at training size, streamed large reference, 
     }
 }
 
+
+TEST_CASE("stf cuda: the class-conditional STF target (per-class reference blocks)" * needs_gpu()) {
+    // CIFAR-like: 64 images of 10 classes against blocks of 256 references each.
+    const int64_t b = 64, d = 3072, per = 256, classes = 10;
+    Generator gen(21);
+    Tensor x = ops::add_scalar(ops::mul_scalar(ops::rand({classes * per, d}, gen), 2.0), -1.0);
+    std::vector<diffusion::ReferenceGroup> groups(classes);
+    for (int64_t c = 0; c < classes; ++c) groups[c].start = c * per, groups[c].length = per;
+    for (int64_t i = 0; i < b; ++i) groups[(i * 7) % classes].rows.push_back(i);
+    std::vector<double> sig(b);
+    for (int64_t i = 0; i < b; ++i) sig[i] = 0.002 * std::pow(40000.0, static_cast<double>(i) / (b - 1));
+    Tensor sigma = ops::from_vector(sig, {b});
+    // Each noisy image around a reference of its own block, as in training.
+    std::vector<Tensor> own;
+    for (int64_t i = 0; i < b; ++i) own.push_back(ops::narrow(x, 0, ((i * 7) % classes) * per + i / classes, 1));
+    Tensor y = ops::add(ops::cat(own, 0), ops::mul(ops::randn({b, d}, gen), ops::reshape(sigma, {b, 1})));
+    auto cpu = diffusion::stf_target_grouped(y, sigma, x, groups);
+    auto gpu = diffusion::stf_target_grouped(ops::to(y, Device::cuda()), ops::to(sigma, Device::cuda()),
+                                             ops::to(x, Device::cuda()), groups);
+    CHECK(gpu.target.device().is_cuda());
+    CHECK(rel_error(gpu.target, cpu.target) < 1e-5);
+    CHECK(rel_error(gpu.ess, cpu.ess) < 1e-4);
+}
+
 #endif  // STF_WITH_CUDA

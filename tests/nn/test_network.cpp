@@ -131,3 +131,20 @@ TEST_CASE("a config's sizes are checked before the network is built") {
                          doctest::Contains("is a training state"), Error);
     CHECK(load_network(with_config("ok.safetensors", tiny("ddpmpp"))).net->num_parameters() == ddpm->num_parameters());
 }
+
+TEST_CASE("a class-conditional network given no labels sees all-zero labels, as EDM's preconditioning does") {
+    NetworkConfig c = tiny("ddpmpp");
+    c.unet.augment_dim = 0;
+    c.unet.label_dim = 3;
+    Generator gen(2);
+    std::shared_ptr<Precond> net = make_network(c, gen);
+    net->eval();
+    Tensor x = ops::randn({2, 3, 8, 8}, gen), sigma = ops::full({2}, 0.7);
+    Tensor onehot = ops::from_vector({0, 1, 0, 0, 0, 1}, {2, 3});
+    Generator unused;
+    std::vector<double> none = net->forward(x, sigma).to_vector();
+    CHECK(none == net->forward(x, sigma, ops::zeros({2, 3}), Tensor(), unused).to_vector());
+    CHECK(none != net->forward(x, sigma, onehot, Tensor(), unused).to_vector());
+    CHECK_THROWS_WITH_AS(net->forward(x, sigma, ops::zeros({2, 4}), Tensor(), unused),
+                         doctest::Contains("class labels should be [2, 3]"), Error);
+}

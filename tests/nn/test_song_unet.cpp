@@ -84,3 +84,46 @@ TEST_CASE("forward FLOPs: a tiny SongUNet counted by hand") {
     CHECK(expected == 66016);
     CHECK(forward_flops(c) == expected);
 }
+
+TEST_CASE("class-conditional DDPM++ (EDM's --cond=1): map_label holds EDM's names and shapes") {
+    Generator gen(0);
+    SongUNetConfig c = SongUNetConfig::ddpmpp();
+    c.label_dim = 10;
+    c.augment_dim = 9;
+    EDMPrecond net(c, 0.5, gen);
+    // The unconditional network with augmentation labels, plus a linear layer from 10 classes to the
+    // 128-wide noise embedding (weight and bias), as EDM's SongUNet builds map_label.
+    CHECK(net.num_parameters() == 55733891 + 10 * 128 + 128);
+    CHECK(net.state_dict().size() == 427);
+    for (auto& [name, t] : net.state_dict()) {
+        if (name == "model.map_label.weight") CHECK(t.shape() == (Shape{128, 10}));
+        if (name == "model.map_label.bias") CHECK(t.shape() == (Shape{128}));
+    }
+    CHECK(names(net).count("model.map_label.weight"));
+}
+
+TEST_CASE("EDM's FFHQ/AFHQv2 64x64 networks: four levels, attention at 16x16 only") {
+    // train.py --arch=ddpmpp|ncsnpp --cres=1,2,2,2 (EDM's README), 3 channels at 64x64.
+    for (const char* arch : {"ddpmpp", "ncsnpp"}) {
+        CAPTURE(arch);
+        SongUNetConfig c = std::string(arch) == "ddpmpp" ? SongUNetConfig::ddpmpp() : SongUNetConfig::ncsnpp();
+        c.img_resolution = 64;
+        c.channel_mult = {1, 2, 2, 2};
+        c.dropout = 0.05;
+        Generator gen(0);
+        EDMPrecond net(c, 0.5, gen);
+        std::set<std::string> n = names(net);
+        for (const char* want : {"model.enc.64x64_conv.weight", "model.enc.64x64_block3.conv1.weight",
+                                 "model.enc.32x32_down.conv0.weight", "model.enc.8x8_block3.conv1.weight",
+                                 "model.enc.16x16_block0.qkv.weight", "model.dec.8x8_in0.qkv.weight",
+                                 "model.dec.16x16_block4.qkv.weight", "model.dec.64x64_aux_conv.weight"})
+            CHECK_MESSAGE(n.count(want), want);
+        for (const char* absent : {"model.enc.32x32_block0.qkv.weight", "model.enc.8x8_block0.qkv.weight",
+                                   "model.dec.64x64_block4.qkv.weight", "model.enc.4x4_conv.weight"})
+            CHECK_MESSAGE(!n.count(absent), absent);
+        int64_t widest = 0;
+        for (auto& [name, t] : net.state_dict())
+            if (name == "model.enc.64x64_block0.conv0.weight") widest = t.size(0);
+        CHECK(widest == 128);  // channel_mult 1 at 64x64
+    }
+}
