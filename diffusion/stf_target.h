@@ -3,6 +3,7 @@
 // distribution of the reference batch,
 //     target_i = sum_j w_ij x_j,   w_ij = softmax_j(-||y_i - x_j||^2 / (2 sigma_i^2)).
 #pragma once
+#include "diffusion/reference_set.h"
 #include "tensor/ops.h"
 
 namespace stf::diffusion {
@@ -22,5 +23,11 @@ constexpr int64_t kDefaultStfChunk = 65536;
 // softmax (running row max, running sums), so memory is O(b x chunk + b x d) and n can be a whole dataset.
 // Distances come from the differences, not from norms, so small sigmas see no cancellation.
 StfTarget stf_target(const Tensor& y, const Tensor& sigma, const Tensor& reference, int64_t chunk = kDefaultStfChunk);
+
+// The same over a reference set (diffusion/reference_set.h): the training batch, then a whole dataset less
+// the batch's own rows, streamed in chunks of `chunk` dataset images. With augmentation off the set is the
+// dataset and the target is E[x | y] under the dataset's empirical distribution (train_cifar --rbatch all).
+StfTarget stf_target(const Tensor& y, const Tensor& sigma, const ReferenceSet& reference,
+                     int64_t chunk = kDefaultStfChunk);
 
 }  // namespace stf::diffusion
