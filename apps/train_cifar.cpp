@@ -1,9 +1,11 @@
-// ./train_cifar: EDM training (Karras et al. 2022) with the DSM or the Stable Target Field objective.
+// ./train_cifar: EDM training (Karras et al. 2022) with the DSM, the Stable Target Field or the
+// nearest-neighbour target.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "data/dataset.h"
 #include "apps/common/flags.h"
+#include "apps/common/target_flags.h"
 #include "metrics/snapshot_fid.h"
 #include "train/training_loop.h"
 
@@ -11,8 +13,9 @@ using namespace stf;
 
 static const char* kUsage = R"(usage: train_cifar [options]
 
-Trains EDM's DDPM++ or NCSN++ on CIFAR-10 (or any dataset below) with the DSM target, or with the
-Stable Target Field target (--stf). Defaults are the paper's CIFAR-10 recipe.
+Trains EDM's DDPM++ or NCSN++ on CIFAR-10 (or any dataset below) with the DSM target, the Stable Target
+Field target (--target stf, or --stf) or the nearest-neighbour target (--target knn). Defaults are the
+STF paper's CIFAR-10 recipe.
 
 data and output
   --data PATH          CIFAR-10 binary directory (cifar-10-batches-bin) or IDX images (.gz or not),
@@ -31,9 +34,7 @@ network
   --res R              image resolution: smaller images are padded to R x R (default 32)
   --dropout P          dropout probability (default 0.13)
 objective
-  --stf                Stable Target Field target instead of DSM
-  --rbatch N           reference batch size with --stf (default 1024); must be >= the per-round batch
-  --rbatch-scope S     with several ranks: local (each round's own reference batch, as the reference
+%s  --rbatch-scope S     stf with several ranks: local (each round's own reference batch, as the reference
                        code) or global (every rank's reference batches gathered: n x ranks images)
 optimisation
   --batch N            images per optimiser step, over all ranks (default 512)
@@ -92,8 +93,7 @@ static train::TrainOptions options_from_flags(apps::Flags& f) {
     o.data = f.str("data", o.data);
     o.max_images = f.integer("max-images", o.max_images);
     o.outdir = f.str("outdir", o.outdir);
-    o.stf = f.boolean("stf");
-    o.rbatch = f.integer("rbatch", o.rbatch);
+    apps::target_flags(f, o);
     o.rbatch_scope = f.str("rbatch-scope", o.rbatch_scope);
     o.batch = f.integer("batch", o.batch);
     o.batch_gpu = f.integer("batch-gpu", 0);
@@ -130,8 +130,14 @@ static std::vector<std::string> explicitly_set(const train::TrainOptions& o, con
     return keys;
 }
 
+static std::string usage() {
+    std::string text = kUsage;
+    return text.replace(text.find("%s"), 2, apps::kTargetFlagsUsage);
+}
+
 int main(int argc, char** argv) {
-    return apps::run_program("train_cifar", argc, argv, kUsage, [&](apps::Flags& f) {
+    const std::string text = usage();
+    return apps::run_program("train_cifar", argc, argv, text.c_str(), [&](apps::Flags& f) {
         train::TrainOptions o = options_from_flags(f);
         std::string metrics = f.str("metrics", "none"), fid_ref = f.str("fid-ref", "");
         std::string fid_net = f.str("fid-net", "inception-2015-12-05.safetensors");

@@ -44,13 +44,22 @@ static void validate(const TrainOptions& o, int ranks) {
     STF_CHECK(o.batch_gpu >= 1 && local % o.batch_gpu == 0,
               "--batch-gpu " << o.batch_gpu << " must divide --batch " << o.batch
                              << (ranks > 1 ? " / " + std::to_string(ranks) + " ranks = " + std::to_string(local) : ""));
-    STF_CHECK(!o.stf || o.rbatch >= o.batch_gpu,
+    STF_CHECK(o.target == "dsm" || o.target == "stf" || o.target == "knn",
+              "--target must be dsm, stf or knn, got '" << o.target << "'");
+    const bool stf_batch = o.target == "stf" && o.rbatch != TrainOptions::kWholeDataset;
+    STF_CHECK(!stf_batch || o.rbatch >= o.batch_gpu,
               "--rbatch " << o.rbatch << " is smaller than the per-round batch " << o.batch_gpu
                           << ": the reference batch must contain the training batch");
+    STF_CHECK(o.target != "knn" || o.rbatch >= 1,
+              "--rbatch " << o.rbatch << ": the kNN target needs at least one draw per sample (--rbatch N)");
+    STF_CHECK(o.target != "knn" || o.knn_k >= 1, "--k must be positive, got " << o.knn_k);
     STF_CHECK(o.rbatch_scope == "local" || o.rbatch_scope == "global",
               "--rbatch-scope must be local or global, got '" << o.rbatch_scope << "'");
+    STF_CHECK(!o.whole_dataset_target() || o.rbatch_scope == "local",
+              "--rbatch-scope global gathers reference batches; the " << o.target << " target already uses the whole "
+              "dataset on every rank");
     // Reference images are keyed by their index among the step's reference images (tensor/random.h).
-    STF_CHECK(!o.stf || (o.batch / o.batch_gpu) * (o.rbatch - o.batch_gpu) <= kReferenceSamples,
+    STF_CHECK(!stf_batch || (o.batch / o.batch_gpu) * (o.rbatch - o.batch_gpu) <= kReferenceSamples,
               "--rbatch " << o.rbatch << " with " << o.batch / o.batch_gpu
                           << " rounds per step needs more per-sample random streams than the " << kReferenceSamples
                           << " available; use a smaller --rbatch or a larger --batch-gpu");
@@ -75,6 +84,14 @@ static void validate(const TrainOptions& o, int ranks) {
 }
 
 // ---- small helpers ---------------------------------------------------------------------------------
+
+// DSM, STF n=1024, STF all or kNN k=2048 n=256: the target as plots and logs name it.
+static std::string target_name(const TrainOptions& o) {
+    if (o.target == "stf")
+        return o.rbatch == TrainOptions::kWholeDataset ? "STF all" : "STF n=" + std::to_string(o.rbatch);
+    if (o.target == "knn") return "kNN k=" + std::to_string(o.knn_k) + " n=" + std::to_string(o.rbatch);
+    return "DSM";
+}
 
 // Progress lines on stdout and in log.txt; silent when given no path (ranks other than 0).
 class Log {
@@ -231,10 +248,11 @@ struct Rngs {
     }
 };
 
-// One round's data: its training images (augmented), their augmentation labels and, with STF, the
-// reference batch whose first rows are those images.
+// One round's data: its training images (augmented), their augmentation labels, their dataset rows and,
+// with STF over a reference batch, that batch, whose first rows are those images.
 struct RoundData {
     Tensor images, labels, reference;
+    std::vector<int64_t> rows;
 };
 
 // Where each step's images come from. Training image g of step s is position s * batch + g of a
@@ -246,20 +264,27 @@ public:
     StepData(const TrainOptions& o, const data::ImageDataset& data, Device device)
         : o_(o), data_(data), device_(device), train_stream_(data.size(), o.seed),
           reference_stream_(data.size(), o.seed ^ 0x5EED5EED5EEDull),
-          augment_(diffusion::AugmentOptions::cifar10(o.augment)) {}
+          augment_(diffusion::AugmentOptions::cifar10(o.augment)) {
+        if (o.whole_dataset_target()) {  // every image on the device once: the reference set's rows
+            std::vector<int64_t> all(static_cast<size_t>(data.size()));
+            for (int64_t i = 0; i < data.size(); ++i) all[i] = i;
+            all_images_ = data.batch(all, device);
+        }
+    }
 
     // Round with training samples first_sample .. first_sample + batch_gpu - 1 of `step`.
     RoundData round(int64_t step, int64_t first_sample, Rngs& rng, ProcessGroup& group) {
         const int64_t bg = o_.batch_gpu;
         RoundData r;
         rng.key(step, first_sample);
-        r.images = data_.batch(train_stream_.take(step * o_.batch + first_sample, bg), device_);
+        r.rows = train_stream_.take(step * o_.batch + first_sample, bg);
+        r.images = data_.batch(r.rows, device_);
         if (o_.augment > 0) {
             diffusion::AugmentPipe::Result a = augment_.apply(r.images, rng.augment);
             r.images = a.images;
             r.labels = a.labels;
         }
-        if (o_.stf) {
+        if (o_.target == "stf" && o_.rbatch != TrainOptions::kWholeDataset) {
             r.reference = r.images;
             const int64_t extras = o_.rbatch - bg, round_index = first_sample / bg;
             if (extras > 0) {
@@ -278,6 +303,9 @@ public:
         return r;
     }
 
+    // The whole dataset on the device (whole-dataset targets only).
+    const Tensor& all_images() const { return all_images_; }
+
 private:
     // Rotates a gathered reference batch so this rank's block leads it: its training images stay
     // reference[:batch_gpu], as the STF target expects.
@@ -292,6 +320,7 @@ private:
     Device device_;
     data::InfiniteSampler train_stream_, reference_stream_;
     diffusion::AugmentPipe augment_;
+    Tensor all_images_;
 };
 
 // Fails loudly when ranks were started with different options: a silent mismatch would train garbage.
@@ -397,18 +426,24 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     loss_options.kind = o.net.precond;
     loss_options.sigma_data = o.net.sigma_data;
 
+    STF_CHECK(o.target != "knn" || o.knn_k <= data.size(),
+              "--k " << o.knn_k << " is larger than the dataset (" << data.size() << " images)");
     const double total_nimg = o.duration_mimg * 1e6;
+    std::string target_text = "DSM target";
+    if (o.target == "stf" && o.rbatch != TrainOptions::kWholeDataset)
+        target_text = "STF target, reference batch " + std::to_string(o.rbatch) +
+                      (group.distributed() ? " (" + o.rbatch_scope + ")" : "");
+    else if (o.target == "stf")
+        target_text = "STF target, the whole dataset as reference (" + std::to_string(data.size()) + " images)";
+    else if (o.target == "knn")
+        target_text = "kNN target, k " + std::to_string(o.knn_k) + ", " + std::to_string(o.rbatch) +
+                      " draws per sample over the whole dataset (" + std::to_string(data.size()) + " images)";
     char line[640];
-    std::snprintf(line, sizeof(line),
-                  "%s training: %s, %s, %lld parameters, %s, %s target%s, batch %lld (%lld per round), %s",
+    std::snprintf(line, sizeof(line), "%s training: %s, %s, %lld parameters, %s, %s, batch %lld (%lld per round), %s",
                   resuming ? "Resuming" : "Starting", data.source().c_str(),
                   o.net.unet.embedding_type == "fourier" ? "NCSN++" : "DDPM++", (long long)net->num_parameters(),
-                  device.str().c_str(), o.stf ? "STF" : "DSM",
-                  o.stf ? (", reference batch " + std::to_string(o.rbatch) +
-                           (group.distributed() ? " (" + o.rbatch_scope + ")" : ""))
-                              .c_str()
-                        : "",
-                  (long long)o.batch, (long long)o.batch_gpu, group.describe().c_str());
+                  device.str().c_str(), target_text.c_str(), (long long)o.batch, (long long)o.batch_gpu,
+                  group.describe().c_str());
     log.line(line);
     log.line("Arithmetic: " + precision_text);
     if (resuming) {
@@ -436,8 +471,14 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         for (int64_t r = 0; r < rounds; ++r) {
             const int64_t first_sample = group.rank() * local_batch + r * o.batch_gpu;
             RoundData d = step_data.round(p.step, first_sample, rng, group);
-            diffusion::LossTerms terms = diffusion::diffusion_loss(*net, d.images, d.labels, d.reference,
-                                                                   loss_options, rng.noise, rng.dropout);
+            diffusion::LossTerms terms =
+                o.whole_dataset_target()
+                    ? diffusion::diffusion_loss(*net, d.images, d.labels,
+                                                diffusion::DatasetTarget{o.target, {d.images, step_data.all_images(), d.rows},
+                                                                         o.knn_k, o.rbatch},
+                                                loss_options, rng.noise, rng.dropout)
+                    : diffusion::diffusion_loss(*net, d.images, d.labels, d.reference, loss_options, rng.noise,
+                                                rng.dropout);
             backward(mul(sum(terms.loss), 1.0 / static_cast<double>(o.batch)));
             std::vector<double> losses = terms.loss.to_vector();
             for (double v : losses) tick_loss_sum += v;
@@ -487,7 +528,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         // search (its scratch buffer), which would otherwise stand in every later line.
         if (device.is_cuda()) cuda::reset_peak();
         std::string ess_text;
-        if (o.stf) {
+        if (o.target != "dsm") {
             char e[160];
             std::snprintf(e, sizeof(e), "  ess[s<0.2] %.1f [0.2,1) %.1f [1,5) %.1f [>=5] %.1f", bands.ess_mean(0),
                           bands.ess_mean(1), bands.ess_mean(2), bands.ess_mean(3));
@@ -515,7 +556,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
                 stats["loss_bands"][kSigmaBandNames[b]] = {{"count", bands.count[b]},
                                                               {"mean", finite_or_null(bands.loss_mean(b))},
                                                               {"var", finite_or_null(bands.loss_var(b))}};
-                if (o.stf) stats["ess"][kSigmaBandNames[b]] = finite_or_null(bands.ess_mean(b));
+                if (o.target != "dsm") stats["ess"][kSigmaBandNames[b]] = finite_or_null(bands.ess_mean(b));
             }
             if (snap && snapshot_metrics)
                 for (const auto& [name, value] : snapshot_metrics(*ema, kimg)) stats[name] = finite_or_null(value);
@@ -523,7 +564,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
             curve_x.push_back(kimg);
             curve_y.push_back(loss);
             report::write_line_plot_png((out / "loss.png").string(), {{"loss", curve_x, curve_y, {31, 119, 180}}},
-                                report::PlotOptions{.title = o.stf ? "training loss (STF)" : "training loss (DSM)",
+                                report::PlotOptions{.title = "training loss (" + target_name(o) + ")",
                                             .x_label = "kimg", .y_label = "loss", .log_y = true});
         }
         p.tick++;
