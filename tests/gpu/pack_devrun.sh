@@ -39,7 +39,7 @@ if [ "$mode" = compare ]; then
     cp "$fmnist"/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz devrun/fashion-mnist/
     classifier="${CLASSIFIER:-classifier.safetensors}"
     if [ -f "$classifier" ]; then cp "$classifier" devrun/classifier.safetensors
-    else echo "pack_devrun: no $classifier: stf_compare will train its classifier on the device (about a minute)"; fi
+    else echo "pack_devrun: no $classifier: stf_compare will train its classifier on the device first (10 epochs, not timed on a GPU yet)"; fi
 fi
 # An earlier revision's benchmarks (tests/gpu/build_baseline.sh), timed beside these on the device.
 if [ "$mode" = all ] && [ -f build-baseline/REVISION ]; then
