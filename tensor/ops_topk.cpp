@@ -6,9 +6,6 @@
 
 namespace stf::ops {
 
-using detail::Backend;
-using detail::backend_of;
-
 namespace {
 
 #if STF_WITH_CUDA
@@ -39,21 +36,19 @@ RowTopK row_topk(const Tensor& x_in, int64_t k) {
     out.values.resize(static_cast<size_t>(rows * k));
     out.indices.resize(static_cast<size_t>(rows * k));
     if (rows == 0) return out;
-    switch (backend_of(x, "row_topk")) {
-        case Backend::CpuF32: {
-            std::vector<float> values(out.values.size());
-            cpu::topk_rows<float>(rows, cols, k, x.data<float>(), values.data(), out.indices.data());
+    detail::dispatch(
+        x, "row_topk",
+        [&]<class T>() {
+            std::vector<T> values(out.values.size());
+            cpu::topk_rows<T>(rows, cols, k, x.data<T>(), values.data(), out.indices.data());
             out.values.assign(values.begin(), values.end());
-            break;
-        }
-        case Backend::CpuF64:
-            cpu::topk_rows<double>(rows, cols, k, x.data<double>(), out.values.data(), out.indices.data());
-            break;
-        case Backend::CudaF32:
+        },
+        [&] {
+#if STF_WITH_CUDA  // topk_on_cuda exists only there; dispatch never calls this in a CPU-only build
             STF_CHECK(k <= topk::kMaxK, "row_topk: k " << k << " is above the CUDA kernel's " << topk::kMaxK);
-            STF_CUDA_LAUNCH("row_topk", topk_on_cuda(x, out));
-            break;
-    }
+            topk_on_cuda(x, out);
+#endif
+        });
     return out;
 }
 
