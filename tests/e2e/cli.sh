@@ -182,6 +182,19 @@ fi
     && pass "results.csv: the four targets and the data floor" || fail "results.csv: $(cat "$tmp/cmp/results.csv" 2>&1)"
 [ "$(wc -l <"$tmp/cmp/loss_bands.csv" 2>/dev/null)" -eq 17 ] && pass "loss_bands.csv: 4 methods x 4 bands" \
     || fail "loss_bands.csv rows"
+# The columns hold what they name: each trained target a positive FD and img/s; DSM no ESS, the others ESS >= 1
+# in every band that saw images (an ESS below 1 cannot happen, one above the reference count neither).
+[ "$(head -1 "$tmp/cmp/results.csv")" = "method,kimg,steps,final_loss,fd,fd_std,samples,train_seconds,sample_seconds,img_per_sec" ] \
+    && awk -F, 'NR > 1 && $1 != "data" { if (!($5 > 0 && $6 >= 0 && $10 > 0 && $7 == 8)) bad = 1; n++ }
+               END { exit bad || n != 4 }' "$tmp/cmp/results.csv" \
+    && pass "results.csv: FD, spread and img/s per target" || fail "results.csv values: $(cat "$tmp/cmp/results.csv")"
+[ "$(head -1 "$tmp/cmp/loss_bands.csv")" = "method,band,count,loss_mean,loss_var,ess" ] \
+    && awk -F, 'NR > 1 && $1 == "dsm" && $6 != "" { bad = 1 }
+               NR > 1 && $1 != "dsm" && $3 > 0 && !($6 >= 1 && $6 <= 256) { bad = 1 }
+               NR > 1 && $3 > 1 && !($5 >= 0) { bad = 1 }
+               END { exit bad }' "$tmp/cmp/loss_bands.csv" \
+    && pass "loss_bands.csv: variance per band, ESS only for the reference targets" \
+    || fail "loss_bands.csv values: $(cat "$tmp/cmp/loss_bands.csv")"
 for m in dsm stf stf-all knn; do
     for f in samples_$m.png samples_$m.npy $m/stats.jsonl; do [ -s "$tmp/cmp/$f" ] || fail "stf_compare did not write $f"; done
 done
