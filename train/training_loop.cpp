@@ -72,7 +72,8 @@ static void validate(const TrainOptions& o, int ranks) {
     // Padding allocates N x R x R bytes before the network sees an image; EDM trains at 32 and 64.
     STF_CHECK(o.pad_to >= 0 && o.pad_to <= 512, "--res must be in 0..512 (0: the images' own size), got " << o.pad_to);
     STF_CHECK(o.snap_ticks >= 0 && o.dump_ticks >= 0, "--snap and --dump must be >= 0 (0: only at the end)");
-    STF_CHECK(!o.stf || o.rbatch >= 1, "--rbatch must be positive, got " << o.rbatch);
+    STF_CHECK(o.target == "dsm" || o.rbatch >= 1 || (o.target == "stf" && o.rbatch == TrainOptions::kWholeDataset),
+              "--rbatch must be a positive number of images (stf: or all), got " << o.rbatch);
     STF_CHECK(o.augment >= 0 && o.augment <= 1, "--augment is a probability in [0, 1], got " << o.augment);
     STF_CHECK(o.tick_kimg > 0 && std::isfinite(o.tick_kimg), "--tick must be positive, got " << o.tick_kimg);
     STF_CHECK(o.dist_timeout > 0, "--dist-timeout must be positive");
