@@ -300,6 +300,11 @@ TEST_CASE("kNN target variance against its exact law: all draw sequences of a 5-
     KnnVariance all = knn_trace_cov(images, post, N, 1, 40000, 10);
     CHECK(all.trace_cov[0] == doctest::Approx(post.dsm_trace[0]).epsilon(0.03));
     CHECK(std::abs(all.bias2[0]) < 0.01 * post.dsm_trace[0]);
+    // k = N with n draws: T is the mean of n independent posterior draws, so its mean is STF over the whole
+    // dataset, E[x | y], and its trace DSM's divided by n (the 1/n law with no bias at any sigma).
+    KnnVariance all4 = knn_trace_cov(images, post, N, 4, 40000, 11);
+    CHECK(all4.trace_cov[0] == doctest::Approx(post.dsm_trace[0] / 4).epsilon(0.03));
+    CHECK(std::abs(all4.bias2[0]) < 0.01 * post.dsm_trace[0] / 4);
     CHECK_THROWS_WITH_AS(knn_trace_cov(images, post, N + 1, 1, 4, 1), doctest::Contains("k 6 is not in 1..5"), Error);
     CHECK_THROWS_WITH_AS(knn_trace_cov(images, post, 2, 1, 1, 1), doctest::Contains("at least 2 targets"), Error);
 }
