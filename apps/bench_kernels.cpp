@@ -82,7 +82,7 @@ tolerance 1e-5.
 // The kernel families, as cuda/kernels.h and tests/kernels/ divide them; every row's name starts with one.
 const char* const kFamilies[] = {"elementwise", "reduce", "softmax", "group_norm", "residual", "random",
                                  "optim",       "stf",    "blas",    "conv",       "augment", "pool",
-                                 "resize"};
+                                 "resize",      "topk"};
 
 constexpr double kTolerance = 1e-5;
 // Rows whose outputs are stored in bf16 (mixed precision; the row name ends in "bf16"): rounding to
@@ -969,6 +969,23 @@ void conv_cases(Bench& b) {
 
 // ---- augment --------------------------------------------------------------------------------------
 
+// Per-row top-k at the nearest-neighbour target's shape: 128 noisy samples' distances to Fashion-MNIST's
+// 60,000 training images, the 2048 nearest of each (8 rows at the CPU's 1/16). Distances share their top
+// byte, the case the radix select's histograms see in training. Checked against the float64 twin: the same
+// columns, or the row fails.
+void topk_cases(Bench& b) {
+    if (!b.wants("topk rows")) return;
+    const int64_t rows = std::max<int64_t>(4, static_cast<int64_t>(128 * b.size)), cols = 60000, k = 2048;
+    std::vector<float> x = uniform_floats(rows * cols, 1500, 2500);
+    std::vector<double> ref(rows * k);
+    std::vector<int64_t> ref_idx(rows * k);
+    cpu::topk_rows<double>(rows, cols, k, to_f64(x).data(), ref.data(), ref_idx.data());
+    Buf bx = Buf::of(x), values(rows * k * 4), indices(rows * k * 8);
+    b.measure({"topk rows", dims({rows, cols}) + " k" + std::to_string(k), 0, 0, 4.0 * rows * cols + 12.0 * rows * k},
+              {&values}, [&] { TWIN(topk_rows, rows, cols, k, bx.f(), values.f(), indices.as<int64_t>()); },
+              [&] { return indices.download<int64_t>() == ref_idx ? rel_error(values.download(), ref) : INFINITY; });
+}
+
 void augment_cases(Bench& b) {
     // 16384 CIFAR images at size 1 (200 MB in and out, beyond L2); the training step's 1024 at the CPU's 1/16.
     const int64_t images = std::max<int64_t>(64, static_cast<int64_t>(16384 * b.size)), c = 3, h = 32, w = 32, n = images * c * h * w;
@@ -1107,6 +1124,7 @@ int main(int argc, char** argv) {
         optim_cases(b);
         stf_cases(b);
         stf_chunk_cases(b);
+        topk_cases(b);
         blas_cases(b);
         conv_cases(b);
         augment_cases(b);

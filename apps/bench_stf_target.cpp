@@ -1,12 +1,15 @@
 // bench_stf_target: times the STF target (exact distances + streamed online softmax + GEMM) against
 // the plain GEMM form of the same softmax (norms and a dot product, a row softmax, a second GEMM),
-// at the sizes the PyTorch reference was timed at (docs/perf.md), and checks that the two agree.
+// at the sizes the PyTorch reference was timed at (docs/perf.md), and checks that the two agree; then the
+// whole-dataset targets, STF over a reference set and the nearest-neighbour target (distances, per-row
+// top-k, host draws, weighted sum), at a training step's size.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 
 #include "apps/common/flags.h"
 #include "cuda/runtime.h"
+#include "diffusion/knn_target.h"
 #include "diffusion/stf_target.h"
 
 using namespace stf;
@@ -16,7 +19,9 @@ namespace {
 const char* kUsage = R"(usage: bench_stf_target [--device cuda|cpu] [--iters N] [--chunks LIST] [--profile]
 Times diffusion::stf_target against GEMM + softmax + GEMM for (B, n, d) = (64, 1024, 3072),
 (256, 2048, 3072) and (64, 50000, 3072), the last once per chunk size in LIST (default 8192,16384,65536:
-the training default, and larger chunks down to one pass; each chunk keeps B x chunk logits).
+the training default, and larger chunks down to one pass; each chunk keeps B x chunk logits). Then the
+whole-dataset targets at B 64 over 50,000 images of 3072 (CPU: 16 over 4096): STF over the set, and kNN
+with k 2048 and 256 draws (the kNN paper's) and with 1024 draws.
 --profile (CUDA) records one call of each 64 x 50000 row for `ncu --profile-from-start off` (per-kernel
 times; timings printed under the profiler are meaningless).
 )";
@@ -84,6 +89,31 @@ int main(int argc, char** argv) {
             std::snprintf(label, sizeof(label), "%lld x %lld x %lld (%lld)", (long long)s.b, (long long)s.n,
                           (long long)s.d, (long long)s.chunk);
             std::printf("%-34s %12.3f %12.3f %10.2f %12.2e\n", label, stf_ms, gemm_ms, gemm_ms / stf_ms, std::sqrt(num / den));
+        }
+        if (profile) return;
+        // The whole-dataset targets, the batch standing in for its first rows (augmentation off).
+        const int64_t b = device.is_cuda() ? 64 : 16, n = device.is_cuda() ? 50000 : 4096, d = 3072;
+        Generator gen(3);
+        Tensor x = ops::to(ops::add_scalar(ops::mul_scalar(ops::rand({n, d}, gen), 2.0), -1.0), device);
+        std::vector<double> sig(b);
+        for (int64_t i = 0; i < b; ++i) sig[i] = std::exp(-1.2 + 1.2 * std::sin(static_cast<double>(i)));
+        Tensor sigma = ops::from_vector(sig, {b}, DType::F32, device), lead = ops::contiguous(ops::narrow(x, 0, 0, b));
+        Tensor y = ops::add(lead, ops::mul(ops::to(ops::randn({b, d}, gen), device), ops::reshape(sigma, {b, 1})));
+        std::vector<int64_t> rows(static_cast<size_t>(b));
+        for (int64_t i = 0; i < b; ++i) rows[i] = i;
+        const diffusion::ReferenceSet set{lead, x, rows};
+        std::printf("\n%-34s %12s\n", "whole-dataset target, B x N x d", "ms");
+        char label[96];
+        std::snprintf(label, sizeof(label), "stf-all %lld x %lld x %lld", (long long)b, (long long)n, (long long)d);
+        std::printf("%-34s %12.3f\n", label,
+                    time_ms([&] { diffusion::stf_target(y, sigma, set); }, std::max(1, iters / 5), device));
+        for (int64_t draws : {int64_t{256}, int64_t{1024}}) {
+            const int64_t k = std::min<int64_t>(2048, n);
+            Generator g(5);
+            std::snprintf(label, sizeof(label), "knn k%lld n%lld %lld x %lld x %lld", (long long)k, (long long)draws,
+                          (long long)b, (long long)n, (long long)d);
+            std::printf("%-34s %12.3f\n", label,
+                        time_ms([&] { diffusion::knn_target(y, sigma, set, k, draws, g); }, std::max(1, iters / 5), device));
         }
     });
 }

@@ -1,4 +1,4 @@
-// bench_train: times full EDM training steps (DSM or STF) of DDPM++/NCSN++ on random images, the step
+// bench_train: times full EDM training steps (DSM, STF or kNN) of DDPM++/NCSN++ on random images, the step
 // that train/training_loop.cpp takes, and puts the time beside the arithmetic it must do.
 //
 // Arithmetic: a training step is about 3 forward passes (forward, backward to the activations, backward
@@ -10,9 +10,11 @@
 #include <cstdio>
 
 #include "apps/common/bench.h"
+#include "apps/common/target_flags.h"
 #include "train/precision.h"
 #include "cuda/runtime.h"
 #include "diffusion/augment.h"
+#include "diffusion/knn_target.h"
 #include "diffusion/loss.h"
 #include "diffusion/stf_target.h"
 #include "nn/optim.h"
@@ -30,8 +32,13 @@ of the arithmetic limit, the STF target's share of the step and peak memory. The
 
 step
   --batch N            images per step (default 64)
-  --rbatch N           STF with a reference batch of N images (>= --batch; its first --batch images are
-                       the batch); 0: DSM (default 0)
+  --target T           dsm, stf or knn (default: stf when --rbatch is given, else dsm)
+  --rbatch N|all       stf: a reference batch of N images (>= --batch; its first --batch images are the
+                       batch), or all: the whole random dataset of --dataset-size images; knn: draws per
+                       sample (default 1024 with --target, else 0: DSM)
+  --k K                knn: neighbours in the proposal (default 2048)
+  --dataset-size N     random images standing in for the dataset of the whole-dataset targets (default
+                       50000, CIFAR-10's training set; the batch is its first --batch images)
   --augment P          EDM's augmentation with probability P every step, 9 augmentation labels (default
                        0.12, as train_cifar; 0: off, no labels)
   --mode fp32|tf32|bf16  arithmetic: fp32 with TF32 off (default), TF32 tensor cores (CUDA), or bf16
@@ -51,18 +58,19 @@ double ms_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
-// The STF target alone on the step's shapes (noisy batch, its noise levels, the reference batch), as
-// diffusion_loss computes it: mean ms over `reps` calls.
-double stf_target_ms(const Tensor& reference, int64_t batch, const diffusion::LossOptions& o, Device device, int reps) {
+// The target alone on the step's shapes (noisy batch, its noise levels, its references), as diffusion_loss
+// computes it: mean ms over `reps` calls of `target(noisy, sigma)`.
+template <class Target>
+double target_ms(const Tensor& batch_images, const diffusion::LossOptions& o, Device device, int reps, Target&& target) {
+    const int64_t batch = batch_images.size(0);
     Generator gen(7);
     diffusion::NoiseLevels levels = diffusion::sample_noise_levels(o, batch, gen, device);
-    Tensor y = ops::contiguous(ops::narrow(reference, 0, 0, batch));
-    Tensor noise = ops::randn(y.shape(), gen, DType::F32, device);
-    Tensor noisy = ops::add(y, ops::mul(noise, ops::reshape(levels.sigma, {batch, 1, 1, 1})));
-    diffusion::stf_target(noisy, levels.sigma, reference, o.stf_chunk);  // warm-up
+    Tensor noise = ops::randn(batch_images.shape(), gen, DType::F32, device);
+    Tensor noisy = ops::add(batch_images, ops::mul(noise, ops::reshape(levels.sigma, {batch, 1, 1, 1})));
+    target(noisy, levels.sigma);  // warm-up
     apps::sync(device);
     auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; ++i) diffusion::stf_target(noisy, levels.sigma, reference, o.stf_chunk);
+    for (int i = 0; i < reps; ++i) target(noisy, levels.sigma);
     apps::sync(device);
     return ms_since(start) / reps;
 }
@@ -73,7 +81,13 @@ int main(int argc, char** argv) {
     std::string usage = std::string(kUsage) + apps::kNetworkFlagsUsage;
     return apps::run_program("bench_train", argc, argv, usage.c_str(), [&](apps::Flags& f) {
         nn::NetworkConfig config = apps::network_flags(f);
-        int64_t batch = f.integer("batch", 64), rbatch = f.integer("rbatch", 0);
+        int64_t batch = f.integer("batch", 64);
+        // --rbatch 0 (or none) without --target is DSM, as before --target existed.
+        const std::string rbatch_text = f.str("rbatch", "");
+        const bool all = rbatch_text == "all", dsm_rbatch = rbatch_text.empty() || rbatch_text == "0";
+        int64_t rbatch = dsm_rbatch ? (f.given("target") ? 1024 : 0) : all ? 0 : apps::parse_rbatch(rbatch_text, "rbatch");
+        const std::string target = f.str("target", dsm_rbatch ? "dsm" : "stf");
+        const int64_t knn_k = f.integer("k", diffusion::kDefaultKnnK), dataset_size = f.integer("dataset-size", 50000);
         double augment = f.real("augment", 0.12);
         std::string mode = f.str("mode", "fp32");
         int64_t steps = f.integer("steps", 20), warmup = f.integer("warmup", 3);
@@ -84,8 +98,14 @@ int main(int argc, char** argv) {
         f.check_all_used();
         STF_CHECK(!profile || device.is_cuda(), "--profile records a CUDA step; it needs --device cuda");
         STF_CHECK(batch >= 1, "--batch must be positive, got " << batch);
-        STF_CHECK(rbatch == 0 || rbatch >= batch,
+        STF_CHECK(target == "dsm" || target == "stf" || target == "knn", "--target must be dsm, stf or knn, got '" << target << "'");
+        const bool whole = target == "knn" || (target == "stf" && all);
+        STF_CHECK(target != "stf" || whole || rbatch >= batch,
                   "--rbatch " << rbatch << " is smaller than --batch " << batch << ": the reference batch must contain the batch");
+        STF_CHECK(target != "knn" || !all, "--rbatch all: the kNN target's --rbatch is its number of draws");
+        STF_CHECK(!whole || (dataset_size >= batch && knn_k >= 1 && knn_k <= dataset_size),
+                  "--dataset-size " << dataset_size << " must hold the batch of " << batch << " and --k " << knn_k);
+        if (target == "dsm") rbatch = 0;
         STF_CHECK(augment >= 0 && augment <= 1, "--augment is a probability in [0, 1], got " << augment);
         STF_CHECK(steps >= 1 && warmup >= 0, "--steps must be positive and --warmup not negative");
         std::string mode_text = train::set_precision(mode, device, "--mode");
@@ -114,7 +134,9 @@ int main(int argc, char** argv) {
 
         // Random images in [-1, 1], drawn once: the trainer's data loading (a host-to-device copy) is left out.
         const nn::SongUNetConfig& u = config.unet;
-        const int64_t draw = rbatch > 0 ? rbatch : batch;
+        const int64_t draw = whole ? dataset_size : target == "stf" ? rbatch : batch;
+        std::vector<int64_t> batch_rows(static_cast<size_t>(batch));
+        for (int64_t i = 0; i < batch; ++i) batch_rows[i] = i;
         Tensor data = ops::to(ops::add_scalar(ops::mul_scalar(ops::rand({draw, u.in_channels, u.img_resolution,
                                                                           u.img_resolution}, data_gen), 2), -1),
                               device);
@@ -123,15 +145,20 @@ int main(int argc, char** argv) {
         double cur_nimg = 0;
         auto step = [&] {
             net->zero_grad();
-            Tensor images = data, labels;
+            // The trainer augments the reference batch with the images; a whole dataset stays un-augmented.
+            Tensor images = whole ? ops::narrow(data, 0, 0, batch) : data, labels;
             if (augment > 0) {
-                diffusion::AugmentPipe::Result a = pipe.apply(data, augment_gen);
+                diffusion::AugmentPipe::Result a = pipe.apply(images, augment_gen);
                 images = a.images;
                 labels = ops::contiguous(ops::narrow(a.labels, 0, 0, batch));
             }
             Tensor y = ops::contiguous(ops::narrow(images, 0, 0, batch));
-            diffusion::LossTerms terms = diffusion::diffusion_loss(*net, y, labels, rbatch > 0 ? images : Tensor(),
-                                                                   loss_options, noise_gen, dropout_gen);
+            diffusion::LossTerms terms =
+                whole ? diffusion::diffusion_loss(*net, y, labels,
+                                                  diffusion::DatasetTarget{target, {y, data, batch_rows}, knn_k, rbatch},
+                                                  loss_options, noise_gen, dropout_gen)
+                      : diffusion::diffusion_loss(*net, y, labels, target == "stf" ? images : Tensor(), loss_options,
+                                                  noise_gen, dropout_gen);
             backward(mul(sum(terms.loss), 1.0 / static_cast<double>(batch)));
             terms.loss.to_vector();  // the trainer reads the per-image losses every round
             nn::nan_to_num_grads(params);
@@ -140,13 +167,19 @@ int main(int argc, char** argv) {
             ema_update.update(nn::Ema::beta(static_cast<double>(batch), cur_nimg, 500, 0.05));
         };
 
+        const std::string target_text =
+            target == "knn" ? "kNN target, k " + std::to_string(knn_k) + ", " + std::to_string(rbatch) + " draws, dataset of " +
+                                  std::to_string(dataset_size)
+            : whole        ? "STF target over the whole dataset of " + std::to_string(dataset_size)
+            : target == "stf" ? "STF target, reference batch " + std::to_string(rbatch)
+                              : std::string("DSM target");
         std::printf("bench_train: %s, %lld parameters, %lldx%lldx%lld, %s%s, %s\n",
                     u.embedding_type == "fourier" ? "NCSN++" : "DDPM++", (long long)net->num_parameters(),
                     (long long)u.img_resolution, (long long)u.img_resolution, (long long)u.in_channels,
                     device.str().c_str(), device.is_cuda() ? (" (" + cuda::device_name() + ")").c_str() : "",
                     mode_text.c_str());
         std::printf("step: batch %lld, %s, augment %g, dropout %g; %lld warm-up + %lld timed steps\n", (long long)batch,
-                    rbatch > 0 ? ("STF target, reference batch " + std::to_string(rbatch)).c_str() : "DSM target",
+                    target_text.c_str(),
                     augment, u.dropout, (long long)warmup, (long long)steps);
         for (int64_t i = 0; i < warmup; ++i) step();
         // Peak memory as the PyTorch reference figures measure it (docs/perf.md): over the timed steps,
@@ -177,9 +210,20 @@ int main(int argc, char** argv) {
         std::printf("ms/step: mean %.2f  min %.2f\n", mean_ms, min_ms);
         std::printf("achieved: %.3g TFLOP/s = %.1f%% of the limit (%.1f%% of the measured GEMM)\n", achieved,
                     100 * achieved / limit.tflops, 100 * achieved / gemm_tflops);
-        if (rbatch > 0) {
-            double target_ms = stf_target_ms(data, batch, loss_options, device, device.is_cuda() ? 20 : 3);
-            std::printf("STF target alone: %.3f ms = %.2f%% of the step\n", target_ms, 100 * target_ms / mean_ms);
+        if (target != "dsm") {
+            const int reps = device.is_cuda() ? 20 : 3;
+            Tensor lead = ops::contiguous(ops::narrow(data, 0, 0, batch));
+            Generator draws(11);
+            double ms = target_ms(lead, loss_options, device, reps, [&](const Tensor& noisy, const Tensor& sigma) {
+                if (target == "knn")
+                    diffusion::knn_target(noisy, sigma, {lead, data, batch_rows}, knn_k, rbatch, draws, loss_options.stf_chunk);
+                else if (whole)
+                    diffusion::stf_target(noisy, sigma, diffusion::ReferenceSet{lead, data, batch_rows}, loss_options.stf_chunk);
+                else
+                    diffusion::stf_target(noisy, sigma, data, loss_options.stf_chunk);
+            });
+            std::printf("%s target alone: %.3f ms = %.2f%% of the step\n", target == "knn" ? "kNN" : "STF", ms,
+                        100 * ms / mean_ms);
         }
         if (device.is_cuda())
             std::printf("peak memory: %.2f GiB over the timed steps; %.2f GiB in the warm-up with cuDNN's algorithm "

@@ -1,6 +1,9 @@
-// ./stf_compare: DSM vs STF on Fashion-MNIST (or CIFAR-10) with the same seeds and image budget: loss
-// curves, loss variance per noise-level band, sample grids and a Fréchet distance on classifier features.
+// ./stf_compare: training targets (DSM, STF, STF over the whole dataset, kNN) on Fashion-MNIST (or CIFAR-10)
+// with the same seeds and image budget: loss curves, loss variance per noise-level band, sample grids and a
+// Fréchet distance on classifier features.
 #include <cstdio>
+#include <sstream>
+#include <string>
 
 #include "experiments/comparison.h"
 #include "apps/common/flags.h"
@@ -9,25 +12,33 @@ using namespace stf;
 
 static const char* kUsage = R"(usage: stf_compare --preset cpu|gpu [options]
 
-Trains DDPM++-small twice with the same seed, data order, noise draws and image budget, once with the DSM
-target and once with the Stable Target Field target; draws the same seeds' images from each final EMA
-snapshot with EDM's Heun sampler; and measures each set's Fréchet distance (FD) to the test set on the
-penultimate features of a small classifier trained by this framework on the dataset's labels
-(./train_classifier; trained here first unless --classifier is given). A row "data" gives the FD of as
-many real training images: the floor at this sample size; fd_std is the FD's standard deviation over
-bootstrap resamples of the samples (the noise of drawing N images, not of training). Writes under --outdir:
-results.csv (method,kimg,steps,final_loss,fd,fd_std,samples,train_seconds,sample_seconds), loss_bands.csv, loss.png (both
-runs' loss per tick), loss_bands_var.png (variance of the per-image loss per sigma band and tick, from each
-run's stats.jsonl), samples_dsm.png, samples_stf.png, samples_*.npy, the runs dsm/ and stf/, and
-classifier.safetensors when trained here.
+Trains DDPM++-small once per training target (--targets) with the same seed, data order, noise draws and
+image budget; draws the same seeds' images from each final EMA snapshot with EDM's Heun sampler; and
+measures each set's Fréchet distance (FD) to the test set on the penultimate features of a small classifier
+trained by this framework on the dataset's labels (./train_classifier; trained here first unless
+--classifier is given). A row "data" gives the FD of as many real training images: the floor at this sample
+size; fd_std is the FD's standard deviation over bootstrap resamples of the samples (the noise of drawing N
+images, not of training). Writes under --outdir: results.csv (method,kimg,steps,final_loss,fd,fd_std,samples,
+train_seconds,sample_seconds,img_per_sec; rewritten after each target), loss_bands.csv (per target and sigma
+band: images, loss mean and variance, mean ESS over the second half of the ticks), loss.png (each run's loss
+per tick), loss_bands_var.png (variance of the per-image loss per sigma band and tick, from each run's
+stats.jsonl), samples_<target>.png and .npy, one run directory per target, and classifier.safetensors when
+trained here.
+
+targets (--targets, comma-separated, in the order they run; default dsm,stf,stf-all,knn)
+  dsm                  the clean image (denoising score matching)
+  stf                  Stable Target Field over a reference batch of --rbatch images
+  stf-all              Stable Target Field over the whole training set (E[x | y] without augmentation)
+  knn                  the nearest-neighbour estimator (Niedoba et al. 2024): --k neighbours, --rbatch draws
 
 presets (each flag given explicitly still wins)
   --preset cpu         DDPM++-small (train_cifar --preset small's network) on Fashion-MNIST on the CPU:
-                       4.8 kimg per method (150 steps of 32), reference batch 256, 500 samples each with
-                       Heun 10 (19 evaluations), classifier 2 epochs (unless --classifier);
-                       about 9 minutes on 2 idle cores, plus 8 to train the classifier
-  --preset gpu         the same network on CUDA: 1000 kimg per method (batch 128), reference batch 1024,
-                       10000 samples each, classifier 10 epochs
+                       4.8 kimg per target (150 steps of 32), reference batch 256 (kNN: 256 draws, k 2048),
+                       500 samples each with Heun 10 (19 evaluations), classifier 2 epochs (unless
+                       --classifier); docs/experiments.md has the times
+  --preset gpu         the same network on CUDA, sized for one 8-minute call on an H200 (not run yet):
+                       1000 kimg per target (batch 512), reference batch 1024 (kNN: 1024 draws, k 2048),
+                       10000 samples each with Heun 18, classifier 10 epochs (unless --classifier)
 data and output
   --data PATH          training images (default: Debian's Fashion-MNIST, /usr/share/datasets/fashion-mnist)
   --test-data PATH     test images for the FD (default: the test split beside --data)
@@ -36,7 +47,8 @@ data and output
   --outdir DIR         (default compare-runs/cpu or compare-runs/gpu)
 budget
   --kimg K             thousands of training images per method
-  --batch N            images per step            --rbatch N   STF reference batch
+  --targets LIST       the methods above           --k K        kNN neighbours (default 2048)
+  --batch N            images per step            --rbatch N   STF reference batch; kNN draws
   --lr LR              learning rate              --tick KIMG  stats line every KIMG
   --ema MIMG           EMA half-life              --seed N     seed of both runs (default 0)
   --samples N          images drawn per method (seeds 0..N-1)
@@ -67,6 +79,12 @@ int main(int argc, char** argv) {
         t.duration_mimg = f.real("kimg", t.duration_mimg * 1e3) / 1e3;
         t.batch = f.integer("batch", t.batch);
         t.rbatch = f.integer("rbatch", t.rbatch);
+        t.knn_k = f.integer("k", t.knn_k);
+        if (f.given("targets")) {
+            o.targets.clear();
+            std::stringstream list(f.str("targets", ""));
+            for (std::string name; std::getline(list, name, ',');) o.targets.push_back(name);
+        }
         t.lr = f.real("lr", t.lr);
         t.tick_kimg = f.real("tick", t.tick_kimg);
         t.ema_mimg = f.real("ema", t.ema_mimg);

@@ -1,9 +1,11 @@
-// ./train_cifar: EDM training (Karras et al. 2022) with the DSM or the Stable Target Field objective.
+// ./train_cifar: EDM training (Karras et al. 2022) with the DSM, the Stable Target Field or the
+// nearest-neighbour target.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "data/dataset.h"
 #include "apps/common/flags.h"
+#include "apps/common/target_flags.h"
 #include "metrics/snapshot_fid.h"
 #include "train/run_dir.h"
 #include "train/training_loop.h"
@@ -12,8 +14,9 @@ using namespace stf;
 
 static const char* kUsage = R"(usage: train_cifar [options]
 
-Trains EDM's DDPM++ or NCSN++ on CIFAR-10 (or any dataset below) with the DSM target, or with the
-Stable Target Field target (--stf). Defaults are the paper's CIFAR-10 recipe.
+Trains EDM's DDPM++ or NCSN++ on CIFAR-10 (or any dataset below) with the DSM target, the Stable Target
+Field target (--target stf, or --stf) or the nearest-neighbour target (--target knn). Defaults are the
+STF paper's CIFAR-10 recipe.
 
 data and output
   --data PATH          EDM's dataset ZIP (dataset_tool.py's, or ./dataset_tool's) or a folder of PNGs in its
@@ -21,7 +24,7 @@ data and output
                        directory (cifar-10-batches-bin); or IDX images (.gz or not), e.g. Fashion-MNIST from
                        Debian's dataset-fashion-mnist (default for --preset small)
   --cond               class-conditional: the dataset's labels go to the network (EDM's --cond=1); with
-                       --stf each image's reference batch is drawn from its own class
+                       --target stf each image's reference batch is drawn from its own class
   --label-dropout P    with --cond, drop a sample's label (all zeros) with probability P, for classifier-free
                        guidance (sample --guidance); default 0
   --xflip              EDM's dataset x-flips: the dataset doubled with mirrored images
@@ -42,9 +45,7 @@ network
   --res R              pad smaller images to R x R (default 32; larger images keep their size)
   --dropout P          dropout probability (default 0.13)
 objective
-  --stf                Stable Target Field target instead of DSM
-  --rbatch N           reference batch size with --stf (default 1024); must be >= the per-round batch
-  --rbatch-scope S     with several ranks: local (each round's own reference batch, as the reference
+%s  --rbatch-scope S     stf with several ranks: local (each round's own reference batch, as the reference
                        code) or global (every rank's reference batches gathered: n x ranks images)
 optimisation
   --batch N            images per optimiser step, over all ranks (default 512)
@@ -114,8 +115,7 @@ static train::TrainOptions options_from_flags(apps::Flags& f) {
     o.desc = f.str("desc", "");
     o.nosubdir = o.nosubdir || f.boolean("nosubdir");
     o.transfer = f.str("transfer", "");
-    o.stf = f.boolean("stf");
-    o.rbatch = f.integer("rbatch", o.rbatch);
+    apps::target_flags(f, o);
     o.rbatch_scope = f.str("rbatch-scope", o.rbatch_scope);
     o.batch = f.integer("batch", o.batch);
     o.batch_gpu = f.integer("batch-gpu", 0);
@@ -153,8 +153,14 @@ static std::vector<std::string> explicitly_set(const train::TrainOptions& o, con
     return keys;
 }
 
+static std::string usage() {
+    std::string text = kUsage;
+    return text.replace(text.find("%s"), 2, apps::kTargetFlagsUsage);
+}
+
 int main(int argc, char** argv) {
-    return apps::run_program("train_cifar", argc, argv, kUsage, [&](apps::Flags& f) {
+    const std::string text = usage();
+    return apps::run_program("train_cifar", argc, argv, text.c_str(), [&](apps::Flags& f) {
         train::TrainOptions o = options_from_flags(f);
         std::string metrics = f.str("metrics", "none"), fid_ref = f.str("fid-ref", "");
         std::string fid_net = f.str("fid-net", "inception-2015-12-05.safetensors");

@@ -130,6 +130,12 @@ void sq_distances_v1(int64_t b, int64_t n, int64_t d, const float* y, const floa
 void stf_softmax_chunk_v1(int64_t b, int64_t len, int64_t d, const float* coef, float* dist, float* row_max,
                           float* weight_sum, float* weight_sq_sum, float* acc);
 
+// --- topk.cu -------------------------------------------------------------------------------------
+// For each row of x [rows, cols] (cols < 2^31), its k smallest entries (1 <= k <= min(cols, topk::kMaxK))
+// in ascending order: values [rows, k] and their columns indices [rows, k]. The order is IEEE 754's total
+// order with every NaN last, equal values by column (cuda/topk_math.h), so the picked set is definite.
+void topk_rows(int64_t rows, int64_t cols, int64_t k, const float* x, float* values, int64_t* indices);
+
 // --- blas.cu (cuBLAS) -----------------------------------------------------------------------------
 // Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, `batch` times with element strides.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,

@@ -34,8 +34,13 @@ NoiseLevels sample_noise_levels(const LossOptions& o, int64_t b, Generator& gen,
     return {ops::from_vector(sigma, {b}, DType::F32, device), ops::from_vector(weight, {b}, DType::F32, device)};
 }
 
-LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const LossOptions& o, Generator& gen,
-                         Generator& dropout_gen) {
+namespace {
+
+// The loss of one batch with the target `target_of` computes from the noisy images and their noise levels
+// (filling the target and, for STF and kNN, the effective sample sizes): noise levels, noise, target, network.
+template <class TargetOf>
+LossTerms loss_with(const nn::Precond& net, const LossBatch& batch, const LossOptions& o, Generator& gen,
+                    Generator& dropout_gen, TargetOf&& target_of) {
     const Tensor& images = batch.images;
     STF_CHECK(images.ndim() == 4, "diffusion_loss: expected images [b, c, h, w], got " << describe(images));
     int64_t b = images.size(0);
@@ -46,24 +51,61 @@ LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const L
     LossTerms out;
     out.sigma = levels.sigma;
     Tensor target = images;
-    if (batch.reference.defined()) {
-        STF_CHECK(batch.reference.ndim() == 4 && batch.reference.size(0) >= b,
-                  "diffusion_loss: the reference batch " << describe(batch.reference) << " must hold at least the " << b
-                                                         << " training images");
-        StfTarget stf = batch.groups.empty()
-                            ? stf_target(noisy, levels.sigma, batch.reference, o.stf_chunk)
-                            : stf_target_grouped(noisy, levels.sigma, batch.reference, batch.groups, o.stf_chunk);
-        target = stf.target;
-        out.ess = stf.ess;
-    }
+    target_of(noisy, levels.sigma, target, out.ess);
     Tensor denoised = net.forward(noisy, levels.sigma, batch.class_labels, batch.augment_labels, dropout_gen);
     out.loss = mul(squared_error_per_sample(denoised, target), levels.weight);
     return out;
 }
 
+}  // namespace
+
+LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const LossOptions& o, Generator& gen,
+                         Generator& dropout_gen) {
+    return loss_with(net, batch, o, gen, dropout_gen,
+                     [&](const Tensor& noisy, const Tensor& sigma, Tensor& target, Tensor& ess) {
+                         if (!batch.reference.defined()) return;
+                         const int64_t b = batch.images.size(0);
+                         STF_CHECK(batch.reference.ndim() == 4 && batch.reference.size(0) >= b,
+                                   "diffusion_loss: the reference batch " << describe(batch.reference)
+                                                                          << " must hold at least the " << b
+                                                                          << " training images");
+                         StfTarget stf = batch.groups.empty()
+                                             ? stf_target(noisy, sigma, batch.reference, o.stf_chunk)
+                                             : stf_target_grouped(noisy, sigma, batch.reference, batch.groups,
+                                                                  o.stf_chunk);
+                         target = stf.target;
+                         ess = stf.ess;
+                     });
+}
+
 LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
                          const Tensor& reference, const LossOptions& o, Generator& gen, Generator& dropout_gen) {
     return diffusion_loss(net, LossBatch{images, Tensor(), augment_labels, reference, {}}, o, gen, dropout_gen);
+}
+
+LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const DatasetTarget& spec,
+                         const LossOptions& o, Generator& gen, Generator& dropout_gen) {
+    STF_CHECK(spec.kind == "stf" || spec.kind == "knn",
+              "diffusion_loss: unknown dataset target '" << spec.kind << "' (expected stf or knn)");
+    STF_CHECK(spec.references.lead.defined() && spec.references.lead.same(batch.images),
+              "diffusion_loss: the reference set must lead with the training images");
+    return loss_with(net, batch, o, gen, dropout_gen,
+                     [&](const Tensor& noisy, const Tensor& sigma, Tensor& target, Tensor& ess) {
+                         if (spec.kind == "stf") {
+                             StfTarget t = stf_target(noisy, sigma, spec.references, o.stf_chunk);
+                             target = t.target;
+                             ess = t.ess;
+                         } else {
+                             KnnTarget t = knn_target(noisy, sigma, spec.references, spec.k, spec.n, gen, o.stf_chunk);
+                             target = t.target;
+                             ess = t.ess;
+                         }
+                     });
+}
+
+LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
+                         const DatasetTarget& spec, const LossOptions& o, Generator& gen, Generator& dropout_gen) {
+    return diffusion_loss(net, LossBatch{images, Tensor(), augment_labels, Tensor(), {}}, spec, o, gen, dropout_gen);
 }
 
 }  // namespace stf::diffusion

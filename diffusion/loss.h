@@ -4,6 +4,7 @@
 #pragma once
 #include <string>
 
+#include "diffusion/knn_target.h"
 #include "diffusion/stf_target.h"  // kDefaultStfChunk
 #include "nn/precond.h"
 
@@ -27,7 +28,7 @@ NoiseLevels sample_noise_levels(const LossOptions& o, int64_t b, Generator& gen,
 struct LossTerms {
     Tensor loss;   // [b] weighted squared error summed over each image's pixels (differentiable)
     Tensor sigma;  // [b]
-    Tensor ess;    // [b] effective sample size of the STF weights (undefined for DSM)
+    Tensor ess;    // [b] effective sample size of the STF or kNN weights (undefined for DSM)
 };
 
 // What one round of training feeds the loss.
@@ -47,5 +48,19 @@ LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const L
 // The unconditional case: one reference batch (or none) for all images.
 LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
                          const Tensor& reference, const LossOptions& o, Generator& gen, Generator& dropout_gen);
+
+// The targets over a whole dataset (diffusion/reference_set.h; its lead is `images`): "stf", the STF target
+// over all of it (train_cifar --rbatch all), or "knn", the nearest-neighbour estimator with k neighbours
+// and n draws (diffusion/knn_target.h), whose draws come from `gen` after the noise.
+struct DatasetTarget {
+    std::string kind = "stf";
+    ReferenceSet references;
+    int64_t k = kDefaultKnnK, n = kDefaultKnnDraws;
+};
+// The batch's reference and groups are unused here: the set replaces them.
+LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const DatasetTarget& target,
+                         const LossOptions& o, Generator& gen, Generator& dropout_gen);
+LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
+                         const DatasetTarget& target, const LossOptions& o, Generator& gen, Generator& dropout_gen);
 
 }  // namespace stf::diffusion

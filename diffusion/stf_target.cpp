@@ -93,4 +93,27 @@ StfTarget stf_target_grouped(const Tensor& y, const Tensor& sigma, const Tensor&
     return {cat(target_rows, 0), cat(ess_rows, 0)};
 }
 
+StfTarget stf_target(const Tensor& y, const Tensor& sigma, const ReferenceSet& reference, int64_t chunk) {
+    reference.check(y, "stf_target");
+    const int64_t b = y.size(0), d = b ? y.numel() / b : 0;
+    STF_CHECK(sigma.numel() == b, "stf_target: " << sigma.numel() << " sigmas for " << b << " samples");
+    STF_CHECK(chunk >= 1, "stf_target: chunk must be positive");
+    NoGradGuard no_grad;
+    Tensor ys = contiguous(reshape(y, {b, d}));
+    Tensor coef = contiguous(unary(UnaryOp::RDivScalar, unary(UnaryOp::Square, reshape(sigma, {b})), -0.5));
+    // The streamed softmax of stf_target above, over the set's chunks: the batch first (each sample's own
+    // image gives its row a finite maximum at once), then the dataset (+inf distances at the skipped rows
+    // become weights of exactly 0).
+    StreamedSoftmax st{full({b}, -INFINITY, y.dtype(), y.device()), zeros({b}, y.dtype(), y.device()),
+                       zeros({b}, y.dtype(), y.device()), zeros({b, d}, y.dtype(), y.device())};
+    for_each_reference_chunk(ys, reference, chunk, [&](const ReferenceChunk& c) {
+        Tensor p = c.dist;
+        stf_softmax_chunk_(p, coef, st);
+        binary_(BinaryOp::Add, st.acc, matmul(p, c.images));
+    });
+    Tensor target = reshape(div(st.acc, reshape(st.weight_sum, {b, 1})), y.shape());
+    Tensor ess = div(unary(UnaryOp::Square, st.weight_sum), st.weight_sq_sum);
+    return {target, ess};
+}
+
 }  // namespace stf::diffusion

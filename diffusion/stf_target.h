@@ -5,6 +5,7 @@
 #pragma once
 #include <vector>
 
+#include "diffusion/reference_set.h"
 #include "tensor/ops.h"
 
 namespace stf::diffusion {
@@ -36,5 +37,11 @@ struct ReferenceGroup {
 // least its group's samples. The result is in y's row order.
 StfTarget stf_target_grouped(const Tensor& y, const Tensor& sigma, const Tensor& reference,
                              const std::vector<ReferenceGroup>& groups, int64_t chunk = kDefaultStfChunk);
+
+// The same over a reference set (diffusion/reference_set.h): the training batch, then a whole dataset less
+// the batch's own rows, streamed in chunks of `chunk` dataset images. With augmentation off the set is the
+// dataset and the target is E[x | y] under the dataset's empirical distribution (train_cifar --rbatch all).
+StfTarget stf_target(const Tensor& y, const Tensor& sigma, const ReferenceSet& reference,
+                     int64_t chunk = kDefaultStfChunk);
 
 }  // namespace stf::diffusion

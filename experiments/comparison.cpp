@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <sstream>
 
 #include "metrics/frechet.h"
@@ -109,20 +110,35 @@ std::string load_or_train_classifier(const CompareOptions& o, const fs::path& ou
     return c.out;
 }
 
-void write_loss_plots(const fs::path& out, const RunStats& dsm, const RunStats& stf) {
-    const report::Rgb dsm_color = report::palette_color(0), stf_color = report::palette_color(1);
-    report::write_line_plot_png((out / "loss.png").string(),
-                        {{"DSM", dsm.kimg, dsm.loss, dsm_color}, {"STF", stf.kimg, stf.loss, stf_color}},
+using Runs = std::vector<std::pair<std::string, RunStats>>;
+
+// DSM, STF n=256, STF all, kNN k=2048 n=256: the method as the plots' legends name it.
+std::string method_label(const CompareOptions& o, const std::string& method) {
+    if (method == "dsm") return "DSM";
+    if (method == "stf") return "STF n=" + std::to_string(o.train.rbatch);
+    if (method == "stf-all") return "STF all";
+    if (method == "knn") return "kNN k=" + std::to_string(o.train.knn_k) + " n=" + std::to_string(o.train.rbatch);
+    return method;
+}
+
+void write_loss_plots(const CompareOptions& o, const fs::path& out, const Runs& runs) {
+    std::vector<report::Series> loss;
+    for (size_t m = 0; m < runs.size(); ++m)
+        loss.push_back({method_label(o, runs[m].first), runs[m].second.kimg, runs[m].second.loss, report::palette_color(m)});
+    report::write_line_plot_png((out / "loss.png").string(), loss,
                         report::PlotOptions{.title = "training loss per tick", .x_label = "kimg", .y_label = "loss",
                                     .log_y = true});
-    // One panel per band (DSM and STF in the same colours as loss.png), tiled 2 x 2 into one PNG.
+    // One panel per band (the methods in the same colours as loss.png), tiled 2 x 2 into one PNG.
     const int pw = 480, ph = 320;
     std::vector<uint8_t> tiled(static_cast<size_t>(4 * pw * ph * 3), 255);
     for (size_t b = 0; b < kLossBandNames.size(); ++b) {
+        std::vector<report::Series> var;
+        for (size_t m = 0; m < runs.size(); ++m)
+            var.push_back({method_label(o, runs[m].first), runs[m].second.kimg, runs[m].second.band_var[b],
+                           report::palette_color(m)});
         std::vector<uint8_t> panel = report::render_line_plot(
-            {{"DSM", dsm.kimg, dsm.band_var[b], dsm_color}, {"STF", stf.kimg, stf.band_var[b], stf_color}},
-            report::PlotOptions{.title = std::string("loss variance, ") + kLossBandNames[b], .x_label = "kimg",
-                        .y_label = "var", .log_y = true, .width = pw, .height = ph});
+            var, report::PlotOptions{.title = std::string("loss variance, ") + kLossBandNames[b], .x_label = "kimg",
+                                     .y_label = "var", .log_y = true, .width = pw, .height = ph});
         int x0 = static_cast<int>(b % 2) * pw, y0 = static_cast<int>(b / 2) * ph;
         for (int y = 0; y < ph; ++y)
             std::copy(panel.begin() + static_cast<size_t>(y * pw * 3), panel.begin() + static_cast<size_t>((y + 1) * pw * 3),
@@ -133,23 +149,26 @@ void write_loss_plots(const fs::path& out, const RunStats& dsm, const RunStats& 
 
 // Per method and band: samples seen, and the mean over the second half of the ticks of the band's loss mean
 // and variance (the first half is dominated by the network's early fall).
-void write_band_summary(const fs::path& out, const std::vector<std::pair<std::string, RunStats>>& runs) {
+void write_band_summary(const fs::path& out, const Runs& runs) {
     std::ostringstream csv;
-    csv << "method,band,count,loss_mean,loss_var\n";
+    csv << "method,band,count,loss_mean,loss_var,ess\n";
     for (const auto& [method, s] : runs)
         for (size_t b = 0; b < kLossBandNames.size(); ++b) {
-            double count = 0, mean = 0, var = 0;
-            int used = 0;
+            double count = 0, mean = 0, var = 0, ess = 0;
+            int used = 0, ess_used = 0;
             for (size_t t = s.kimg.size() / 2; t < s.kimg.size(); ++t) {
                 count += std::isfinite(s.band_count[b][t]) ? s.band_count[b][t] : 0;
+                if (std::isfinite(s.band_ess[b][t])) ess += s.band_ess[b][t], ++ess_used;
                 if (!std::isfinite(s.band_mean[b][t]) || !std::isfinite(s.band_var[b][t])) continue;
                 mean += s.band_mean[b][t];
                 var += s.band_var[b][t];
                 ++used;
             }
             csv << method << "," << kLossBandNames[b] << "," << count << ",";
-            if (used) csv << mean / used << "," << var / used << "\n";
-            else csv << ",\n";
+            if (used) csv << mean / used << "," << var / used << ",";
+            else csv << ",,";
+            if (ess_used) csv << ess / ess_used;
+            csv << "\n";
         }
     std::string text = csv.str();
     data::write_file_atomic((out / "loss_bands.csv").string(), text.data(), text.size());
@@ -157,31 +176,41 @@ void write_band_summary(const fs::path& out, const std::vector<std::pair<std::st
 
 void write_results(const fs::path& out, const std::vector<CompareRow>& rows) {
     std::ostringstream csv;
-    csv << "method,kimg,steps,final_loss,fd,fd_std,samples,train_seconds,sample_seconds\n";
+    csv << "method,kimg,steps,final_loss,fd,fd_std,samples,train_seconds,sample_seconds,img_per_sec\n";
     for (const CompareRow& r : rows) {
         char line[256];
-        std::snprintf(line, sizeof line, "%s,%.3f,%lld,%.6g,%.6g,%.3g,%lld,%.1f,%.1f\n", r.method.c_str(), r.kimg,
+        std::snprintf(line, sizeof line, "%s,%.3f,%lld,%.6g,%.6g,%.3g,%lld,%.1f,%.1f,%.4g\n", r.method.c_str(), r.kimg,
                       (long long)r.steps, r.final_loss, r.fd, r.fd_std, (long long)r.samples, r.train_seconds,
-                      r.sample_seconds);
+                      r.sample_seconds, r.img_per_sec);
         csv << line;
     }
     std::string text = csv.str();
     data::write_file_atomic((out / "results.csv").string(), text.data(), text.size());
 }
 
-// Training and sampling times of an earlier results.csv, by method (a rescore keeps them).
+// Training and sampling times of an earlier results.csv, by method (a rescore keeps them), found by the
+// header's column names.
 std::map<std::string, std::pair<double, double>> previous_times(const fs::path& csv_path) {
     std::map<std::string, std::pair<double, double>> times;
     std::ifstream in(csv_path);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
+    auto cells_of = [](const std::string& line) {
         std::vector<std::string> cells;
         std::stringstream ss(line);
         for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(cell);
-        if (cells.size() < 3) continue;
+        return cells;
+    };
+    std::string line;
+    if (!std::getline(in, line)) return times;
+    std::vector<std::string> header = cells_of(line);
+    auto column = [&](const std::string& name) {
+        return static_cast<size_t>(std::find(header.begin(), header.end(), name) - header.begin());
+    };
+    const size_t train = column("train_seconds"), sample = column("sample_seconds");
+    while (std::getline(in, line)) {
+        std::vector<std::string> cells = cells_of(line);
+        if (cells.empty() || train >= cells.size() || sample >= cells.size()) continue;
         try {
-            times[cells[0]] = {std::stod(cells[cells.size() - 2]), std::stod(cells.back())};
+            times[cells[0]] = {std::stod(cells[train]), std::stod(cells[sample])};
         } catch (const std::exception&) {
         }
     }
@@ -197,6 +226,13 @@ void check_options(const CompareOptions& o) {
     STF_CHECK(o.train.resume.empty(), "stf_compare: runs start from scratch (no --resume)");
     STF_CHECK(o.bootstrap >= 0, "stf_compare: --bootstrap must be >= 0, got " << o.bootstrap);
     STF_CHECK(!o.rescore || !o.classifier.empty(), "stf_compare: --rescore needs --classifier FILE");
+    STF_CHECK(!o.targets.empty(), "stf_compare: --targets lists no method");
+    for (size_t i = 0; i < o.targets.size(); ++i) {
+        method_options(o, o.targets[i]);  // throws for an unknown name
+        STF_CHECK(std::find(o.targets.begin(), o.targets.begin() + static_cast<std::ptrdiff_t>(i), o.targets[i]) ==
+                      o.targets.begin() + static_cast<std::ptrdiff_t>(i),
+                  "stf_compare: --targets lists '" << o.targets[i] << "' twice");
+    }
 }
 
 }  // namespace
@@ -213,11 +249,14 @@ RunStats read_run_stats(const std::string& path) {
             s.kimg.push_back(j.at("kimg").get<double>());
             s.loss.push_back(number_or_nan(j.at("loss")));
             s.step.push_back(j.contains("step") ? number_or_nan(j["step"]) : NAN);
+            s.img_per_sec.push_back(j.contains("img_per_sec") ? number_or_nan(j["img_per_sec"]) : NAN);
             for (size_t b = 0; b < kLossBandNames.size(); ++b) {
                 const json& band = j.at("loss_bands").at(kLossBandNames[b]);
                 s.band_count[b].push_back(number_or_nan(band.at("count")));
                 s.band_mean[b].push_back(number_or_nan(band.at("mean")));
                 s.band_var[b].push_back(number_or_nan(band.at("var")));
+                const bool has_ess = j.contains("ess") && j["ess"].contains(kLossBandNames[b]);
+                s.band_ess[b].push_back(has_ess ? number_or_nan(j["ess"][kLossBandNames[b]]) : NAN);
             }
         } catch (const json::exception& e) {
             throw Error("read_run_stats: '" + path + "' line " + std::to_string(number) +
@@ -249,17 +288,20 @@ CompareOptions compare_preset(const std::string& name) {
         o.classifier_train.epochs = 2;
         o.outdir = "compare-runs/cpu";
     } else if (name == "gpu") {
-        // Not run yet (no GPU was available when it was written): about 200x the CPU preset's images.
+        // One device call of about 8 minutes on an H200 for the four targets (not run yet: no GPU was lent
+        // when it was written; docs/experiments.md). 1,000 kimg per method in 1,954 steps of 512: the small
+        // network's step is bound by the host issuing its kernels (docs/perf.md), so large steps buy images.
+        // The learning rate and its ramp are the CPU preset's; the EMA half-life is 5% of the run.
         t.device = "cuda";
-        t.batch = 128;
+        t.batch = 512;
         t.rbatch = 1024;
         t.duration_mimg = 1.0;
-        t.lr_rampup_mimg = 0.01;
+        t.lr_rampup_mimg = 0.05;
         t.ema_mimg = 0.05;
-        t.tick_kimg = 20;
+        t.tick_kimg = 25;
         o.samples = 10000;
         o.heun_steps = 18;
-        o.sample_batch = 500;
+        o.sample_batch = 1000;
         o.classifier_train.epochs = 10;
         o.classifier_train.batch = 256;
         o.outdir = "compare-runs/gpu";
@@ -267,6 +309,25 @@ CompareOptions compare_preset(const std::string& name) {
         throw Error("unknown --preset '" + name + "' (known: cpu, gpu)");
     }
     return o;
+}
+
+stf::train::TrainOptions method_options(const CompareOptions& o, const std::string& method) {
+    stf::train::TrainOptions t = o.train;
+    if (method == "dsm") {
+        t.target = "dsm";
+    } else if (method == "stf") {
+        STF_CHECK(t.rbatch != stf::train::TrainOptions::kWholeDataset,
+                  "stf_compare: method stf needs a reference batch size (--rbatch N); stf-all is the whole dataset");
+        t.target = "stf";
+    } else if (method == "stf-all") {
+        t.target = "stf";
+        t.rbatch = stf::train::TrainOptions::kWholeDataset;
+    } else if (method == "knn") {
+        t.target = "knn";
+    } else {
+        throw Error("stf_compare: unknown target '" + method + "' in --targets (known: dsm, stf, stf-all, knn)");
+    }
+    return t;
 }
 
 std::pair<double, double> fd_with_bootstrap(const Tensor& features, const metrics::FeatureStats& reference, int64_t resamples,
@@ -309,9 +370,17 @@ struct Scorer {
 };
 
 // Trains one method, samples from its final EMA snapshot and writes its samples; the row lacks the FD.
+// Mean images per second over a run's ticks after the first (which includes start-up and first-call costs).
+double run_img_per_sec(const RunStats& s) {
+    double sum = 0;
+    int used = 0;
+    for (size_t t = s.img_per_sec.size() > 1 ? 1 : 0; t < s.img_per_sec.size(); ++t)
+        if (std::isfinite(s.img_per_sec[t])) sum += s.img_per_sec[t], ++used;
+    return used ? sum / used : NAN;
+}
+
 CompareRow train_and_sample(const CompareOptions& o, const std::string& method, const fs::path& out, Tensor& images) {
-    stf::train::TrainOptions t = o.train;
-    t.stf = method == "stf";
+    stf::train::TrainOptions t = method_options(o, method);
     t.outdir = (out / method).string();
     fs::remove(fs::path(t.outdir) / "stats.jsonl");  // the trainer appends: a rerun starts a fresh file
     std::printf("== training %s (%g kimg, seed %llu)\n", method.c_str(), t.duration_mimg * 1e3,
@@ -320,6 +389,7 @@ CompareRow train_and_sample(const CompareOptions& o, const std::string& method, 
     auto start = std::chrono::steady_clock::now();
     stf::train::TrainSummary summary = stf::train::training_loop(t);
     CompareRow row{method, summary.kimg, summary.steps, summary.last_loss, 0, NAN, o.samples, seconds_since(start), 0};
+    row.img_per_sec = run_img_per_sec(read_run_stats((fs::path(t.outdir) / "stats.jsonl").string()));
 
     std::printf("== sampling %lld images from %s with Heun %d steps\n", (long long)o.samples, summary.snapshot.c_str(),
                 o.heun_steps);
@@ -344,7 +414,9 @@ CompareRow reload(const std::string& method, const fs::path& out, Tensor& images
     auto it = times.find(method);
     std::pair<double, double> secs = it == times.end() ? std::pair<double, double>{NAN, NAN} : it->second;
     int64_t steps = std::isfinite(s.step.back()) ? static_cast<int64_t>(s.step.back()) : 0;
-    return {method, s.kimg.back(), steps, s.loss.back(), 0, NAN, images.size(0), secs.first, secs.second};
+    CompareRow row{method, s.kimg.back(), steps, s.loss.back(), 0, NAN, images.size(0), secs.first, secs.second};
+    row.img_per_sec = run_img_per_sec(s);
+    return row;
 }
 
 }  // namespace
@@ -378,35 +450,43 @@ CompareResult run_comparison(const CompareOptions& o) {
                 result.classifier.c_str(), 100 * reference.accuracy, (long long)test.size(), (long long)cc.feature_dim());
     Scorer scorer{*clf.net, reference.stats, device, o.bootstrap, o.train.seed + 2};
 
-    std::vector<std::pair<std::string, RunStats>> stats;
-    for (const std::string method : {"dsm", "stf"}) {
+    // The floor, scored once the first method's sample count is known: training images (a seeded random choice)
+    // against the test set at the same sample size.
+    auto data_row = [&](int64_t count) {
+        data::ImageDataset train_data = data::ImageDataset::load(o.train.data, cc.resolution, o.train.max_images);
+        data::InfiniteSampler pick(train_data.size(), o.train.seed + 1);
+        const int64_t n_real = std::min(count, train_data.size());
+        CompareRow row{"data", 0, 0, NAN, 0, NAN, n_real, 0, 0};
+        scorer.score(train_data.batch(pick.next(n_real)), row);
+        return row;
+    };
+    std::optional<CompareRow> floor;
+    Runs stats;
+    for (const std::string& method : o.targets) {
         Tensor images;
         CompareRow row = o.rescore ? reload(method, out, images) : train_and_sample(o, method, out, images);
         data::write_image_grid((out / ("samples_" + method + ".png")).string(),
                          ops::narrow(images, 0, 0, std::min(o.grid_images, images.size(0))));
         scorer.score(quantise_like_png(images), row);
-        std::printf("== %s: FD %.4f (bootstrap std %.4f), final loss %.4f, %.0f s training, %.0f s sampling\n",
-                    method.c_str(), row.fd, row.fd_std, row.final_loss, row.train_seconds, row.sample_seconds);
+        std::printf("== %s: FD %.4f (bootstrap std %.4f), final loss %.4f, %.0f s training (%.1f img/s), %.0f s sampling\n",
+                    method.c_str(), row.fd, row.fd_std, row.final_loss, row.train_seconds, row.img_per_sec,
+                    row.sample_seconds);
         std::fflush(stdout);
         result.rows.push_back(row);
         stats.emplace_back(method, read_run_stats((out / method / "stats.jsonl").string()));
+        if (!floor) floor = data_row(row.samples);
+        // Everything finished so far, so that a comparison stopped part-way (a time limit) keeps it.
+        std::vector<CompareRow> so_far = result.rows;
+        so_far.push_back(*floor);
+        write_results(out, so_far);
+        write_loss_plots(o, out, stats);
+        write_band_summary(out, stats);
     }
-
-    // The floor: training images (a seeded random choice) against the test set at the same sample size.
-    data::ImageDataset train_data = data::ImageDataset::load(o.train.data, cc.resolution, o.train.max_images);
-    data::InfiniteSampler pick(train_data.size(), o.train.seed + 1);
-    int64_t n_real = std::min(result.rows.front().samples, train_data.size());
-    CompareRow data_row{"data", 0, 0, NAN, 0, NAN, n_real, 0, 0};
-    scorer.score(train_data.batch(pick.next(n_real)), data_row);
-    result.rows.push_back(data_row);
-
-    write_results(out, result.rows);
-    write_loss_plots(out, stats[0].second, stats[1].second);
-    write_band_summary(out, stats);
+    result.rows.push_back(*floor);
     std::printf("== results (%s/results.csv)\n", out.string().c_str());
     for (const CompareRow& r : result.rows)
-        std::printf("  %-4s  kimg %-7.2f FD %-9.4f +- %-8.4f final loss %.4f\n", r.method.c_str(), r.kimg, r.fd, r.fd_std,
-                    r.final_loss);
+        std::printf("  %-8s kimg %-7.2f FD %-9.4f +- %-8.4f final loss %-9.4f img/s %.1f\n", r.method.c_str(), r.kimg, r.fd,
+                    r.fd_std, r.final_loss, r.img_per_sec);
     return result;
 }
 

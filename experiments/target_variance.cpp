@@ -10,6 +10,7 @@
 #include <random>
 
 #include "autograd/node.h"
+#include "diffusion/knn_target.h"
 
 namespace stf::experiments {
 
@@ -305,6 +306,85 @@ std::vector<double> stf_trace_cov(const Tensor& images, const DatasetPosterior& 
     return stf_trace_cov_impl<float>(h, images.device(), post, n, draws, seed);
 }
 
+namespace {
+
+template <class T>
+KnnVariance knn_trace_cov_impl(const HostImages& h, const DatasetPosterior& post, int64_t k, int64_t n, int64_t draws,
+                               uint64_t seed) {
+    const int64_t N = h.n, d = h.d, S = post.samples;
+    const T* X = h.t.data<T>();
+    std::mt19937_64 rng(mix(seed, 0x4B4E4E5641520001ull));
+    KnnVariance out{std::vector<double>(static_cast<size_t>(S)), std::vector<double>(static_cast<size_t>(S))};
+    std::vector<int64_t> order(static_cast<size_t>(N));
+    std::vector<double> t(static_cast<size_t>(d)), plain(static_cast<size_t>(d)), sum(static_cast<size_t>(d)),
+        targets(static_cast<size_t>(draws * d));
+    for (int64_t s = 0; s < S; ++s) {
+        const double* p = post.prob.data() + s * N;
+        const double* m = post.mean.data() + s * d;
+        std::iota(order.begin(), order.end(), int64_t{0});
+        std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                          [&](int64_t i, int64_t j) { return p[i] > p[j] || (p[i] == p[j] && i < j); });
+        std::vector<double> logits(static_cast<size_t>(k));
+        for (int64_t j = 0; j < k; ++j) logits[j] = std::log(p[order[j]]);  // -inf where p underflowed
+        const diffusion::KnnProposal q = diffusion::knn_proposal(logits, N);
+        const double pk = p[order[k - 1]];
+        for (int64_t r = 0; r < draws; ++r) {
+            std::fill(t.begin(), t.end(), 0.0);
+            std::fill(plain.begin(), plain.end(), 0.0);
+            double total = 0;
+            for (int64_t c = 0; c < n; ++c) {
+                const double u = uniform01(rng), u2 = uniform01(rng);
+                const int64_t pick = diffusion::knn_draw(q, u, u2, N);
+                const int64_t j = pick < 0 ? order[-1 - pick] : pick;
+                // p_j / q_j up to a constant: 1 in the neighbourhood, p_j / p_(k) outside it.
+                const double v = pk > 0 ? std::min(1.0, p[j] / pk) : 1.0;
+                total += v;
+                const T* xj = X + j * d;
+                for (int64_t q2 = 0; q2 < d; ++q2) {
+                    t[q2] += v * static_cast<double>(xj[q2]);
+                    plain[q2] += static_cast<double>(xj[q2]);
+                }
+            }
+            // Every weight is 0 only when all n draws came from the floor and landed on images whose posterior
+            // probability underflows in float64; their relative weights are then unknown here, and the draws
+            // count equally.
+            for (int64_t q2 = 0; q2 < d; ++q2)
+                targets[r * d + q2] = total > 0 ? t[q2] / total : plain[q2] / static_cast<double>(n);
+        }
+        std::fill(sum.begin(), sum.end(), 0.0);
+        for (int64_t r = 0; r < draws; ++r)
+            for (int64_t q2 = 0; q2 < d; ++q2) sum[q2] += targets[r * d + q2];
+        double spread = 0, bias = 0;
+        for (int64_t q2 = 0; q2 < d; ++q2) {
+            const double mean = sum[q2] / static_cast<double>(draws);
+            for (int64_t r = 0; r < draws; ++r) spread += (targets[r * d + q2] - mean) * (targets[r * d + q2] - mean);
+            bias += (mean - m[q2]) * (mean - m[q2]);
+        }
+        out.trace_cov[s] = spread / static_cast<double>(draws - 1);
+        out.bias2[s] = bias - out.trace_cov[s] / static_cast<double>(draws);
+    }
+    return out;
+}
+
+}  // namespace
+
+KnnVariance knn_trace_cov(const Tensor& images, const DatasetPosterior& post, int64_t k, int64_t n, int64_t draws,
+                          uint64_t seed) {
+    check_images(images, "knn_trace_cov");
+    const int64_t N = images.size(0), d = images.numel() / N, S = post.samples;
+    STF_CHECK(k >= 1 && k <= N, "knn_trace_cov: k " << k << " is not in 1.." << N << " (the dataset size)");
+    STF_CHECK(n >= 1, "knn_trace_cov: need at least 1 draw per target, got " << n);
+    STF_CHECK(draws >= 2, "knn_trace_cov: need at least 2 targets per sample for a covariance, got " << draws);
+    STF_CHECK(post.images == N && S >= 1 && post.prob.size() == static_cast<size_t>(S * N) &&
+                  post.mean.size() == static_cast<size_t>(S * d),
+              "knn_trace_cov: the posterior (" << post.samples << " samples over " << post.images
+                                               << " images) does not belong to images " << describe(images));
+    NoGradGuard no_grad;
+    HostImages h = host_images(images);
+    if (h.t.dtype() == DType::F64) return knn_trace_cov_impl<double>(h, post, k, n, draws, seed);
+    return knn_trace_cov_impl<float>(h, post, k, n, draws, seed);
+}
+
 std::vector<double> default_variance_sigmas() {
     std::vector<double> s;
     const int count = 12;
@@ -322,6 +402,10 @@ std::vector<VarianceRow> target_variance(const Tensor& images, const VarianceOpt
     for (int64_t n : o.rbatch)
         STF_CHECK(n >= 1 && n <= N,
                   "target_variance: reference size " << n << " is not in 1.." << N << " (the dataset size)");
+    for (int64_t k : o.knn_k)
+        STF_CHECK(k >= 1 && k <= N, "target_variance: kNN k " << k << " is not in 1.." << N << " (the dataset size)");
+    for (int64_t n : o.knn_draws) STF_CHECK(n >= 1, "target_variance: kNN needs at least 1 draw per target, got " << n);
+    STF_CHECK(o.knn_k.empty() || o.draws >= 2, "target_variance: kNN rows need at least 2 draws per sample, got " << o.draws);
     STF_CHECK(o.samples >= 2, "target_variance: need at least 2 noisy samples per sigma, got " << o.samples);
     STF_CHECK(o.draws >= 1, "target_variance: need at least 1 reference draw per sample, got " << o.draws);
     NoGradGuard no_grad;
@@ -360,16 +444,28 @@ std::vector<VarianceRow> target_variance(const Tensor& images, const VarianceOpt
             r.seconds = since(t1);
             emit(r);
         }
+        for (int64_t k : o.knn_k)
+            for (int64_t n : o.knn_draws) {
+                auto t1 = clock::now();
+                KnnVariance v = knn_trace_cov(images, post, k, n, o.draws,
+                                              mix(mix(o.seed, i), 0x4B4E4E00ull + static_cast<uint64_t>(k * 1000003 + n)));
+                VarianceRow r{sigma, "knn", n, 0, 0, 0, k, 0};
+                mean_and_error(v.trace_cov, r.trace_cov, r.standard_error);
+                double bias_error = 0;
+                mean_and_error(v.bias2, r.bias2, bias_error);
+                r.seconds = since(t1);
+                emit(r);
+            }
     }
     return rows;
 }
 
 std::string variance_csv(const std::vector<VarianceRow>& rows) {
-    std::string out = "sigma,method,n,trace_cov,stderr\n";
-    char line[160];
+    std::string out = "sigma,method,n,trace_cov,stderr,k,bias2\n";
+    char line[200];
     for (const VarianceRow& r : rows) {
-        std::snprintf(line, sizeof(line), "%.6g,%s,%lld,%.6g,%.6g\n", r.sigma, r.method.c_str(),
-                      static_cast<long long>(r.n), r.trace_cov, r.standard_error);
+        std::snprintf(line, sizeof(line), "%.6g,%s,%lld,%.6g,%.6g,%lld,%.6g\n", r.sigma, r.method.c_str(),
+                      static_cast<long long>(r.n), r.trace_cov, r.standard_error, static_cast<long long>(r.k), r.bias2);
         out += line;
     }
     return out;

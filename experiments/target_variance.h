@@ -11,6 +11,9 @@
 //    loop draws them), with w from diffusion/stf_target.h. Its covariance given y (over x' and the others)
 //    is estimated by Monte Carlo (exact over x' for the posterior's main modes). With n = N the reference is the whole dataset whatever x' is, so the
 //    target is E[x | y] itself and its covariance is exactly 0.
+//  - The nearest-neighbour target (diffusion/knn_target.h: k neighbours, n draws from its proposal over the
+//    whole dataset) does not depend on x' at all, only on y and its draws; it is biased for finite n, so
+//    besides trace Cov[T | y] its squared bias ||E[T | y] - m||^2 is reported; their sum is E||T - m||^2.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -48,9 +51,23 @@ DatasetPosterior dataset_posterior(const Tensor& images, const Tensor& y, double
 std::vector<double> stf_trace_cov(const Tensor& images, const DatasetPosterior& post, int64_t n, int64_t draws,
                                   uint64_t seed);
 
+// Per sample y_s of `post`, for the nearest-neighbour target with k neighbours (1 <= k <= N) and n >= 1 draws
+// over the whole dataset: the trace of Cov[T | y_s] and the squared bias ||E[T | y_s] - m_s||^2, from `draws`
+// >= 2 independent targets (the unbiased sample covariance's trace, and ||mean - m_s||^2 - trace / draws,
+// unbiased, so small negative values occur). In float64 on the host from the exact posterior: its k most
+// probable images (ties by index) are the neighbours, the proposal and draws are diffusion::knn_proposal and
+// knn_draw, a draw's weight is min(1, p_j / p_(k)). Deterministic for a given seed.
+struct KnnVariance {
+    std::vector<double> trace_cov, bias2;  // [samples]
+};
+KnnVariance knn_trace_cov(const Tensor& images, const DatasetPosterior& post, int64_t k, int64_t n, int64_t draws,
+                          uint64_t seed);
+
 struct VarianceOptions {
     std::vector<double> sigmas;    // noise levels, each > 0
-    std::vector<int64_t> rbatch;   // STF reference sizes, each in 1..N (N: the whole dataset)
+    std::vector<int64_t> rbatch;   // STF reference sizes, each in 1..N (N: the whole dataset): a stf row each
+    std::vector<int64_t> knn_k;    // kNN neighbour counts, each in 1..N: a knn row per k and entry of knn_draws
+    std::vector<int64_t> knn_draws;  // kNN draws per target, each >= 1
     int64_t samples = 128;         // noisy samples y per sigma (>= 2)
     int64_t draws = 16;            // Monte Carlo reference batches per sample for STF (>= 1)
     uint64_t seed = 0;
@@ -59,11 +76,13 @@ struct VarianceOptions {
 
 struct VarianceRow {
     double sigma = 0;
-    std::string method;            // "dsm" or "stf"
-    int64_t n = 0;                 // reference size for stf; 0 for dsm
+    std::string method;            // "dsm", "stf" or "knn"
+    int64_t n = 0;                 // reference size for stf, draws for knn; 0 for dsm
     double trace_cov = 0;          // mean over the samples y of trace Cov[target | y]
     double standard_error = 0;     // of that mean (standard deviation over the samples / sqrt(samples))
     double seconds = 0;            // time this row took
+    int64_t k = 0;                 // neighbours for knn; 0 otherwise
+    double bias2 = 0;              // mean over y of ||E[target | y] - E[x | y]||^2: 0 for dsm and stf by construction
 };
 
 // Twelve noise levels spaced evenly in log sigma from 0.01 to 80.
@@ -71,11 +90,12 @@ std::vector<double> default_variance_sigmas();
 
 // For each sigma: `samples` noisy samples y = x_i + sigma * eps (x_i uniform over the images, eps from a
 // Philox generator on the images' device), one dsm row, then one stf row per entry of rbatch (n = N is
-// exactly 0 without Monte Carlo). on_row, when given, sees each row as it is finished.
+// exactly 0 without Monte Carlo), then one knn row per k of knn_k and entry of knn_draws (o.draws targets
+// per sample, at least 2). on_row, when given, sees each row as it is finished.
 std::vector<VarianceRow> target_variance(const Tensor& images, const VarianceOptions& o,
                                          const std::function<void(const VarianceRow&)>& on_row = {});
 
-// "sigma,method,n,trace_cov,stderr" and one line per row.
+// "sigma,method,n,trace_cov,stderr,k,bias2" and one line per row.
 std::string variance_csv(const std::vector<VarianceRow>& rows);
 void write_variance_csv(const std::string& path, const std::vector<VarianceRow>& rows);  // throws stf::Error
 

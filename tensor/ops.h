@@ -153,6 +153,16 @@ struct StreamedSoftmax {
 // distances) becomes its weights exp(dist * coef - new row max); the state is rescaled and updated, except
 // acc, which the caller then adds dist @ x_chunk to. coef [b] (-1 / (2 sigma^2)).
 void stf_softmax_chunk_(Tensor& dist, const Tensor& coef, StreamedSoftmax& state);
+// Each row's k smallest entries of x [rows, cols] in ascending order and their columns (cuda/kernels.h,
+// topk_rows: IEEE total order, NaNs last, equal values by column), read back to the host, row-major
+// [rows, k]: their consumers (the nearest-neighbour target's proposal) sample on the host. 1 <= k <= cols;
+// on CUDA also k <= topk::kMaxK (cuda/topk_math.h).
+struct RowTopK {
+    int64_t rows = 0, k = 0;
+    std::vector<double> values;
+    std::vector<int64_t> indices;
+};
+RowTopK row_topk(const Tensor& x, int64_t k);
 
 // ---- joining and padding ---------------------------------------------------------------------------
 Tensor cat(const std::vector<Tensor>& xs, int dim);

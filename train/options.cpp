@@ -12,7 +12,7 @@ std::string TrainOptions::to_json() const {
     json j = {{"data", data},         {"outdir", outdir},       {"desc", desc},           {"nosubdir", nosubdir},
               {"max_images", max_images}, {"pad_to", pad_to}, {"xflip", xflip}, {"cond", cond},
               {"net", json::parse(net.to_json())},
-              {"stf", stf},           {"rbatch", rbatch},       {"rbatch_scope", rbatch_scope}, {"batch", batch},
+              {"target", target},     {"rbatch", rbatch},       {"knn_k", knn_k},       {"rbatch_scope", rbatch_scope}, {"batch", batch},
               {"batch_gpu", batch_gpu}, {"duration_mimg", duration_mimg}, {"lr", lr},
               {"lr_rampup_mimg", lr_rampup_mimg}, {"ema_mimg", ema_mimg}, {"ema_rampup", ema_rampup},
               {"augment", augment},   {"seed", seed},           {"tick_kimg", tick_kimg},
@@ -36,8 +36,10 @@ TrainOptions TrainOptions::from_json(const std::string& text) {
         o.max_images = j.at("max_images");
         o.pad_to = j.at("pad_to");
         o.net = nn::NetworkConfig::from_json(j.at("net").dump());
-        o.stf = j.at("stf");
+        // Runs started before --target: "stf" true or false.
+        o.target = j.contains("target") ? j.at("target").get<std::string>() : (j.at("stf").get<bool>() ? "stf" : "dsm");
         o.rbatch = j.at("rbatch");
+        o.knn_k = j.value("knn_k", o.knn_k);
         o.rbatch_scope = j.value("rbatch_scope", "local");
         o.batch = j.at("batch");
         o.batch_gpu = j.at("batch_gpu");

@@ -21,8 +21,12 @@ struct TrainOptions {
     // label_dropout is --label-dropout), and with STF each image's references are of its own class.
     bool cond = false;
     nn::NetworkConfig net = nn::NetworkConfig::preset("ddpmpp");
-    bool stf = false;                  // STF target instead of DSM
-    int64_t rbatch = 1024;             // reference batch size with STF (per round and rank)
+    // The training target (diffusion/loss.h): dsm (the clean image), stf (Stable Target Field over a reference
+    // batch of rbatch images, or over the whole dataset when rbatch is kWholeDataset) or knn (the
+    // nearest-neighbour estimator over the whole dataset: knn_k neighbours, rbatch draws per sample).
+    std::string target = "dsm";
+    int64_t rbatch = 1024;             // STF: reference batch size (per round and rank; 0: all); kNN: draws
+    int64_t knn_k = 2048;              // kNN: neighbours that get their exact posterior weight in the proposal
     std::string rbatch_scope = "local";  // local: each round's own references; global: all ranks' gathered
     int64_t batch = 512;               // images per optimiser step, over all ranks
     int64_t batch_gpu = 0;             // images per forward/backward round on one rank (0: batch / ranks)
@@ -47,10 +51,14 @@ struct TrainOptions {
     // --resume can refuse those that differ from the state's instead of silently ignoring them. Not saved.
     std::vector<std::string> explicitly_set;
 
+    static constexpr int64_t kWholeDataset = 0;  // rbatch with --target stf: every training image
+    // True when the target's references are the whole dataset (STF with --rbatch all, kNN).
+    bool whole_dataset_target() const { return target == "knn" || (target == "stf" && rbatch == kWholeDataset); }
+
     std::string to_json() const;
     static TrainOptions from_json(const std::string& json);
     // train_cifar --preset small: a DDPM++ of 1.3M parameters (32 channels, [1, 2, 2], one block per
-    // resolution, dropout 0.1) on Fashion-MNIST padded to 32x32, on the CPU, STF-ready (reference batch
+    // resolution, dropout 0.1) on Fashion-MNIST padded to 32x32, on the CPU, DSM (STF-ready: reference batch
     // 256), 225 steps of 32 images, written straight into training-runs/small (nosubdir). ./stf_compare's
     // presets start from it too.
     static TrainOptions small();

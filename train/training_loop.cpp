@@ -40,6 +40,14 @@ namespace fs = std::filesystem;
 constexpr uint64_t kReferenceFirst = Generator::kRowKeyedSamples / 2;
 constexpr int64_t kReferenceSamples = static_cast<int64_t>(Generator::kRowKeyedSamples - kReferenceFirst);
 
+// DSM, STF n=1024, STF all or kNN k=2048 n=256: the target as plots and logs name it.
+static std::string target_name(const TrainOptions& o) {
+    if (o.target == "stf")
+        return o.rbatch == TrainOptions::kWholeDataset ? "STF all" : "STF n=" + std::to_string(o.rbatch);
+    if (o.target == "knn") return "kNN k=" + std::to_string(o.knn_k) + " n=" + std::to_string(o.rbatch);
+    return "DSM";
+}
+
 static void validate(const TrainOptions& o, int ranks) {
     STF_CHECK(o.batch >= 1, "--batch must be positive, got " << o.batch);
     STF_CHECK(o.batch % ranks == 0, "--batch " << o.batch << " must split evenly over the " << ranks << " ranks");
@@ -47,13 +55,22 @@ static void validate(const TrainOptions& o, int ranks) {
     STF_CHECK(o.batch_gpu >= 1 && local % o.batch_gpu == 0,
               "--batch-gpu " << o.batch_gpu << " must divide --batch " << o.batch
                              << (ranks > 1 ? " / " + std::to_string(ranks) + " ranks = " + std::to_string(local) : ""));
-    STF_CHECK(!o.stf || o.rbatch >= o.batch_gpu,
+    STF_CHECK(o.target == "dsm" || o.target == "stf" || o.target == "knn",
+              "--target must be dsm, stf or knn, got '" << o.target << "'");
+    const bool stf_batch = o.target == "stf" && o.rbatch != TrainOptions::kWholeDataset;
+    STF_CHECK(!stf_batch || o.rbatch >= o.batch_gpu,
               "--rbatch " << o.rbatch << " is smaller than the per-round batch " << o.batch_gpu
                           << ": the reference batch must contain the training batch");
+    STF_CHECK(o.target != "knn" || o.rbatch >= 1,
+              "--rbatch " << o.rbatch << ": the kNN target needs at least one draw per sample (--rbatch N)");
+    STF_CHECK(o.target != "knn" || o.knn_k >= 1, "--k must be positive, got " << o.knn_k);
     STF_CHECK(o.rbatch_scope == "local" || o.rbatch_scope == "global",
               "--rbatch-scope must be local or global, got '" << o.rbatch_scope << "'");
+    STF_CHECK(!o.whole_dataset_target() || o.rbatch_scope == "local",
+              "--rbatch-scope global gathers reference batches; the " << o.target << " target already uses the whole "
+              "dataset on every rank");
     // Reference images are keyed by their index among the step's reference images (tensor/random.h).
-    STF_CHECK(!o.stf || (o.batch / o.batch_gpu) * (o.rbatch - o.batch_gpu) <= kReferenceSamples,
+    STF_CHECK(!stf_batch || (o.batch / o.batch_gpu) * (o.rbatch - o.batch_gpu) <= kReferenceSamples,
               "--rbatch " << o.rbatch << " with " << o.batch / o.batch_gpu
                           << " rounds per step needs more per-sample random streams than the " << kReferenceSamples
                           << " available; use a smaller --rbatch or a larger --batch-gpu");
@@ -66,7 +83,8 @@ static void validate(const TrainOptions& o, int ranks) {
     // Padding allocates N x R x R bytes before the network sees an image; EDM trains at 32 and 64.
     STF_CHECK(o.pad_to >= 0 && o.pad_to <= 512, "--res must be in 0..512 (0: the images' own size), got " << o.pad_to);
     STF_CHECK(o.snap_ticks >= 0 && o.dump_ticks >= 0, "--snap and --dump must be >= 0 (0: only at the end)");
-    STF_CHECK(!o.stf || o.rbatch >= 1, "--rbatch must be positive, got " << o.rbatch);
+    STF_CHECK(o.target == "dsm" || o.rbatch >= 1 || (o.target == "stf" && o.rbatch == TrainOptions::kWholeDataset),
+              "--rbatch must be a positive number of images (stf: or all), got " << o.rbatch);
     STF_CHECK(o.augment >= 0 && o.augment <= 1, "--augment is a probability in [0, 1], got " << o.augment);
     STF_CHECK(o.tick_kimg > 0 && std::isfinite(o.tick_kimg), "--tick must be positive, got " << o.tick_kimg);
     STF_CHECK(o.dist_timeout > 0, "--dist-timeout must be positive");
@@ -74,7 +92,10 @@ static void validate(const TrainOptions& o, int ranks) {
     STF_CHECK(o.net.unet.label_dropout >= 0 && o.net.unet.label_dropout < 1,
               "--label-dropout must be in [0, 1), got " << o.net.unet.label_dropout);
     STF_CHECK(o.cond || o.net.unet.label_dropout == 0, "--label-dropout needs --cond (a class-conditional network)");
-    STF_CHECK(!(o.cond && o.stf && o.rbatch_scope == "global" && ranks > 1),
+    STF_CHECK(!o.cond || !o.whole_dataset_target(),
+              "--cond with the " << target_name(o) << " target is not supported: the whole-dataset targets do not "
+              "group references by class (use --target stf with a reference batch, --rbatch N)");
+    STF_CHECK(!(o.cond && o.target == "stf" && o.rbatch_scope == "global" && ranks > 1),
               "--rbatch-scope global with --cond is not supported: each class has its own reference block per "
               "round (use the default, local)");
     STF_CHECK(o.precision == "fp32" || o.precision == "tf32" || o.precision == "bf16",
@@ -84,6 +105,7 @@ static void validate(const TrainOptions& o, int ranks) {
 }
 
 // ---- small helpers ---------------------------------------------------------------------------------
+
 
 // Progress lines on stdout and in log.txt; silent when given no path (ranks other than 0).
 class Log {
@@ -243,6 +265,13 @@ struct Rngs {
     }
 };
 
+// One round's data: what the loss takes, and the training images' dataset rows (a whole-dataset target
+// skips them in the dataset, their augmented copies standing in).
+struct RoundData {
+    diffusion::LossBatch batch;
+    std::vector<int64_t> rows;
+};
+
 // Where each step's images come from. Training image g of step s is position s * batch + g of a
 // shuffled stream of the dataset; the extra reference images of the step's round k are positions
 // from (s * rounds + k) * extras of a second stream. Both follow from the step alone, so a resumed
@@ -258,7 +287,12 @@ public:
         : o_(o), data_(data), device_(device), train_stream_(data.size(), o.seed),
           reference_stream_(data.size(), o.seed ^ 0x5EED5EED5EEDull),
           augment_(diffusion::AugmentOptions::cifar10(o.augment)) {
-        if (!o.cond || !o.stf) return;
+        if (o.whole_dataset_target()) {  // every image on the device once: the reference set's rows
+            std::vector<int64_t> all(static_cast<size_t>(data.size()));
+            for (int64_t i = 0; i < data.size(); ++i) all[static_cast<size_t>(i)] = i;
+            all_images_ = data.batch(all, device);
+        }
+        if (!o.cond || o.target != "stf") return;
         class_images_.resize(static_cast<size_t>(o.net.unet.label_dim));
         for (int64_t i = 0; i < data.size(); ++i) class_images_[static_cast<size_t>(data.label(i))].push_back(i);
         for (size_t c = 0; c < class_images_.size(); ++c)
@@ -272,11 +306,13 @@ public:
     }
 
     // Round with training samples first_sample .. first_sample + batch_gpu - 1 of `step`.
-    diffusion::LossBatch round(int64_t step, int64_t first_sample, Rngs& rng, ProcessGroup& group) {
+    RoundData round(int64_t step, int64_t first_sample, Rngs& rng, ProcessGroup& group) {
         const int64_t bg = o_.batch_gpu;
-        diffusion::LossBatch r;
+        RoundData round;
+        diffusion::LossBatch& r = round.batch;
+        std::vector<int64_t>& rows = round.rows;
         rng.key(step, first_sample);
-        const std::vector<int64_t> indices = train_stream_.take(step * o_.batch + first_sample, bg);
+        const std::vector<int64_t>& indices = rows = train_stream_.take(step * o_.batch + first_sample, bg);
         r.images = data_.batch(indices, device_);
         if (o_.cond) r.class_labels = data_.label_batch(indices, o_.net.unet.label_dim, device_);
         if (o_.augment > 0) {
@@ -284,11 +320,11 @@ public:
             r.images = a.images;
             r.augment_labels = a.labels;
         }
-        if (!o_.stf) return r;
+        if (o_.target != "stf" || o_.rbatch == TrainOptions::kWholeDataset) return round;
         const int64_t round_index = first_sample / bg, rounds = o_.batch / bg;
         if (o_.cond) {
             class_references(r, indices, step * rounds + round_index, round_index, step, rng);
-            return r;
+            return round;
         }
         r.reference = r.images;
         const int64_t extras = o_.rbatch - bg;
@@ -304,8 +340,11 @@ public:
         }
         if (o_.rbatch_scope == "global" && group.distributed())
             r.reference = own_first(group.all_gather(r.reference), group);
-        return r;
+        return round;
     }
+
+    // The whole dataset on the device (whole-dataset targets only).
+    const Tensor& all_images() const { return all_images_; }
 
 private:
     // One block of rbatch references per class among the round's images (see the class comment). The
@@ -359,6 +398,7 @@ private:
     diffusion::AugmentPipe augment_;
     std::vector<std::vector<int64_t>> class_images_;  // dataset indices of each class (x-flips included)
     std::vector<data::InfiniteSampler> class_streams_;  // positions into class_images_[c]
+    Tensor all_images_;
 };
 
 // Fails loudly when ranks were started with different options: a silent mismatch would train garbage.
@@ -449,7 +489,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         STF_CHECK(data.num_classes() <= o.net.unet.label_dim,
                   "the classes of " << data.source() << " go up to " << data.num_classes() - 1 << ", the network has "
                                     << o.net.unet.label_dim << " (label_dim)");
-        if (o.stf) {
+        if (o.target == "stf") {
             const int64_t needed = (o.batch / o.batch_gpu) * StepData::class_reference_window(o);
             STF_CHECK(needed <= kReferenceSamples,
                       "--cond with --rbatch " << o.rbatch << ": " << o.batch / o.batch_gpu << " rounds of up to "
@@ -505,25 +545,31 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     loss_options.kind = o.net.precond;
     loss_options.sigma_data = o.net.sigma_data;
 
+    STF_CHECK(o.target != "knn" || o.knn_k <= data.size(),
+              "--k " << o.knn_k << " is larger than the dataset (" << data.size() << " images)");
     const double total_nimg = o.duration_mimg * 1e6;
+    std::string target_text = "DSM target";
+    if (o.target == "stf" && o.rbatch != TrainOptions::kWholeDataset)
+        target_text = "STF target, reference batch " + std::to_string(o.rbatch) +
+                      (group.distributed() ? " (" + o.rbatch_scope + ")" : "");
+    else if (o.target == "stf")
+        target_text = "STF target, the whole dataset as reference (" + std::to_string(data.size()) + " images)";
+    else if (o.target == "knn")
+        target_text = "kNN target, k " + std::to_string(o.knn_k) + ", " + std::to_string(o.rbatch) +
+                      " draws per sample over the whole dataset (" + std::to_string(data.size()) + " images)";
     char line[640];
-    std::snprintf(line, sizeof(line),
-                  "%s training: %s, %s, %lld parameters, %s, %s target%s, batch %lld (%lld per round), %s",
+    std::snprintf(line, sizeof(line), "%s training: %s, %s, %lld parameters, %s, %s, batch %lld (%lld per round), %s",
                   resuming ? "Resuming" : "Starting", data.source().c_str(),
                   o.net.unet.embedding_type == "fourier" ? "NCSN++" : "DDPM++", (long long)net->num_parameters(),
-                  device.str().c_str(), o.stf ? "STF" : "DSM",
-                  o.stf ? (", reference batch " + std::to_string(o.rbatch) +
-                           (group.distributed() ? " (" + o.rbatch_scope + ")" : ""))
-                              .c_str()
-                        : "",
-                  (long long)o.batch, (long long)o.batch_gpu, group.describe().c_str());
+                  device.str().c_str(), target_text.c_str(), (long long)o.batch, (long long)o.batch_gpu,
+                  group.describe().c_str());
     log.line(line);
     if (o.cond || o.xflip || transfer) {
         std::string text = "Data and start:";
         if (o.cond)
             text += " class-conditional, " + std::to_string(o.net.unet.label_dim) + " classes (label dropout " +
                     std::to_string(o.net.unet.label_dropout).substr(0, 5) + ")" +
-                    (o.stf ? ", each image's references of its own class" : "") + ";";
+                    (o.target == "stf" ? ", each image's references of its own class" : "") + ";";
         if (o.xflip) text += " x-flips (" + std::to_string(data.size()) + " images);";
         if (transfer) text += " weights from " + o.transfer + ";";
         text.pop_back();
@@ -554,8 +600,15 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         net->zero_grad();
         for (int64_t r = 0; r < rounds; ++r) {
             const int64_t first_sample = group.rank() * local_batch + r * o.batch_gpu;
-            diffusion::LossBatch d = step_data.round(p.step, first_sample, rng, group);
-            diffusion::LossTerms terms = diffusion::diffusion_loss(*net, d, loss_options, rng.noise, rng.dropout);
+            RoundData d = step_data.round(p.step, first_sample, rng, group);
+            diffusion::LossTerms terms =
+                o.whole_dataset_target()
+                    ? diffusion::diffusion_loss(
+                          *net, d.batch,
+                          diffusion::DatasetTarget{o.target, {d.batch.images, step_data.all_images(), d.rows},
+                                                   o.knn_k, o.rbatch},
+                          loss_options, rng.noise, rng.dropout)
+                    : diffusion::diffusion_loss(*net, d.batch, loss_options, rng.noise, rng.dropout);
             backward(mul(sum(terms.loss), 1.0 / static_cast<double>(o.batch)));
             std::vector<double> losses = terms.loss.to_vector();
             for (double v : losses) tick_loss_sum += v;
@@ -605,7 +658,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         // search (its scratch buffer), which would otherwise stand in every later line.
         if (device.is_cuda()) cuda::reset_peak();
         std::string ess_text;
-        if (o.stf) {
+        if (o.target != "dsm") {
             char e[160];
             std::snprintf(e, sizeof(e), "  ess[s<0.2] %.1f [0.2,1) %.1f [1,5) %.1f [>=5] %.1f", bands.ess_mean(0),
                           bands.ess_mean(1), bands.ess_mean(2), bands.ess_mean(3));
@@ -633,7 +686,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
                 stats["loss_bands"][kSigmaBandNames[b]] = {{"count", bands.count[b]},
                                                               {"mean", finite_or_null(bands.loss_mean(b))},
                                                               {"var", finite_or_null(bands.loss_var(b))}};
-                if (o.stf) stats["ess"][kSigmaBandNames[b]] = finite_or_null(bands.ess_mean(b));
+                if (o.target != "dsm") stats["ess"][kSigmaBandNames[b]] = finite_or_null(bands.ess_mean(b));
             }
             if (snap && snapshot_metrics)
                 for (const auto& [name, value] : snapshot_metrics(*ema, kimg)) stats[name] = finite_or_null(value);
@@ -641,7 +694,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
             curve_x.push_back(kimg);
             curve_y.push_back(loss);
             report::write_line_plot_png((out / "loss.png").string(), {{"loss", curve_x, curve_y, {31, 119, 180}}},
-                                report::PlotOptions{.title = o.stf ? "training loss (STF)" : "training loss (DSM)",
+                                report::PlotOptions{.title = "training loss (" + target_name(o) + ")",
                                             .x_label = "kimg", .y_label = "loss", .log_y = true});
         }
         p.tick++;

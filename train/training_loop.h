@@ -31,7 +31,10 @@ struct TrainSummary {
 // by (seed, step, the sample's index in the step's global batch), so a step does not depend on how its
 // batch is split over ranks and rounds, up to the order of floating-point sums. With STF, a round's
 // reference batch is its own training images plus rbatch - batch_gpu images from a second stream,
-// keyed by the round's position in the step; `global` scope gathers every rank's reference batch.
+// keyed by the round's position in the step; `global` scope gathers every rank's reference batch. The
+// whole-dataset targets (STF with rbatch 0, kNN) hold every training image on the device once and run over
+// it with the round's own images standing in for their rows (diffusion/reference_set.h); kNN's draws are
+// keyed like the noise (with augmentation off the set is the dataset, whatever the batch).
 //
 // snapshot_metrics, when given, is called on rank 0 at every network snapshot with the EMA network (eval
 // mode, on the training device) and the snapshot's kimg; the name -> value pairs it returns join that

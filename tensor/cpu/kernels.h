@@ -71,6 +71,9 @@ template <class T>
 void stf_softmax_chunk(int64_t b, int64_t len, int64_t d, const T* coef, T* dist, T* row_max, T* weight_sum,
                        T* weight_sq_sum, T* acc);
 
+// --- topk.cpp -------------------------------------------------------------------------------------
+template <class T> void topk_rows(int64_t rows, int64_t cols, int64_t k, const T* x, T* values, int64_t* indices);
+
 // --- blas.cpp -------------------------------------------------------------------------------------
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,

@@ -123,3 +123,36 @@ TEST_CASE("the loss is lambda(sigma) times the per-image squared error to the DS
     CHECK_THROWS_WITH_AS(diffusion_loss(net, images, Tensor(), ops::narrow(images, 0, 0, 2), o, g3, d3),
                          doctest::Contains("must hold at least the 3 training images"), Error);
 }
+
+TEST_CASE("the loss with a whole-dataset target: STF over the set equals STF over the dataset; kNN draws after the noise") {
+    Generator gen(5);
+    nn::EDMPrecond net(tiny(), 0.5, gen);
+    net.eval();
+    Tensor dataset = ops::add_scalar(ops::mul_scalar(ops::rand({20, 3, 4, 4}, gen), 2.0), -1.0);
+    const std::vector<int64_t> rows{4, 17, 9};
+    Tensor images = ops::cat({ops::narrow(dataset, 0, 4, 1), ops::narrow(dataset, 0, 17, 1), ops::narrow(dataset, 0, 9, 1)}, 0);
+    LossOptions o;
+    Generator g1(7), d1(8), g3(7), d3(8);
+    // Augmentation off: the set is the dataset itself, so STF over it is STF with the dataset as the reference
+    // batch (up to the order of the sums).
+    LossTerms set = diffusion_loss(net, images, Tensor(), DatasetTarget{"stf", {images, dataset, rows}}, o, g1, d1);
+    LossTerms alone = diffusion_loss(net, images, Tensor(), dataset, o, g3, d3);
+    std::vector<double> a = set.loss.to_vector(), c = alone.loss.to_vector();
+    for (int i = 0; i < 3; ++i) CHECK(a[i] == doctest::Approx(c[i]).epsilon(1e-5));
+    CHECK(set.ess.defined());
+    // kNN: the same noise levels as DSM (its draws come after the noise), a finite loss and ESS in [1, n].
+    Generator g4(7), g5(7), d4(8), d5(8);
+    LossTerms knn = diffusion_loss(net, images, Tensor(), DatasetTarget{"knn", {images, dataset, rows}, 5, 16}, o, g4, d4);
+    LossTerms dsm = diffusion_loss(net, images, Tensor(), Tensor(), o, g5, d5);
+    CHECK(knn.sigma.to_vector() == dsm.sigma.to_vector());
+    for (double e : knn.ess.to_vector()) {
+        CHECK(e >= 1 - 1e-6);
+        CHECK(e <= 16 + 1e-6);
+    }
+    for (double l : knn.loss.to_vector()) CHECK(std::isfinite(l));
+    CHECK_THROWS_WITH_AS(diffusion_loss(net, images, Tensor(), DatasetTarget{"stf", {ops::clone(images), dataset, rows}},
+                                        o, g3, d3),
+                         doctest::Contains("must lead with the training images"), Error);
+    CHECK_THROWS_WITH_AS(diffusion_loss(net, images, Tensor(), DatasetTarget{"mean", {images, dataset, rows}}, o, g3, d3),
+                         doctest::Contains("unknown dataset target 'mean'"), Error);
+}

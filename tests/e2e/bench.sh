@@ -46,7 +46,7 @@ bf16_rows=$(awk -v row="$row" '$0 ~ row {name = substr($0, 1, 42); sub(/ +$/, ""
     || fail "bench_kernels rows $rows, over tolerance: $bad"
 # Every row's name starts with a kernel family (tests/kernels/test_<family>.cpp); every family has rows,
 # the convolutions 66 (22 of DDPM++'s shapes, three directions).
-families="elementwise reduce softmax group_norm residual random optim stf blas conv augment pool resize"
+families="elementwise reduce softmax group_norm residual random optim stf blas conv augment pool resize topk"
 missing=""
 for f in $families; do grep -qE "^$f " <<<"$out" || missing+=" $f"; done
 [ -z "$missing" ] && pass "bench_kernels: rows for every family" || fail "bench_kernels: no rows for$missing"

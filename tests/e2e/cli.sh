@@ -106,6 +106,25 @@ expect_error "IDX header whose sizes wrap" "is malformed" "$bin/train_cifar" --d
 expect_error "tf32 on the CPU" "--precision tf32 needs --device cuda" "$bin/train_cifar" "${tiny[@]}" --precision tf32 \
     --duration 0.00032 --outdir "$tmp/x"
 
+# the other targets: kNN over the whole (256-image) set, STF over all of it; --stf is --target stf
+if "$bin/train_cifar" "${tiny[@]}" --target knn --k 32 --rbatch 16 --duration 0.00016 --outdir "$tmp/knn" \
+    >"$tmp/knn.log" 2>&1; then pass "train_cifar --target knn"
+else fail "train_cifar --target knn: $(tail -5 "$tmp/knn.log")"; fi
+grep -q "kNN target, k 32, 16 draws per sample over the whole dataset (256 images)" "$tmp/knn.log" \
+    && grep -q '"target": "knn"' "$tmp/knn/training_options.json" && pass "kNN logged and stored in training_options.json" \
+    || fail "kNN not recorded: $(head -3 "$tmp/knn.log")"
+if "$bin/train_cifar" "${tiny[@]}" --target stf --rbatch all --duration 0.00016 --outdir "$tmp/all" >"$tmp/all.log" 2>&1 \
+    && grep -q "STF target, the whole dataset as reference (256 images)" "$tmp/all.log"; then pass "train_cifar --rbatch all"
+else fail "train_cifar --rbatch all: $(tail -5 "$tmp/all.log")"; fi
+expect_error "--stf beside another target" "--stf is --target stf; it contradicts --target knn" "$bin/train_cifar" "${tiny[@]}" \
+    --stf --target knn --outdir "$tmp/x"
+expect_error "unknown target" "--target must be dsm, stf or knn, got 'ddim'" "$bin/train_cifar" "${tiny[@]}" --target ddim \
+    --outdir "$tmp/x"
+expect_error "kNN with --rbatch all" "the kNN target always uses the whole dataset" "$bin/train_cifar" "${tiny[@]}" \
+    --target knn --rbatch all --outdir "$tmp/x"
+expect_error "k above the dataset" "--k 300 is larger than the dataset (256 images)" "$bin/train_cifar" "${tiny[@]}" \
+    --target knn --k 300 --duration 0.00016 --outdir "$tmp/x"
+
 # bf16 mixed precision (emulated on the CPU): trains, logs its arithmetic, records it for --resume
 if "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 64 --duration 0.00016 --precision bf16 --outdir "$tmp/bf16" \
     >"$tmp/bf16.log" 2>&1; then pass "train_cifar --precision bf16"
@@ -153,22 +172,40 @@ else fail "train_classifier: $(tail -5 "$tmp/clf.log")"; fi
 grep -q "test accuracy .* on 128 images" "$tmp/clf.log" && [ -s "$tmp/clf/c.safetensors" ] \
     && pass "classifier accuracy printed, checkpoint written" || fail "classifier output: $(cat "$tmp/clf.log")"
 [ "$(grep -c '^step' "$tmp/clf.log")" -eq 2 ] && pass "classifier progress lines" || fail "classifier progress lines"
-cmp_tiny=(--preset cpu --max-images 256 --max-test-images 128 --kimg 0.064 --batch 16 --rbatch 32 --tick 0.032 --cbase 8
-          --cres 1,2 --blocks 1 --samples 8 --heun 2 --sample-batch 4 --bootstrap 5)
+cmp_tiny=(--preset cpu --max-images 256 --max-test-images 128 --kimg 0.064 --batch 16 --rbatch 32 --k 16 --tick 0.032
+          --cbase 8 --cres 1,2 --blocks 1 --samples 8 --heun 2 --sample-batch 4 --bootstrap 5)
 if "$bin/stf_compare" "${cmp_tiny[@]}" --classifier-steps 3 --outdir "$tmp/cmp" >"$tmp/cmp.log" 2>&1; then
     pass "stf_compare"
 else
     fail "stf_compare: $(tail -5 "$tmp/cmp.log")"
 fi
-[ "$(cut -d, -f1 "$tmp/cmp/results.csv" 2>/dev/null | tr '\n' ' ')" = "method dsm stf data " ] \
-    && pass "results.csv: dsm, stf and the data floor" || fail "results.csv: $(cat "$tmp/cmp/results.csv" 2>&1)"
-[ "$(wc -l <"$tmp/cmp/loss_bands.csv" 2>/dev/null)" -eq 9 ] && pass "loss_bands.csv: 2 methods x 4 bands" \
+[ "$(cut -d, -f1 "$tmp/cmp/results.csv" 2>/dev/null | tr '\n' ' ')" = "method dsm stf stf-all knn data " ] \
+    && pass "results.csv: the four targets and the data floor" || fail "results.csv: $(cat "$tmp/cmp/results.csv" 2>&1)"
+[ "$(wc -l <"$tmp/cmp/loss_bands.csv" 2>/dev/null)" -eq 17 ] && pass "loss_bands.csv: 4 methods x 4 bands" \
     || fail "loss_bands.csv rows"
-for f in loss.png loss_bands_var.png samples_dsm.png samples_stf.png classifier.safetensors dsm/stats.jsonl stf/stats.jsonl; do
-    [ -s "$tmp/cmp/$f" ] || fail "stf_compare did not write $f"
+# The columns hold what they name: each trained target a positive FD and img/s; DSM no ESS, the others ESS >= 1
+# in every band that saw images (an ESS below 1 cannot happen, one above the reference count neither).
+[ "$(head -1 "$tmp/cmp/results.csv")" = "method,kimg,steps,final_loss,fd,fd_std,samples,train_seconds,sample_seconds,img_per_sec" ] \
+    && awk -F, 'NR > 1 && $1 != "data" { if (!($5 > 0 && $6 >= 0 && $10 > 0 && $7 == 8)) bad = 1; n++ }
+               END { exit bad || n != 4 }' "$tmp/cmp/results.csv" \
+    && pass "results.csv: FD, spread and img/s per target" || fail "results.csv values: $(cat "$tmp/cmp/results.csv")"
+[ "$(head -1 "$tmp/cmp/loss_bands.csv")" = "method,band,count,loss_mean,loss_var,ess" ] \
+    && awk -F, 'NR > 1 && $1 == "dsm" && $6 != "" { bad = 1 }
+               NR > 1 && $1 != "dsm" && $3 > 0 && !($6 >= 1 && $6 <= 256) { bad = 1 }
+               NR > 1 && $3 > 1 && !($5 >= 0) { bad = 1 }
+               END { exit bad }' "$tmp/cmp/loss_bands.csv" \
+    && pass "loss_bands.csv: variance per band, ESS only for the reference targets" \
+    || fail "loss_bands.csv values: $(cat "$tmp/cmp/loss_bands.csv")"
+for m in dsm stf stf-all knn; do
+    for f in samples_$m.png samples_$m.npy $m/stats.jsonl; do [ -s "$tmp/cmp/$f" ] || fail "stf_compare did not write $f"; done
 done
+for f in loss.png loss_bands_var.png classifier.safetensors; do [ -s "$tmp/cmp/$f" ] || fail "stf_compare did not write $f"; done
 cmp -s "$tmp/cmp/samples_dsm.npy" "$tmp/cmp/samples_stf.npy" && fail "DSM and STF samples are identical" \
     || pass "DSM and STF models differ"
+cmp -s "$tmp/cmp/samples_stf-all.npy" "$tmp/cmp/samples_knn.npy" && fail "STF-all and kNN samples are identical" \
+    || pass "STF-all and kNN models differ"
+expect_error "stf_compare with an unknown target" "unknown target 'ddim' in --targets" "$bin/stf_compare" "${cmp_tiny[@]}" \
+    --targets dsm,ddim --outdir "$tmp/cmp4"
 fd_of() { cut -d, -f5 "$1" | tr '\n' ' '; }
 before_fd=$(fd_of "$tmp/cmp/results.csv")
 "$bin/stf_compare" "${cmp_tiny[@]}" --classifier "$tmp/cmp/classifier.safetensors" --rescore --outdir "$tmp/cmp" \

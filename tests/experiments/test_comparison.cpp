@@ -55,7 +55,12 @@ TEST_CASE("compare presets: same network for both, the GPU one on CUDA with more
     CHECK(gpu.train.net.to_json() == cpu.train.net.to_json());
     CHECK(gpu.train.duration_mimg > 10 * cpu.train.duration_mimg);
     CHECK(gpu.samples > cpu.samples);
-    CHECK_FALSE(cpu.train.stf);  // set per run
+    CHECK(cpu.targets == std::vector<std::string>{"dsm", "stf", "stf-all", "knn"});
+    CHECK(method_options(cpu, "dsm").target == "dsm");
+    CHECK(method_options(cpu, "stf").rbatch == cpu.train.rbatch);
+    CHECK(method_options(cpu, "stf-all").rbatch == train::TrainOptions::kWholeDataset);
+    CHECK(method_options(cpu, "knn").target == "knn");
+    CHECK_THROWS_WITH_AS(method_options(cpu, "ddim"), doctest::Contains("unknown target 'ddim'"), Error);
     CHECK_THROWS_WITH_AS(compare_preset("tpu"), doctest::Contains("unknown --preset 'tpu'"), Error);
 }
 

@@ -4,6 +4,7 @@
 // limits; and the CSV a small end-to-end run writes.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -219,7 +220,7 @@ TEST_CASE("variance.csv: header, one row per sigma and method, numbers that read
     std::istringstream in(csv);
     std::string line;
     REQUIRE(std::getline(in, line));
-    CHECK(line == "sigma,method,n,trace_cov,stderr");
+    CHECK(line == "sigma,method,n,trace_cov,stderr,k,bias2");
     std::vector<std::string> methods;
     std::vector<long long> ns;
     int count = 0;
@@ -229,7 +230,9 @@ TEST_CASE("variance.csv: header, one row per sigma and method, numbers that read
         std::stringstream ls(line);
         std::string field;
         while (std::getline(ls, field, ',')) f.push_back(field);
-        REQUIRE(f.size() == 5);
+        REQUIRE(f.size() == 7);
+        CHECK(f[5] == "0");
+        CHECK(f[6] == "0");
         double sigma = std::stod(f[0]), trace = std::stod(f[3]), se = std::stod(f[4]);
         CHECK(sigma == doctest::Approx(o.sigmas[count / 3]));
         CHECK((f[1] == "dsm" || f[1] == "stf"));
@@ -261,4 +264,71 @@ TEST_CASE("variance.csv: header, one row per sigma and method, numbers that read
     bad.draws = 0;
     CHECK_THROWS_AS(target_variance(images, bad), Error);
     CHECK_THROWS_AS(dataset_posterior(images, ops::zeros({2, 3}), 1.0), Error);  // not shaped like the images
+}
+
+TEST_CASE("kNN target variance against its exact law: all draw sequences of a 5-image dataset, and k = N") {
+    // N = 5, n = 2: enumerate the 25 ordered draw pairs with probability q_i q_j, T = (v_i x_i + v_j x_j) / (v_i + v_j).
+    const int64_t N = 5, d = 2, k = 2, n = 2;
+    Tensor images = uniform_images(N, {1, 1, 2}, 21, DType::F64);
+    std::vector<double> x = images.to_vector();
+    const double sigma = 0.6;
+    Tensor y = ops::add(ops::narrow(images, 0, 1, 1), ops::from_vector({0.2, -0.3}, {1, 1, 1, 2}, DType::F64));
+    DatasetPosterior post = dataset_posterior(images, y, sigma);
+    const double* p = post.prob.data();
+    std::vector<int64_t> order{0, 1, 2, 3, 4};
+    std::sort(order.begin(), order.end(), [&](int64_t i, int64_t j) { return p[i] > p[j] || (p[i] == p[j] && i < j); });
+    const double pk = p[order[k - 1]];
+    std::vector<double> q(N), v(N);
+    double z = 0;
+    for (int64_t j = 0; j < N; ++j) z += q[j] = std::max(p[j], pk);
+    for (int64_t j = 0; j < N; ++j) q[j] /= z, v[j] = std::min(1.0, p[j] / pk);
+    double mean[d] = {0, 0}, second = 0;
+    for (int64_t i = 0; i < N; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+            double t[d], tt = 0;
+            for (int64_t c = 0; c < d; ++c) t[c] = (v[i] * x[i * d + c] + v[j] * x[j * d + c]) / (v[i] + v[j]);
+            for (int64_t c = 0; c < d; ++c) mean[c] += q[i] * q[j] * t[c], tt += t[c] * t[c];
+            second += q[i] * q[j] * tt;
+        }
+    const double exact_cov = second - mean[0] * mean[0] - mean[1] * mean[1];
+    const double exact_bias2 = (mean[0] - post.mean[0]) * (mean[0] - post.mean[0]) + (mean[1] - post.mean[1]) * (mean[1] - post.mean[1]);
+    REQUIRE(exact_bias2 > 1e-4);  // the estimator is biased at n = 2: the test can tell
+    KnnVariance est = knn_trace_cov(images, post, k, n, 40000, 9);
+    CHECK(est.trace_cov[0] == doctest::Approx(exact_cov).epsilon(0.03));
+    CHECK(est.bias2[0] == doctest::Approx(exact_bias2).epsilon(0.1));
+    // k = N: the proposal is the posterior and every weight 1, so with n = 1 T is a posterior draw: DSM's trace, no bias.
+    KnnVariance all = knn_trace_cov(images, post, N, 1, 40000, 10);
+    CHECK(all.trace_cov[0] == doctest::Approx(post.dsm_trace[0]).epsilon(0.03));
+    CHECK(std::abs(all.bias2[0]) < 0.01 * post.dsm_trace[0]);
+    // k = N with n draws: T is the mean of n independent posterior draws, so its mean is STF over the whole
+    // dataset, E[x | y], and its trace DSM's divided by n (the 1/n law with no bias at any sigma).
+    KnnVariance all4 = knn_trace_cov(images, post, N, 4, 40000, 11);
+    CHECK(all4.trace_cov[0] == doctest::Approx(post.dsm_trace[0] / 4).epsilon(0.03));
+    CHECK(std::abs(all4.bias2[0]) < 0.01 * post.dsm_trace[0] / 4);
+    CHECK_THROWS_WITH_AS(knn_trace_cov(images, post, N + 1, 1, 4, 1), doctest::Contains("k 6 is not in 1..5"), Error);
+    CHECK_THROWS_WITH_AS(knn_trace_cov(images, post, 2, 1, 1, 1), doctest::Contains("at least 2 targets"), Error);
+}
+
+TEST_CASE("target_variance with kNN rows: k and draws in the CSV, more draws vary less, sigma -> 0 is exact") {
+    const int64_t N = 40;
+    Tensor images = uniform_images(N, {1, 2, 2}, 13, DType::F32);
+    VarianceOptions o;
+    o.sigmas = {1e-3, 0.4};
+    o.knn_k = {8};
+    o.knn_draws = {4, 64};  // draws may exceed the dataset size
+    o.samples = 24;
+    o.draws = 16;
+    o.seed = 4;
+    std::vector<VarianceRow> rows = target_variance(images, o);
+    REQUIRE(rows.size() == 2 * 3);
+    CHECK(rows[1].method == "knn");
+    CHECK(rows[1].k == 8);
+    CHECK(rows[1].n == 4);
+    CHECK(rows[2].n == 64);
+    CHECK(rows[1].trace_cov < 1e-12);  // sigma 1e-3: the own image is drawn every time
+    CHECK(std::abs(rows[1].bias2) < 1e-12);
+    CHECK(rows[4].trace_cov > 0);
+    CHECK(rows[5].trace_cov < rows[4].trace_cov);  // 64 draws vary less than 4
+    CHECK(rows[5].trace_cov < rows[3].trace_cov);  // and less than DSM
+    CHECK(variance_csv(rows).find("0.4,knn,64,") != std::string::npos);
 }

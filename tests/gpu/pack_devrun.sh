@@ -8,10 +8,19 @@
 #   cmake -S . -B build -DSTF_CUDA=ON && cmake --build build -j
 #   bash tests/gpu/build_baseline.sh [REV]      # optional: an earlier revision's benchmarks, for a before/after
 #   bash tests/gpu/pack_devrun.sh [build]        # then carry devrun.tar.gz and run run_on_device.sh
+#
+# `pack_devrun.sh build compare` packs instead what the GPU-scale comparison of the training targets needs
+# (run_on_device.sh, section stf_compare-gpu): stf_compare, bench_train and test_kernels, the libraries,
+# Debian's Fashion-MNIST (30 MB; the GPU machine has no datasets) and, when there is one, a feature
+# classifier from ./train_classifier (CLASSIFIER=path, default classifier.safetensors) so that the call does
+# not spend its minutes training one. About 55 MB, under a lent machine's 64 MiB carry limit.
 set -euo pipefail
 build="${1:-build}"
+mode="${2:-all}"
 programs=(test_gpu test_kernels stf_demo train_cifar sample stf_info bench_stf_target bench_kernels bench_train bench_sample
           bench_fid fid bench_dataset)
+[ "$mode" = compare ] && programs=(stf_compare bench_train test_kernels)
+[ "$mode" = all ] || [ "$mode" = compare ] || { echo "pack_devrun: mode is all or compare, got '$mode'" >&2; exit 1; }
 for p in "${programs[@]}"; do
     [ -x "$build/$p" ] || { echo "pack_devrun: $build/$p missing: build with -DSTF_CUDA=ON first" >&2; exit 1; }
 done
@@ -22,8 +31,18 @@ rm -rf devrun devrun.tar.gz
 mkdir devrun
 cp "${programs[@]/#/$build/}" devrun/
 [ -f "$build/libstf_dist.so" ] && cp "$build/libstf_dist.so" devrun/
+if [ "$mode" = compare ]; then
+    fmnist=/usr/share/datasets/fashion-mnist
+    [ -f "$fmnist/train-images-idx3-ubyte.gz" ] ||
+        { echo "pack_devrun: $fmnist missing (Debian: apt-get install dataset-fashion-mnist)" >&2; exit 1; }
+    mkdir devrun/fashion-mnist
+    cp "$fmnist"/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz devrun/fashion-mnist/
+    classifier="${CLASSIFIER:-classifier.safetensors}"
+    if [ -f "$classifier" ]; then cp "$classifier" devrun/classifier.safetensors
+    else echo "pack_devrun: no $classifier: stf_compare will train its classifier on the device first (10 epochs, not timed on a GPU yet)"; fi
+fi
 # An earlier revision's benchmarks (tests/gpu/build_baseline.sh), timed beside these on the device.
-if [ -f build-baseline/REVISION ]; then
+if [ "$mode" = all ] && [ -f build-baseline/REVISION ]; then
     mkdir devrun/baseline
     cp build-baseline/{bench_train,bench_sample,bench_stf_target,bench_kernels,REVISION} devrun/baseline/
     strip --strip-unneeded devrun/baseline/bench_*
@@ -32,11 +51,11 @@ fi
 strip --strip-unneeded devrun/*  2>/dev/null || true
 
 # The shared libraries the programs load that are not part of CUDA, as this machine resolves them.
-ldd devrun/test_gpu devrun/train_cifar | awk '/=> \// {print $3}' | sort -u |
+ldd "${programs[@]/#/devrun/}" | awk '/=> \// {print $3}' | sort -u |
     grep -E '/lib(openblas|gfortran|quadmath|gomp|z|zip|bz2|crypto)\.so' | xargs -I{} cp -L {} devrun/
 
 lib=usr/lib/x86_64-linux-gnu
-if [ -d "/$lib/openmpi" ] && [ -x /usr/bin/orterun ]; then
+if [ "$mode" = all ] && [ -d "/$lib/openmpi" ] && [ -x /usr/bin/orterun ]; then
     deps=$(cd / && ls -d $lib/libmpi.so.40* $lib/libmpi_cxx.so.40* $lib/libopen-rte.so.40* $lib/libopen-pal.so.40* \
         $lib/libhwloc.so.15* $lib/libevent_core-2.1.so.7* $lib/libevent_pthreads-2.1.so.7* $lib/libnuma.so.1* \
         $lib/libmca_common_*.so.* $lib/liboshmem.so.40* $lib/libpmix.so.2* $lib/libudev.so.1* 2>/dev/null)

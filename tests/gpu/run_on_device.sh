@@ -16,9 +16,12 @@
 #   5. train_cifar STF and DSM runs plus sampling (the apps on CUDA), class-conditional STF and guided
 #      sampling, loading a 50,000-image EDM ZIP (bench_dataset), bench_kernels (then --version 1), and
 #      last the PyTorch reference's torch.compile rows (they spend minutes compiling)
+#   6. the training targets compared at GPU scale: stf_compare --preset gpu (DSM, STF n 1024, STF over the
+#      whole dataset, kNN; 1000 kimg each on Fashion-MNIST), about 8 minutes on an H200, and a second seed
+#      (run before the torch.compile rows)
 # What comes back in $OUT: device.log (every section's full output), ncu-step.csv, ncu-step-tf32.csv,
-# ncu-step-bf16.csv, ncu-sample.csv, ncu-stf.csv, grid.png, grid-class3.png, torch_reference.json and
-# torch_reference_compile.json. CIFAR-10 cannot be downloaded there, so the training runs use random images
+# ncu-step-bf16.csv, ncu-sample.csv, ncu-stf.csv, grid.png, grid-class3.png, torch_reference.json,
+# torch_reference_compile.json and compare-gpu*/. CIFAR-10 cannot be downloaded there, so the training runs use random images
 # in CIFAR-10's binary format: they measure speed, not quality. Its last output lines are a summary, one
 # line per section with its exit status and seconds.
 #
@@ -28,6 +31,14 @@
 # The same speeds side by side with PyTorch (the reference code carried in ref-src/):
 #   REF_SRC=ref-src ONLY='^(train-fp32-stf|train-tf32-stf|train-bf16-stf|sample-heun18|torch-reference)$' \
 #       bash tests/gpu/run_on_device.sh
+#
+# The GPU-scale comparison of the training targets (docs/experiments.md) in one call of its own, from a
+# `pack_devrun.sh build compare` pack (it carries Fashion-MNIST and the feature classifier):
+#   BUDGET=560 ONLY='^stf_compare-gpu$' bash tests/gpu/run_on_device.sh
+# It writes compare-gpu/ (results.csv, loss_bands.csv, the plots and grids, each run's stats.jsonl and log)
+# under $OUT; results.csv is rewritten after each target, so a time limit keeps the targets that finished.
+# ONLY='^(kernels_gpu|train-fp32-knn|train-fp32-stf-all|stf_compare-gpu)$' adds the top-k kernel's GPU
+# cases and the whole-dataset targets' step times first (about a minute more).
 #
 # Preparing it, on the build machine: `bash tests/gpu/pack_devrun.sh` after a CUDA build packs the
 # programs, the non-CUDA libraries they load and (optionally) Debian's OpenMPI runtime into
@@ -75,7 +86,9 @@ cudnn=$(find /usr/local/cuda* /opt /usr/lib -name 'libcudnn.so.9' 2>/dev/null | 
 nccl=$(find /usr/local/cuda* /usr/lib /opt -name 'libnccl.so.2' 2>/dev/null | head -1)
 export LD_LIBRARY_PATH="$PWD/devrun:${cudnn:+$(dirname "$cudnn"):}${nccl:+$(dirname "$nccl"):}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee -a "$log"
-missing=$(ldd devrun/test_gpu | grep "not found")
+probe=devrun/test_gpu
+[ -x "$probe" ] || probe=devrun/stf_compare  # a `compare` pack
+missing=$(ldd "$probe" | grep "not found")
 [ -n "$missing" ] && { echo "missing libraries: $missing"; exit 1; }
 
 # 1. Correctness.
@@ -109,6 +122,11 @@ section train-fp32-stf 70 8 ./devrun/bench_train --device cuda --batch 64 --step
 section train-tf32-stf 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode tf32 --rbatch 1024
 section train-bf16-stf 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode bf16 --rbatch 1024
 section train-fp32-dsm 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode fp32
+# The whole-dataset targets on CIFAR-10's 50,000 (random images): STF over all of them, kNN (k 2048, 1024 draws).
+section train-fp32-stf-all 90 6 ./devrun/bench_train --device cuda --batch 64 --steps 20 --mode fp32 --target stf \
+    --rbatch all --dataset-size 50000
+section train-fp32-knn 90 6 ./devrun/bench_train --device cuda --batch 64 --steps 20 --mode fp32 --target knn \
+    --rbatch 1024 --k 2048 --dataset-size 50000
 section sample-heun18 90 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18
 section sample-heun18-bf16 60 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18 --mode bf16
 section train-ncsnpp-stf 70 4 ./devrun/bench_train --device cuda --arch ncsnpp --batch 64 --steps 20 --mode fp32 --rbatch 1024
@@ -209,6 +227,23 @@ rm -rf "$out"/run-*
 section bench_kernels 180 112 ./devrun/bench_kernels
 # The first versions of the tuned kernels (docs/kernels.md), to set beside the rows above.
 section bench_kernels-v1 60 20 ./devrun/bench_kernels --version 1
+# 6. The training targets at GPU scale (docs/experiments.md; a `compare` pack). The first seed fits about
+# 8 minutes; the second runs only in what the budget leaves. Samples (.npy, 40 MB each) and snapshots stay behind.
+fmnist=devrun/fashion-mnist
+if [ -f "$fmnist/train-images-idx3-ubyte.gz" ]; then
+    clf=()
+    [ -f devrun/classifier.safetensors ] && clf=(--classifier devrun/classifier.safetensors)
+    section stf_compare-gpu 510 45 ./devrun/stf_compare --preset gpu --data "$fmnist" "${clf[@]}" \
+        --outdir "$out/compare-gpu"
+    [ ${#clf[@]} -eq 0 ] && [ -f "$out/compare-gpu/classifier.safetensors" ] &&
+        clf=(--classifier "$out/compare-gpu/classifier.safetensors")
+    section stf_compare-gpu-seed1 510 45 ./devrun/stf_compare --preset gpu --data "$fmnist" --seed 1 "${clf[@]}" \
+        --outdir "$out/compare-gpu-seed1"
+    rm -f "$out"/compare-gpu*/samples_*.npy "$out"/compare-gpu*/*/network-snapshot-* \
+        "$out"/compare-gpu*/*/training-state-*
+else
+    summary+=("stf_compare-gpu: no devrun/fashion-mnist (pack with: pack_devrun.sh build compare)")
+fi
 # torch.compile spends minutes compiling before it times anything: last.
 ((${#torch_reference[@]})) && section torch-reference-compile 300 6 "${torch_reference[@]}" \
     --out "$out/torch_reference_compile.json" --rows 'train_compile_*'

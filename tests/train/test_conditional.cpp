@@ -134,7 +134,7 @@ TEST_CASE("STF with labels averages over the image's own class: on classes of id
     const std::string zip = write_greys(dir);
     auto first_loss = [&](bool cond, bool stf, const std::string& name) {
         train::TrainOptions o = toy(zip, dir.path / name, cond, 4);
-        o.stf = stf;
+        o.target = stf ? "stf" : "dsm";
         o.tick_kimg = 0.016;  // one step per tick
         train::training_loop(o);
         return tick_losses(dir.path / name).at(0);
@@ -155,7 +155,7 @@ TEST_CASE("conditional STF with label dropout, x-flips and augmentation resumes 
     const std::string zip = write_greys(dir);
     auto options = [&](const std::string& name, int64_t steps) {
         train::TrainOptions o = toy(zip, dir.path / name, true, steps);
-        o.stf = true;
+        o.target = "stf";
         o.xflip = true;
         o.augment = 0.5;
         o.net.unet.label_dropout = 0.3;
