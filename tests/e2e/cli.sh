@@ -124,6 +124,10 @@ expect_error "kNN with --rbatch all" "the kNN target always uses the whole datas
     --target knn --rbatch all --outdir "$tmp/x"
 expect_error "k above the dataset" "--k 300 is larger than the dataset (256 images)" "$bin/train_cifar" "${tiny[@]}" \
     --target knn --k 300 --duration 0.00016 --outdir "$tmp/x"
+expect_error "--cond with kNN" "--cond with the kNN k=2048 n=1024 target is not supported" "$bin/train_cifar" "${tiny[@]}" \
+    --cond --target knn --outdir "$tmp/x"
+expect_error "--cond with --rbatch all" "--cond with the STF all target is not supported" "$bin/train_cifar" "${tiny[@]}" \
+    --cond --stf --rbatch all --outdir "$tmp/x"
 
 # bf16 mixed precision (emulated on the CPU): trains, logs its arithmetic, records it for --resume
 if "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 64 --duration 0.00016 --precision bf16 --outdir "$tmp/bf16" \
