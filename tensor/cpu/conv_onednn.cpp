@@ -18,6 +18,10 @@
 #include <tuple>
 #include <unordered_map>
 
+// Another threading runtime (TBB, threadpool) would bring a second pool of threads spinning against
+// libgomp's, which our kernels and OpenBLAS use: build with -DSTF_ONEDNN=OFF rather than that.
+static_assert(DNNL_CPU_RUNTIME == DNNL_RUNTIME_OMP, "stf needs oneDNN built on OpenMP (DNNL_CPU_RUNTIME OMP)");
+
 namespace stf::cpu::onednn {
 namespace {
 
@@ -199,7 +203,13 @@ Conv* primitive(Pass pass, Layout layout, const ConvShape& s) {
     return cache.emplace(k, std::move(conv)).first->second.get();
 }
 
+Layout resolve(Layout layout, const ConvShape& s) {
+    if (layout != Layout::by_shape) return layout;
+    return s.r == 1 && s.s == 1 ? Layout::blocked_weights : Layout::blocked;
+}
+
 bool run(Pass pass, Layout layout, const ConvShape& s, const float* a, const float* b, float* out) {
+    layout = resolve(layout, s);
     Conv* conv = primitive(pass, layout, s);
     if (!conv) return false;
     try {

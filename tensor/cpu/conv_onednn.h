@@ -22,11 +22,13 @@
 
 namespace stf::cpu::onednn {
 
-// What each primitive is built on. plain: NCHW/OIHW everywhere, no reorders (oneDNN then often picks a
+// What each primitive is built on. plain: NCHW/OIHW everywhere, no reorders (oneDNN then picks its
 // GEMM-based implementation). blocked_weights: NCHW activations, weights in the layout oneDNN prefers.
 // blocked: activations and weights in the layouts oneDNN prefers (nChw8c on AVX2), reordered on every
-// call. The default is the one apps/bench_kernels measured fastest on the U-Net's shapes (docs/perf.md).
-enum class Layout { plain, blocked_weights, blocked };
+// call, for its direct (JIT) convolutions. by_shape: blocked for kernels wider than 1x1, blocked_weights
+// for 1x1 ones, which are GEMMs on NCHW already and lose more to the reorders than the direct
+// kernel gains (bench_conv_cpu at DDPM++-small's shapes, docs/perf.md).
+enum class Layout { plain, blocked_weights, blocked, by_shape };
 
 // True when stf was built with oneDNN.
 bool available();
@@ -34,10 +36,10 @@ bool available();
 // Each computes what the conv.cpp kernel of the same name computes (fp32, NCHW, OIHW weights) and
 // returns true, or returns false (doing nothing) where oneDNN is not built in or the shape is not one
 // it takes; the caller then runs the im2col path.
-bool conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y, Layout layout = Layout::blocked);
+bool conv2d_forward(const ConvShape& s, const float* x, const float* w, float* y, Layout layout = Layout::by_shape);
 bool conv2d_backward_data(const ConvShape& s, const float* dy, const float* w, float* dx,
-                          Layout layout = Layout::blocked);
+                          Layout layout = Layout::by_shape);
 bool conv2d_backward_weight(const ConvShape& s, const float* x, const float* dy, float* dw,
-                            Layout layout = Layout::blocked);
+                            Layout layout = Layout::by_shape);
 
 }  // namespace stf::cpu::onednn
