@@ -208,7 +208,15 @@ Layout resolve(Layout layout, const ConvShape& s) {
     return s.r == 1 && s.s == 1 ? Layout::blocked_weights : Layout::blocked;
 }
 
+// By shape, a 1x1 weight gradient stays on im2col (a GEMM per image, OpenBLAS): with two threads on
+// the loaded 2-core machine oneDNN's ran at 0.4-1.1 GFLOP/s on [32, 64, 32, 32] -> 32 channels in
+// every layout (its one-thread rate: 44), where im2col kept 28 (bench_conv_cpu, docs/perf.md).
+bool declined_by_shape(Pass pass, Layout layout, const ConvShape& s) {
+    return layout == Layout::by_shape && pass == Pass::backward_weight && s.r == 1 && s.s == 1;
+}
+
 bool run(Pass pass, Layout layout, const ConvShape& s, const float* a, const float* b, float* out) {
+    if (declined_by_shape(pass, layout, s)) return false;
     layout = resolve(layout, s);
     Conv* conv = primitive(pass, layout, s);
     if (!conv) return false;

@@ -27,7 +27,8 @@ namespace stf::cpu::onednn {
 // blocked: activations and weights in the layouts oneDNN prefers (nChw8c on AVX2), reordered on every
 // call, for its direct (JIT) convolutions. by_shape: blocked for kernels wider than 1x1, blocked_weights
 // for 1x1 ones, which are GEMMs on NCHW already and lose more to the reorders than the direct
-// kernel gains (bench_conv_cpu at DDPM++-small's shapes, docs/perf.md).
+// kernel gains, and no oneDNN at all for a 1x1 weight gradient (returns false: see conv_onednn.cpp);
+// measured with bench_conv_cpu at DDPM++-small's shapes (docs/perf.md).
 enum class Layout { plain, blocked_weights, blocked, by_shape };
 
 // True when stf was built with oneDNN.

@@ -224,6 +224,12 @@ TEST_CASE("conv cpu: float kernels take oneDNN where built in, double the im2col
     cpu::conv2d_forward<double>(s, xd.data(), wd.data(), yd.data());
     cpu::conv2d_forward_im2col<double>(s, xd.data(), wd.data(), yd_twin.data());
     CHECK(yd == yd_twin);
+
+    // By shape (the default layout), a 1x1 weight gradient is left to im2col; its forward is not.
+    const ConvShape pointwise = conv_shape(2, 8, 6, 6, 8, 1, 1, 1, 1, 0, 0, 1);
+    std::vector<float> dw(64, 0.f);
+    CHECK(cpu::onednn::conv2d_forward(pointwise, x.data(), w.data(), y.data()) == cpu::onednn::available());
+    CHECK_FALSE(cpu::onednn::conv2d_backward_weight(pointwise, x.data(), x.data(), dw.data()));
 }
 
 // =================================================================================================
