@@ -1,13 +1,14 @@
 // oneDNN convolutions behind conv.cpp's kernel interface (why and at what cost: conv_onednn.h).
 //
 // One primitive per (pass, layout, shape), built on first use and kept per thread, so a training step
-// builds none. Reorders between NCHW and the primitive's layouts go through three per-thread buffers
-// shared by every cached primitive (calls on one thread are serial), so their memory is that of the
-// largest shape, not the sum over shapes.
+// builds none. Reorders between NCHW and the primitive's layouts, and the primitives' scratchpads, go
+// through four per-thread buffers shared by every cached primitive (calls on one thread are serial),
+// so their memory is that of the largest shape, not the sum over shapes.
 #include "tensor/cpu/conv_onednn.h"
 
 #if STF_WITH_ONEDNN
 #include <oneapi/dnnl/dnnl.hpp>
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 #include <map>
@@ -108,21 +109,27 @@ struct Operand {
     }
 };
 
+// Slots 0-2: the operands' reordered copies; slot 3: the scratchpad.
+constexpr int kScratchpadSlot = 3;
+
 Buffer& buffer(int slot) {
-    thread_local std::array<Buffer, 3> buffers;
+    thread_local std::array<Buffer, 4> buffers;
     return buffers[static_cast<size_t>(slot)];
 }
 
-// A primitive with its two inputs and its output. The argument map holds handles to the operands'
-// memories, so pointing those at this call's data updates it.
+// A primitive with its two inputs, its output and its scratchpad. The argument map holds handles to
+// those memories, so pointing them at this call's data updates it.
 struct Conv {
     dnnl::primitive primitive;
     Operand a, b, out;
+    memory scratchpad;
     std::unordered_map<int, memory> args;
 
-    Conv(dnnl::primitive p, Operand a_, Operand b_, Operand out_)
-        : primitive(std::move(p)), a(std::move(a_)), b(std::move(b_)), out(std::move(out_)) {
+    Conv(dnnl::primitive p, Operand a_, Operand b_, Operand out_, const memory::desc& scratchpad_md)
+        : primitive(std::move(p)), a(std::move(a_)), b(std::move(b_)), out(std::move(out_)),
+          scratchpad(scratchpad_md, engine(), DNNL_MEMORY_NONE) {
         for (Operand* op : {&a, &b, &out}) args[op->arg] = op->reordered ? op->inner : op->user;
+        args[DNNL_ARG_SCRATCHPAD] = scratchpad;
     }
 
     void run(const void* a_ptr, const void* b_ptr, void* out_ptr) {
@@ -132,6 +139,7 @@ struct Conv {
             op->user.set_data_handle(ptr);
             if (op->reordered) op->inner.set_data_handle(buffer(op->slot).reserve(op->inner.get_desc().get_size()));
         }
+        scratchpad.set_data_handle(buffer(kScratchpadSlot).reserve(std::max<size_t>(scratchpad.get_desc().get_size(), 1)));
         for (Operand* in : {&a, &b})
             if (in->reordered) in->reorder.execute(s, in->user, in->inner);
         primitive.execute(s, args);
@@ -146,12 +154,22 @@ Key key(Pass pass, Layout layout, const ConvShape& s) {
     return {pass, layout, {s.n, s.c, s.h, s.w, s.k, s.r, s.s, s.stride_h, s.stride_w, s.pad_h, s.pad_w, s.groups}};
 }
 
+// Each primitive takes its scratchpad from us (the shared slot) rather than keeping its own.
+const dnnl::primitive_attr& attributes() {
+    static const dnnl::primitive_attr attr = [] {
+        dnnl::primitive_attr a;
+        a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+        return a;
+    }();
+    return attr;
+}
+
 dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, Layout layout) {
     const bool any_act = layout == Layout::blocked, any_w = layout != Layout::plain;
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
                                       chosen(g.x, any_act), chosen(g.w, any_w), chosen(g.y, any_act), g.strides,
                                       g.pad_l, g.pad_r);
-    return {d, engine()};
+    return {d, attributes(), engine()};
 }
 
 std::unique_ptr<Conv> build(Pass pass, Layout layout, const Geometry& g) {
@@ -162,25 +180,25 @@ std::unique_ptr<Conv> build(Pass pass, Layout layout, const Geometry& g) {
         return std::make_unique<Conv>(dnnl::convolution_forward(fwd),
                                            Operand(DNNL_ARG_SRC, g.x, fwd.src_desc(), false, 0),
                                            Operand(DNNL_ARG_WEIGHTS, g.w, fwd.weights_desc(), false, 1),
-                                           Operand(DNNL_ARG_DST, g.y, fwd.dst_desc(), true, 2));
+                                           Operand(DNNL_ARG_DST, g.y, fwd.dst_desc(), true, 2), fwd.scratchpad_desc());
     case Pass::backward_data: {
         dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, chosen(g.x, any_act),
                                                 chosen(g.w, any_w), chosen(g.y, any_act), g.strides, g.pad_l, g.pad_r);
-        dnnl::convolution_backward_data::primitive_desc pd(d, engine(), fwd);
+        dnnl::convolution_backward_data::primitive_desc pd(d, attributes(), engine(), fwd);
         return std::make_unique<Conv>(dnnl::convolution_backward_data(pd),
                                            Operand(DNNL_ARG_DIFF_DST, g.y, pd.diff_dst_desc(), false, 0),
                                            Operand(DNNL_ARG_WEIGHTS, g.w, pd.weights_desc(), false, 1),
-                                           Operand(DNNL_ARG_DIFF_SRC, g.x, pd.diff_src_desc(), true, 2));
+                                           Operand(DNNL_ARG_DIFF_SRC, g.x, pd.diff_src_desc(), true, 2), pd.scratchpad_desc());
     }
     case Pass::backward_weight: {
         dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, chosen(g.x, any_act),
                                                    chosen(g.w, any_w), chosen(g.y, any_act), g.strides, g.pad_l,
                                                    g.pad_r);
-        dnnl::convolution_backward_weights::primitive_desc pd(d, engine(), fwd);
+        dnnl::convolution_backward_weights::primitive_desc pd(d, attributes(), engine(), fwd);
         return std::make_unique<Conv>(dnnl::convolution_backward_weights(pd),
                                            Operand(DNNL_ARG_SRC, g.x, pd.src_desc(), false, 0),
                                            Operand(DNNL_ARG_DIFF_DST, g.y, pd.diff_dst_desc(), false, 1),
-                                           Operand(DNNL_ARG_DIFF_WEIGHTS, g.w, pd.diff_weights_desc(), true, 2));
+                                           Operand(DNNL_ARG_DIFF_WEIGHTS, g.w, pd.diff_weights_desc(), true, 2), pd.scratchpad_desc());
     }
     }
     return nullptr;
