@@ -181,6 +181,14 @@ void check_onednn_against_im2col(const ConvShape& s, cpu::onednn::Layout layout,
         CHECK(rel_error(dx, dx_ref) < 1e-5);
         CHECK(rel_error(dw, dw_ref) < 1e-5);
     }
+    // The public float kernels: the default layout, chosen by shape, with its fallbacks to im2col.
+    std::vector<float> y(dy.size(), nan), dx(x.size(), nan), dw(w.size(), nan);
+    cpu::conv2d_forward<float>(s, x.data(), w.data(), y.data());
+    cpu::conv2d_backward_data<float>(s, dy.data(), w.data(), dx.data());
+    cpu::conv2d_backward_weight<float>(s, x.data(), dy.data(), dw.data());
+    CHECK(rel_error(y, y_ref) < 1e-5);
+    CHECK(rel_error(dx, dx_ref) < 1e-5);
+    CHECK(rel_error(dw, dw_ref) < 1e-5);
 }
 
 }  // namespace
@@ -198,6 +206,8 @@ TEST_CASE("conv cpu: oneDNN against the im2col twin" * doctest::skip(!cpu::onedn
         {"3x3 stride 2, pad 1, odd input", conv_shape(2, 8, 9, 9, 16, 3, 3, 2, 2, 1, 1, 1)},
         {"grouped 3x3, 2 in / 3 out channels per group", conv_shape(2, 8, 9, 9, 12, 3, 3, 1, 1, 1, 1, 4)},
         {"depthwise 4x4 stride 2 pad 1 (FIR resample)", conv_shape(2, 16, 16, 16, 16, 4, 4, 2, 2, 1, 1, 16)},
+        {"depthwise 2x2 stride 2 (U-Net resample), 9 channels at 10x10", conv_shape(2, 9, 10, 10, 9, 2, 2, 2, 2, 0, 0, 9)},
+        {"3x3 pad 1, batch 1, 3 -> 5 at 31x17", conv_shape(1, 3, 31, 17, 5, 3, 3, 1, 1, 1, 1, 1)},
     };
     uint32_t seed = 40;
     for (const Layout layout : {Layout::plain, Layout::blocked_weights, Layout::blocked})
@@ -230,6 +240,15 @@ TEST_CASE("conv cpu: float kernels take oneDNN where built in, double the im2col
     std::vector<float> dw(64, 0.f);
     CHECK(cpu::onednn::conv2d_forward(pointwise, x.data(), w.data(), y.data()) == cpu::onednn::available());
     CHECK_FALSE(cpu::onednn::conv2d_backward_weight(pointwise, x.data(), x.data(), dw.data()));
+
+    // A stride that leaves input rows past the last window (3x3, stride 2, no padding on 6x6: the
+    // last row is never read) is not expressible in oneDNN: declined, and the kernel runs the twin.
+    const ConvShape leftover = conv_shape(2, 8, 6, 6, 8, 3, 3, 2, 2, 0, 0, 1);
+    std::vector<float> y_left(2 * 8 * 2 * 2, 0.f), y_left_twin(y_left.size(), 0.f);
+    CHECK_FALSE(cpu::onednn::conv2d_forward(leftover, x.data(), w.data(), y_left.data()));
+    cpu::conv2d_forward<float>(leftover, x.data(), w.data(), y_left.data());
+    cpu::conv2d_forward_im2col<float>(leftover, x.data(), w.data(), y_left_twin.data());
+    CHECK(y_left == y_left_twin);
 }
 
 // =================================================================================================
