@@ -120,6 +120,11 @@ int main(int argc, char** argv) {
         const std::string filter = f.str("filter", "");
         f.check_all_used();
         STF_CHECK(batch >= 1 && reps >= 1, "bench_conv_cpu: --batch and --reps must be at least 1");
+        const bool any_match = std::any_of(kShapes.begin(), kShapes.end(), [&](const UNetConv& u) {
+            return name_of(u).find(filter) != std::string::npos;
+        });
+        STF_CHECK(any_match, "bench_conv_cpu: no shape's name contains --filter \"" << filter
+                                                                                    << "\" (names look like \"3x3 64->64 @16\")");
         const int variants = cpu::onednn::available() ? kVariants : 1;
         if (variants == 1) std::printf("built without oneDNN: the im2col twin only\n");
 
@@ -156,7 +161,7 @@ int main(int argc, char** argv) {
                         const bool took = dir == 0   ? cpu::onednn::conv2d_forward(s, x.data(), w.data(), o, layout)
                                           : dir == 1 ? cpu::onednn::conv2d_backward_data(s, dy.data(), w.data(), o, layout)
                                                      : cpu::onednn::conv2d_backward_weight(s, x.data(), dy.data(), o, layout);
-                        // The default layout leaves some shapes to the im2col path (conv_onednn.h).
+                        // The default leaves the weight gradient to the im2col path (conv_onednn.h).
                         if (!took && v == kByShape) {
                             if (dir == 0) cpu::conv2d_forward_im2col<float>(s, x.data(), w.data(), o);
                             if (dir == 1) cpu::conv2d_backward_data_im2col<float>(s, dy.data(), w.data(), o);
