@@ -1,4 +1,6 @@
-// 2-D convolution by im2col + GEMM.
+// 2-D convolution by im2col + GEMM: every double convolution, and the float ones where stf is built
+// without oneDNN or where oneDNN does not take the shape (conv_onednn.h). The *_im2col functions are also the
+// twins the tests compare the oneDNN path with.
 //
 // im2col unrolls one image into a matrix col [c*r*s, p*q]: row (ci, kr, ks) holds, for every output
 // position (oh, ow), the input pixel that kernel tap (kr, ks) of channel ci sees there (0 in the
@@ -18,6 +20,8 @@
 // convolutions skip the unrolling: an image [c, h, w] already is its col matrix.
 #include <algorithm>
 #include <vector>
+#include <type_traits>
+#include "tensor/cpu/conv_onednn.h"
 #include "tensor/cpu/kernels.h"
 
 namespace stf::cpu {
@@ -143,7 +147,7 @@ template <class T> const T* columns(const ConvShape& s, const Geometry& g, int64
     return col;
 }
 
-template <class T> void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
+template <class T> void conv2d_forward_im2col(const ConvShape& s, const T* x, const T* w, T* y) {
     const Geometry g(s);
     for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
         const int64_t count = std::min(g.chunk, s.n - n0);
@@ -182,11 +186,11 @@ template <class T> bool backward_data_as_forward(const ConvShape& s, const T* dy
                 for (int64_t b = 0; b < s.s; ++b)
                     flipped[((ci * s.k + ko) * s.r + a) * s.s + b] =
                         w[((ko * s.c + ci) * s.r + (s.r - 1 - a)) * s.s + (s.s - 1 - b)];
-    conv2d_forward(f, dy, flipped.data(), dx);
+    conv2d_forward_im2col(f, dy, flipped.data(), dx);
     return true;
 }
 
-template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, const T* w, T* dx) {
+template <class T> void conv2d_backward_data_im2col(const ConvShape& s, const T* dy, const T* w, T* dx) {
     if (backward_data_as_forward(s, dy, w, dx)) return;
     const Geometry g(s);
     for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
@@ -203,7 +207,7 @@ template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, co
 
 // dw starts at zero and every image's GEMM adds onto it (beta = 1) serially in image order, so dw is
 // the same whatever the thread count.
-template <class T> void conv2d_backward_weight(const ConvShape& s, const T* x, const T* dy, T* dw) {
+template <class T> void conv2d_backward_weight_im2col(const ConvShape& s, const T* x, const T* dy, T* dw) {
     const Geometry g(s);
     std::fill(dw, dw + s.k * g.k_gemm, T(0));
     for (int64_t n0 = 0; n0 < s.n; n0 += g.chunk) {
@@ -217,10 +221,32 @@ template <class T> void conv2d_backward_weight(const ConvShape& s, const T* x, c
     }
 }
 
-#define STF_INSTANTIATE(T)                                                              \
-    template void conv2d_forward<T>(const ConvShape&, const T*, const T*, T*);         \
-    template void conv2d_backward_data<T>(const ConvShape&, const T*, const T*, T*);   \
-    template void conv2d_backward_weight<T>(const ConvShape&, const T*, const T*, T*);
+// The kernels ops call: oneDNN for float where it is built in and takes the shape, else im2col.
+template <class T> void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y) {
+    if constexpr (std::is_same_v<T, float>)
+        if (onednn::conv2d_forward(s, x, w, y)) return;
+    conv2d_forward_im2col(s, x, w, y);
+}
+
+template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, const T* w, T* dx) {
+    if constexpr (std::is_same_v<T, float>)
+        if (onednn::conv2d_backward_data(s, dy, w, dx)) return;
+    conv2d_backward_data_im2col(s, dy, w, dx);
+}
+
+template <class T> void conv2d_backward_weight(const ConvShape& s, const T* x, const T* dy, T* dw) {
+    if constexpr (std::is_same_v<T, float>)
+        if (onednn::conv2d_backward_weight(s, x, dy, dw)) return;
+    conv2d_backward_weight_im2col(s, x, dy, dw);
+}
+
+#define STF_INSTANTIATE(T)                                                                    \
+    template void conv2d_forward<T>(const ConvShape&, const T*, const T*, T*);               \
+    template void conv2d_backward_data<T>(const ConvShape&, const T*, const T*, T*);         \
+    template void conv2d_backward_weight<T>(const ConvShape&, const T*, const T*, T*);       \
+    template void conv2d_forward_im2col<T>(const ConvShape&, const T*, const T*, T*);        \
+    template void conv2d_backward_data_im2col<T>(const ConvShape&, const T*, const T*, T*);  \
+    template void conv2d_backward_weight_im2col<T>(const ConvShape&, const T*, const T*, T*);
 STF_INSTANTIATE(float)
 STF_INSTANTIATE(double)
 #undef STF_INSTANTIATE

@@ -80,10 +80,14 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
           int64_t ldb, T beta, T* c, int64_t ldc, int64_t batch = 1, int64_t stride_a = 0, int64_t stride_b = 0,
           int64_t stride_c = 0);
 
-// --- conv.cpp (im2col + GEMM) ---------------------------------------------------------------------
+// --- conv.cpp (oneDNN for float where built in, conv_onednn.h; else im2col + GEMM) -------------------
 template <class T> void conv2d_forward(const ConvShape& s, const T* x, const T* w, T* y);
 template <class T> void conv2d_backward_data(const ConvShape& s, const T* dy, const T* w, T* dx);
 template <class T> void conv2d_backward_weight(const ConvShape& s, const T* x, const T* dy, T* dw);
+// The im2col + GEMM path alone: the reference the oneDNN path is tested against.
+template <class T> void conv2d_forward_im2col(const ConvShape& s, const T* x, const T* w, T* y);
+template <class T> void conv2d_backward_data_im2col(const ConvShape& s, const T* dy, const T* w, T* dx);
+template <class T> void conv2d_backward_weight_im2col(const ConvShape& s, const T* x, const T* dy, T* dw);
 
 // --- augment.cpp ----------------------------------------------------------------------------------
 template <class T>

@@ -84,6 +84,18 @@ TEST_CASE("blas cpu: gemm with beta = 0 ignores NaN in C, k = 0 scales C") {
     CHECK(c[3] == 16.0);
 }
 
+// One thread pool: our kernels, oneDNN (a static_assert in conv_onednn.cpp) and OpenBLAS all run on
+// libgomp. OpenBLAS's pthread build would bring a second pool whose threads spin against OpenMP's on
+// every GEMM; Debian's alternatives can point libopenblas.so.0 at it after the link (libopenblas0-pthread
+// outranks the OpenMP build), which the RUNPATH to the OpenMP build's folder guards against. This
+// checks the library the loader really gave us.
+extern "C" int openblas_get_parallel(void);  // OpenBLAS: 0 sequential, 1 pthreads, 2 OpenMP
+
+TEST_CASE("blas cpu: the OpenBLAS loaded runs on OpenMP, the pool our kernels use" *
+          doctest::skip(!STF_OPENBLAS_OPENMP)) {
+    CHECK(openblas_get_parallel() == 2);
+}
+
 // =================================================================================================
 // (c) cuBLAS against the CPU twin. With TF32 off both compute in float32, so they must agree to
 // float32 rounding: ||gpu - cpu|| / ||cpu|| below 1e-5. C is poisoned with NaN where beta is 0, so an

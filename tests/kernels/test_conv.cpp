@@ -13,11 +13,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <utility>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include "tensor/cpu/conv_onednn.h"
 #include "tensor/cpu/kernels.h"
 #include "tests/kernels/kernel_test.h"
 #if STF_WITH_CUDA
@@ -96,6 +99,14 @@ template <class T> void check_conv(const ConvShape& s, double tolerance) {
     CHECK(max_err(y, want.y) <= tolerance);
     CHECK(max_err(dx, want.dx) <= tolerance);
     CHECK(max_err(dw, want.dw) <= tolerance);
+    // The im2col twin on its own (for float the kernels above may have run on oneDNN).
+    std::vector<T> y2(want.y.size(), T(77)), dx2(x.size(), T(77)), dw2(w.size(), T(77));
+    cpu::conv2d_forward_im2col<T>(s, x.data(), w.data(), y2.data());
+    cpu::conv2d_backward_data_im2col<T>(s, dy.data(), w.data(), dx2.data());
+    cpu::conv2d_backward_weight_im2col<T>(s, x.data(), dy.data(), dw2.data());
+    CHECK(max_err(y2, want.y) <= tolerance);
+    CHECK(max_err(dx2, want.dx) <= tolerance);
+    CHECK(max_err(dw2, want.dw) <= tolerance);
 
     if constexpr (std::is_same_v<T, double>) {
         // The adjoint identity <conv(x, w), dy> = <x, bwd_data(dy, w)> = <w, bwd_weight(x, dy)>.
@@ -138,6 +149,106 @@ TEST_CASE("conv cpu: a batch unrolled in several chunks (double)") {
     // 32 channels * 3 * 3 taps * 85 * 85 outputs = 2.08M column entries per image, so conv.cpp
     // (budget 2^22) unrolls these 5 images as 2 + 2 + 1.
     check_conv<double>(conv_shape(5, 32, 85, 85, 2, 3, 3, 1, 1, 1, 1, 1), 1e-12);
+}
+
+// =================================================================================================
+// (b') oneDNN (tensor/cpu/conv_onednn.h) against the im2col twin in float: ||onednn - im2col|| /
+// ||im2col|| below 1e-5 in all three directions, for each layout a primitive can be built on. Both
+// round in float and sum in different orders, so they agree to a few float ulps, not bit for bit.
+// Outputs are poisoned with NaN: an element oneDNN did not write fails.
+// =================================================================================================
+namespace {
+
+void check_onednn_against_im2col(const ConvShape& s, cpu::onednn::Layout layout, uint32_t seed) {
+    const int64_t p = s.out_h(), q = s.out_w();
+    const auto x = random_vector<float>(size_t(s.n * s.c * s.h * s.w), -1.0, 1.0, seed);
+    const auto w = random_vector<float>(size_t(s.k * (s.c / s.groups) * s.r * s.s), -1.0, 1.0, seed + 1);
+    const auto dy = random_vector<float>(size_t(s.n * s.k * p * q), -1.0, 1.0, seed + 2);
+    std::vector<float> y_ref(dy.size()), dx_ref(x.size()), dw_ref(w.size());
+    cpu::conv2d_forward_im2col<float>(s, x.data(), w.data(), y_ref.data());
+    cpu::conv2d_backward_data_im2col<float>(s, dy.data(), w.data(), dx_ref.data());
+    cpu::conv2d_backward_weight_im2col<float>(s, x.data(), dy.data(), dw_ref.data());
+
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    // Twice: the first call builds and caches the primitive, the second reuses it.
+    for (int call = 0; call < 2; ++call) {
+        CAPTURE(call);
+        std::vector<float> y(dy.size(), nan), dx(x.size(), nan), dw(w.size(), nan);
+        REQUIRE(cpu::onednn::conv2d_forward(s, x.data(), w.data(), y.data(), layout));
+        REQUIRE(cpu::onednn::conv2d_backward_data(s, dy.data(), w.data(), dx.data(), layout));
+        REQUIRE(cpu::onednn::conv2d_backward_weight(s, x.data(), dy.data(), dw.data(), layout));
+        CHECK(rel_error(y, y_ref) < 1e-5);
+        CHECK(rel_error(dx, dx_ref) < 1e-5);
+        CHECK(rel_error(dw, dw_ref) < 1e-5);
+    }
+    // The public float kernels: the default layout, chosen by shape, with its fallbacks to im2col.
+    std::vector<float> y(dy.size(), nan), dx(x.size(), nan), dw(w.size(), nan);
+    cpu::conv2d_forward<float>(s, x.data(), w.data(), y.data());
+    cpu::conv2d_backward_data<float>(s, dy.data(), w.data(), dx.data());
+    cpu::conv2d_backward_weight<float>(s, x.data(), dy.data(), dw.data());
+    CHECK(rel_error(y, y_ref) < 1e-5);
+    CHECK(rel_error(dx, dx_ref) < 1e-5);
+    CHECK(rel_error(dw, dw_ref) < 1e-5);
+}
+
+}  // namespace
+
+TEST_CASE("conv cpu: oneDNN against the im2col twin" * doctest::skip(!cpu::onednn::available())) {
+    using cpu::onednn::Layout;
+    const std::vector<std::pair<const char*, ConvShape>> shapes = {
+        {"U-Net 3x3 pad 1, 32 -> 64 at 16x16", conv_shape(2, 32, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1)},
+        {"U-Net 1x1 skip, 64 -> 32 at 8x8", conv_shape(2, 64, 8, 8, 32, 1, 1, 1, 1, 0, 0, 1)},
+        {"input layer, 1 -> 16", conv_shape(2, 1, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1)},
+        {"output layer, 32 -> 1", conv_shape(2, 32, 8, 8, 1, 3, 3, 1, 1, 1, 1, 1)},
+        {"odd sizes, channels not multiples of 8", conv_shape(3, 5, 7, 9, 11, 3, 3, 1, 1, 1, 1, 1)},
+        {"batch 1, 13 -> 3, 5x6", conv_shape(1, 13, 5, 6, 3, 3, 3, 1, 1, 1, 1, 1)},
+        {"1x1, 12 -> 20, batch 1, 7x5", conv_shape(1, 12, 7, 5, 20, 1, 1, 1, 1, 0, 0, 1)},
+        {"3x3 stride 2, pad 1, odd input", conv_shape(2, 8, 9, 9, 16, 3, 3, 2, 2, 1, 1, 1)},
+        {"grouped 3x3, 2 in / 3 out channels per group", conv_shape(2, 8, 9, 9, 12, 3, 3, 1, 1, 1, 1, 4)},
+        {"depthwise 4x4 stride 2 pad 1 (FIR resample)", conv_shape(2, 16, 16, 16, 16, 4, 4, 2, 2, 1, 1, 16)},
+        {"depthwise 2x2 stride 2 (U-Net resample), 9 channels at 10x10", conv_shape(2, 9, 10, 10, 9, 2, 2, 2, 2, 0, 0, 9)},
+        {"3x3 pad 1, batch 1, 3 -> 5 at 31x17", conv_shape(1, 3, 31, 17, 5, 3, 3, 1, 1, 1, 1, 1)},
+    };
+    uint32_t seed = 40;
+    for (const Layout layout : {Layout::plain, Layout::blocked_weights, Layout::blocked})
+        for (const auto& [name, s] : shapes) {
+            CAPTURE(name);
+            CAPTURE(static_cast<int>(layout));
+            check_onednn_against_im2col(s, layout, seed += 3);
+        }
+}
+
+TEST_CASE("conv cpu: float kernels take oneDNN where built in, double the im2col path") {
+    // The public float kernel gives oneDNN's result bit for bit when oneDNN is built in, the twin's
+    // otherwise; the double kernel is always the twin (oneDNN has no f64 convolutions).
+    const ConvShape s = conv_shape(2, 8, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1);
+    const auto x = random_vector<float>(size_t(2 * 8 * 36), -1.0, 1.0, 7);
+    const auto w = random_vector<float>(size_t(8 * 8 * 9), -1.0, 1.0, 8);
+    std::vector<float> y(x.size()), y_direct(x.size(), 0.f);
+    cpu::conv2d_forward<float>(s, x.data(), w.data(), y.data());
+    if (!cpu::onednn::conv2d_forward(s, x.data(), w.data(), y_direct.data()))
+        cpu::conv2d_forward_im2col<float>(s, x.data(), w.data(), y_direct.data());
+    CHECK(y == y_direct);
+    const std::vector<double> xd(x.begin(), x.end()), wd(w.begin(), w.end());
+    std::vector<double> yd(x.size()), yd_twin(x.size());
+    cpu::conv2d_forward<double>(s, xd.data(), wd.data(), yd.data());
+    cpu::conv2d_forward_im2col<double>(s, xd.data(), wd.data(), yd_twin.data());
+    CHECK(yd == yd_twin);
+
+    // By default the weight gradient is left to im2col (summed image by image, so data-parallel ranks
+    // match one process); the forward and data gradient are not.
+    std::vector<float> dw(w.size(), 0.f), dx(x.size(), 0.f);
+    CHECK(cpu::onednn::conv2d_backward_data(s, x.data(), w.data(), dx.data()) == cpu::onednn::available());
+    CHECK_FALSE(cpu::onednn::conv2d_backward_weight(s, x.data(), x.data(), dw.data()));
+
+    // A stride that leaves input rows past the last window (3x3, stride 2, no padding on 6x6: the
+    // last row is never read) is not expressible in oneDNN: declined, and the kernel runs the twin.
+    const ConvShape leftover = conv_shape(2, 8, 6, 6, 8, 3, 3, 2, 2, 0, 0, 1);
+    std::vector<float> y_left(2 * 8 * 2 * 2, 0.f), y_left_twin(y_left.size(), 0.f);
+    CHECK_FALSE(cpu::onednn::conv2d_forward(leftover, x.data(), w.data(), y_left.data()));
+    cpu::conv2d_forward<float>(leftover, x.data(), w.data(), y_left.data());
+    cpu::conv2d_forward_im2col<float>(leftover, x.data(), w.data(), y_left_twin.data());
+    CHECK(y_left == y_left_twin);
 }
 
 // =================================================================================================
