@@ -139,7 +139,7 @@ SongUNet::SongUNet(const SongUNetConfig& c, Generator& gen) : config_(c) {
             enc_->add(at + "_down", std::make_shared<UNetBlock>(cout, cout, down, gen));
             skips.push_back(cout);
             if (c.encoder_type == "skip") {
-                Conv2d::Options aux_down{.down = true, .resample_filter = c.resample_filter};
+                Conv2d::Options aux_down{.down = true, .resample_filter = c.resample_filter, .init = {}};
                 enc_->add(at + "_aux_down", std::make_shared<Conv2d>(caux, caux, 0, aux_down, gen));
                 enc_->add(at + "_aux_skip", std::make_shared<Conv2d>(caux, cout, 1, Conv2d::Options{.init = init}, gen));
             }
@@ -184,7 +184,7 @@ SongUNet::SongUNet(const SongUNetConfig& c, Generator& gen) : config_(c) {
         }
         if (c.decoder_type == "skip" || level == 0) {
             if (c.decoder_type == "skip" && level < static_cast<int>(c.channel_mult.size()) - 1) {
-                Conv2d::Options aux_up{.up = true, .resample_filter = c.resample_filter};
+                Conv2d::Options aux_up{.up = true, .resample_filter = c.resample_filter, .init = {}};
                 dec_->add(at + "_aux_up", std::make_shared<Conv2d>(c.out_channels, c.out_channels, 0, aux_up, gen));
             }
             dec_->add(at + "_aux_norm", std::make_shared<GroupNorm>(cout, 1e-6));
