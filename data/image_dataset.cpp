@@ -25,6 +25,7 @@ namespace {
 constexpr uint64_t kMaxFileBytes = uint64_t(1) << 30;
 constexpr int64_t kMaxImageSide = 1 << 15;
 constexpr int64_t kMaxTotalPixelBytes = int64_t(1) << 36;  // 64 GiB, as for IDX files
+constexpr uint64_t kMaxDeflateRatio = 1032;  // deflate's largest output per input byte (258-byte matches in 2 bits)
 // Images read and decoded per pass: bounds the memory held by encoded files to about this many of them.
 constexpr int64_t kImagesPerPass = 4096;
 
@@ -111,6 +112,10 @@ public:
                             std::to_string(kMaxFileBytes >> 20) + " MiB an image file may have";
                 continue;
             }
+            if (const std::string bad = impossible_size(st); !bad.empty()) {
+                errors[k] = where(name) + bad;
+                continue;
+            }
             zip_file_t* f = zip_fopen_index(za_, i, 0);
             if (!f) {
                 errors[k] = where(name) + ": cannot open it: " + zip_strerror(za_);
@@ -128,6 +133,21 @@ public:
 
 private:
     std::string where(const std::string& name) const { return "'" + name + "' in '" + path_ + "'"; }
+
+    // A stored entry holds exactly its size, and deflate expands at most 1032-fold, so a larger claim is a
+    // corrupt header; checking it before allocating keeps a 600-byte entry claiming 600 MB from costing them.
+    static std::string impossible_size(const zip_stat_t& st) {
+        if (!(st.valid & ZIP_STAT_COMP_SIZE) || !(st.valid & ZIP_STAT_COMP_METHOD)) return "";
+        const bool stored = st.comp_method == ZIP_CM_STORE, deflated = st.comp_method == ZIP_CM_DEFLATE;
+        if (stored && st.size != st.comp_size)
+            return " is stored uncompressed in " + std::to_string(st.comp_size) + " bytes but claims " +
+                   std::to_string(st.size) + ": the archive is corrupt";
+        if (deflated && st.size > st.comp_size * kMaxDeflateRatio + 1024)
+            return " claims " + std::to_string(st.size) + " bytes from " + std::to_string(st.comp_size) +
+                   " deflated ones, more than deflate can expand (" + std::to_string(kMaxDeflateRatio) +
+                   "-fold): the archive is corrupt";
+        return "";
+    }
     zip_t* za_ = nullptr;
     std::map<std::string, zip_uint64_t> index_;
 };

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <tuple>
 #include <utility>
 
 #include "data/dataset.h"
@@ -315,6 +316,28 @@ TEST_CASE("bad PNG datasets fail naming the archive, the file inside and what wa
         files.emplace_back("extra/photo.jpg", "\xff\xd8\xff");
         e = load_error(tmp, files);
         CHECK(has(e, "1 .jpg files; stf reads PNG images only"));
+    }
+    SUBCASE("an entry claiming more bytes than its compressed data can hold") {
+        // A deflated PNG whose headers claim 600 MB: found by fuzz_dataset, where allocating the claim took seconds.
+        write_zip(tmp.file("bomb.zip"), rgb_files(tmp, 3));
+        std::string bytes = test::read_bytes(tmp.file("bomb.zip"));
+        const std::string name = "00000/img00000001.png";
+        int patched = 0;
+        for (size_t at = bytes.find(name); at != std::string::npos; at = bytes.find(name, at + 1)) {
+            // The uncompressed size sits 22 bytes into a local header (name at 30), 24 into a central one (name at 46).
+            for (auto [head, sig, field] : {std::tuple{size_t(30), "PK\x03\x04", size_t(22)},
+                                            std::tuple{size_t(46), "PK\x01\x02", size_t(24)}}) {
+                if (at < head || bytes.compare(at - head, 4, sig) != 0) continue;
+                const uint32_t claim = 600000000;
+                for (int b = 0; b < 4; ++b) bytes[at - head + field + b] = static_cast<char>((claim >> (8 * b)) & 0xff);
+                ++patched;
+            }
+        }
+        REQUIRE(patched == 2);
+        test::write_bytes(tmp.file("bomb.zip"), bytes);
+        e = error_of([&] { ImageDataset::load(tmp.file("bomb.zip")); });
+        CHECK(has(e, "'00000/img00000001.png' in '" + tmp.file("bomb.zip") + "' claims 600000000 bytes from "));
+        CHECK(has(e, "more than deflate can expand (1032-fold): the archive is corrupt"));
     }
     SUBCASE("a label list naming a file the archive does not hold") {
         Files files = rgb_files(tmp, 2, false);
