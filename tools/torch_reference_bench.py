@@ -20,6 +20,8 @@ PyTorch side of that comparison, one row per configuration:
   cpu_small_dsm                   the CPU row: DDPM++-small (model_channels 32, channel_mult [1,2,2], 2 blocks,
                                   attention at 16), 32x32x1, batch 32, DSM, no augmentation, --threads threads,
                                   always on the CPU
+  cpu_small_stf                   the same with STF over a reference batch of 256 and EDM's augmentation (p 0.12,
+                                  9 augmentation labels), as bench_train --rbatch 256 --augment 0.12
   train_bf16_stf, train_cl_bf16_stf, heun18_bf16, train_compile_cl_bf16_stf, train_compile_cl_bf16_graphs_stf,
   train_compile_fp32_dsm          what a PyTorch user would run today: bf16 autocast (TF32 on), channels_last
                                   memory format, torch.compile (mode "default"; "reduce-overhead" adds CUDA graphs).
@@ -130,7 +132,7 @@ class Bench:
         self.torch.backends.cuda.matmul.allow_tf32 = on
         self.torch.backends.cudnn.allow_tf32 = on
 
-    def make_net(self, arch, channels=3, use_fp16=False, small_cpu_row=False):
+    def make_net(self, arch, channels=3, use_fp16=False, small_cpu_row=False, augment_dim=0):
         """EDM's CIFAR-10 DDPM++ or NCSN++ (train.py --arch), with 9 augmentation labels, dropout 0.13."""
         kw = dict(img_resolution=32, img_channels=channels, label_dim=0, use_fp16=use_fp16, model_type='SongUNet',
                   model_channels=128, channel_mult=[2, 2, 2], dropout=0.13, augment_dim=9)
@@ -141,7 +143,8 @@ class Bench:
             kw.update(embedding_type='fourier', encoder_type='residual', decoder_type='standard',
                       channel_mult_noise=2, resample_filter=[1, 3, 3, 1])
         if small_cpu_row:
-            kw.update(model_channels=32, channel_mult=[1, 2, 2], num_blocks=2, attn_resolutions=[16], augment_dim=0)
+            kw.update(model_channels=32, channel_mult=[1, 2, 2], num_blocks=2, attn_resolutions=[16],
+                      augment_dim=augment_dim)
         elif self.args.small:
             kw.update(model_channels=16, num_blocks=1)
         return self.networks.EDMPrecond(**kw)
@@ -219,7 +222,7 @@ class Bench:
         return out
 
     def train(self, arch='ddpmpp', batch=None, stf=False, tf32=False, bf16=False, channels_last=False,
-              compile_mode=None, use_fp16=False, cpu_row=False):
+              compile_mode=None, use_fp16=False, cpu_row=False, rbatch=None, augment=None):
         torch, a = self.torch, self.args
         if stf:
             self.need_stf()
@@ -227,7 +230,8 @@ class Bench:
         if not cpu_row:
             self.need_gpu()
         batch = batch or a.batch
-        rbatch = a.rbatch
+        rbatch = rbatch or a.rbatch
+        augment = (not cpu_row) if augment is None else augment  # EDM's pipe, except on the plain CPU row
         warmup, steps = a.warmup, a.steps
         if a.small:
             batch, rbatch, warmup, steps = (8 if cpu_row else 4), 16, 1, 2
@@ -238,7 +242,8 @@ class Bench:
             self.set_tf32(tf32)
             if compile_mode and not hasattr(torch, 'compile'):
                 raise Skip(f'torch.compile needs PyTorch 2 (this is {torch.__version__})')
-            net = self.make_net(arch, channels=1 if cpu_row else 3, use_fp16=use_fp16, small_cpu_row=cpu_row)
+            net = self.make_net(arch, channels=1 if cpu_row else 3, use_fp16=use_fp16, small_cpu_row=cpu_row,
+                                augment_dim=9 if augment else 0)
             net = net.to(dev).train()
             if bf16:
                 net = self.autocast_bf16(net)
@@ -250,7 +255,7 @@ class Bench:
                 adam['fused'] = True
             opt = torch.optim.Adam(net.parameters(), **adam)
             loss_fn = self.loss.EDMLoss()
-            aug = None if cpu_row else self.augment_pipe()
+            aug = self.augment_pipe() if augment else None
             images = torch.randn(rbatch if stf else batch, 1 if cpu_row else 3, 32, 32, device=dev).clamp(-1, 1)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -392,6 +397,8 @@ def rows(b):
          lambda: b.train(stf=True, use_fp16=True, tf32=True)),
         ('train_ddpmpp_fp32_dsm_b512', 'DDPM++ step, fp32, DSM, batch 512', lambda: b.train(batch=512)),
         ('cpu_small_dsm', 'CPU row: DDPM++-small, 32x32x1, batch 32, DSM', lambda: b.train(batch=32, cpu_row=True)),
+        ('cpu_small_stf', 'CPU row with STF n 256 and augmentation p 0.12 (9 labels)',
+         lambda: b.train(batch=32, cpu_row=True, stf=True, rbatch=256, augment=True)),
         ('train_bf16_stf', 'DDPM++ step, bf16 autocast + TF32, STF', lambda: b.train(stf=True, tf32=True, bf16=True)),
         ('train_cl_bf16_stf', 'the same, channels_last', lambda: b.train(**cl_bf16)),
         ('heun18_bf16', 'Heun 18 steps, batch 256, network under bf16 autocast', lambda: b.heun(bf16=True)),
