@@ -106,7 +106,6 @@ static void validate(const TrainOptions& o, int ranks) {
 
 // ---- small helpers ---------------------------------------------------------------------------------
 
-
 // Progress lines on stdout and in log.txt; silent when given no path (ranks other than 0).
 class Log {
 public:
@@ -308,23 +307,22 @@ public:
     // Round with training samples first_sample .. first_sample + batch_gpu - 1 of `step`.
     RoundData round(int64_t step, int64_t first_sample, Rngs& rng, ProcessGroup& group) {
         const int64_t bg = o_.batch_gpu;
-        RoundData round;
-        diffusion::LossBatch& r = round.batch;
-        std::vector<int64_t>& rows = round.rows;
+        RoundData out;
+        diffusion::LossBatch& r = out.batch;
         rng.key(step, first_sample);
-        const std::vector<int64_t>& indices = rows = train_stream_.take(step * o_.batch + first_sample, bg);
-        r.images = data_.batch(indices, device_);
-        if (o_.cond) r.class_labels = data_.label_batch(indices, o_.net.unet.label_dim, device_);
+        out.rows = train_stream_.take(step * o_.batch + first_sample, bg);
+        r.images = data_.batch(out.rows, device_);
+        if (o_.cond) r.class_labels = data_.label_batch(out.rows, o_.net.unet.label_dim, device_);
         if (o_.augment > 0) {
             diffusion::AugmentPipe::Result a = augment_.apply(r.images, rng.augment);
             r.images = a.images;
             r.augment_labels = a.labels;
         }
-        if (o_.target != "stf" || o_.rbatch == TrainOptions::kWholeDataset) return round;
+        if (o_.target != "stf" || o_.rbatch == TrainOptions::kWholeDataset) return out;
         const int64_t round_index = first_sample / bg, rounds = o_.batch / bg;
         if (o_.cond) {
-            class_references(r, indices, step * rounds + round_index, round_index, step, rng);
-            return round;
+            class_references(r, out.rows, step * rounds + round_index, round_index, step, rng);
+            return out;
         }
         r.reference = r.images;
         const int64_t extras = o_.rbatch - bg;
@@ -340,7 +338,7 @@ public:
         }
         if (o_.rbatch_scope == "global" && group.distributed())
             r.reference = own_first(group.all_gather(r.reference), group);
-        return round;
+        return out;
     }
 
     // The whole dataset on the device (whole-dataset targets only).
