@@ -77,7 +77,9 @@ static void kahan_add_(Tensor& sum, Tensor& low, const Tensor& x) {
     ops::copy_(sum, t);
 }
 
-void SigmaBandSums::add(const Tensor& sigma_in, const Tensor& loss_in, const Tensor& ess_in) {
+void SigmaBandSums::add(const Tensor& sigma_in, const Tensor& loss_given, const Tensor& ess_in) {
+    // bf16 is a storage dtype (tensor/ops.h): its sums run in float32.
+    const Tensor loss_in = loss_given.dtype() == DType::BF16 ? ops::to(loss_given, DType::F32) : loss_given;
     STF_CHECK(loss_in.ndim() == 1 && sigma_in.shape() == loss_in.shape() &&
                   (!ess_in.defined() || ess_in.shape() == loss_in.shape()),
               "SigmaBandSums::add: sigma, loss and ess must be [b] alike, got " << describe(sigma_in) << ", "

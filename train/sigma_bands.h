@@ -51,8 +51,8 @@ struct SigmaBands {
 class SigmaBandSums {
 public:
     // Adds one round: sigma, loss and (when defined) ess, each [b], on one device. Queues tensor ops
-    // only; nothing is read back. The first call fixes the device and dtype (loss's) of the sums; sigma
-    // and ess are converted to that dtype.
+    // only; nothing is read back. The first call fixes the device and dtype (loss's; float32 for a bf16
+    // loss) of the sums; sigma and ess are converted to that dtype.
     void add(const Tensor& sigma, const Tensor& loss, const Tensor& ess);
     // The sums since the last read (one read from the device), then zeroes them. All zeros before any add.
     SigmaBands read_and_reset();

@@ -143,6 +143,10 @@ TEST_CASE("sigma bands: mismatched inputs are refused by name") {
     device.add(ops::zeros({4}), ops::zeros({4}), Tensor());
     CHECK_THROWS_WITH_AS(device.add(ops::zeros({4}, DType::F64), ops::zeros({4}, DType::F64), Tensor()),
                          doctest::Contains("not on the device and in the dtype"), Error);
+    // A bf16 loss (storage only) is summed in float32.
+    train::SigmaBandSums widened;
+    widened.add(ops::full({2}, 2.0), ops::to(ops::from_vector({1.5, 2.5}, {2}), DType::BF16), Tensor());
+    CHECK(widened.read_and_reset().loss_sum[2] == 4.0);
 }
 
 TEST_CASE("a run's tick statistics equal the host sums of its rounds" * test::needs_fashion_mnist()) {
