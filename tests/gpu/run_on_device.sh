@@ -304,7 +304,7 @@ if ((${#torch_best_cmd[@]})); then
     fi
 fi
 
-echo "== summary (${SECONDS} s)"
+echo "== summary (${SECONDS} s)" | tee -a "$log"
 printf '%s\n' "${summary[@]}" | tee -a "$log"
 # Every figure of this call in one file: each section's status, stf's benchmark lines, the test suites'
 # counts, PyTorch's rows and the issue's targets with their ratios.
