@@ -26,6 +26,7 @@
 #include "train/distributed.h"
 #include "train/precision.h"
 #include "train/run_dir.h"
+#include "train/sigma_bands.h"
 #include "train/stop_signal.h"
 #include "train/training_state.h"
 #include "train/transfer.h"
@@ -125,47 +126,16 @@ private:
     std::ofstream file_;
 };
 
-// Per-sample statistics split by noise level: the training loss (mean and variance, which shows how
-// noisy each band's target is) and, with STF, the effective sample size of the reference weights.
-struct SigmaBands {
-    static constexpr double kEdges[3] = {0.2, 1.0, 5.0};
-    double count[4] = {}, loss_sum[4] = {}, loss_sq[4] = {}, ess_sum[4] = {}, ess_count[4] = {};
-    static int band(double sigma) {
-        int b = 0;
-        while (b < 3 && sigma >= kEdges[b]) ++b;
-        return b;
-    }
-    void add(const std::vector<double>& sigma, const std::vector<double>& loss, const std::vector<double>& ess) {
-        for (size_t i = 0; i < sigma.size(); ++i) {
-            int b = band(sigma[i]);
-            count[b] += 1;
-            loss_sum[b] += loss[i];
-            loss_sq[b] += loss[i] * loss[i];
-            if (!ess.empty()) ess_sum[b] += ess[i], ess_count[b] += 1;
-        }
-    }
-    // NaN marks a band that saw no samples this tick (JSON writes it as null).
-    double loss_mean(int b) const { return count[b] ? loss_sum[b] / count[b] : NAN; }
-    double loss_var(int b) const {
-        if (count[b] < 2) return NAN;
-        double m = loss_mean(b);
-        return std::max(0.0, (loss_sq[b] - count[b] * m * m) / (count[b] - 1));
-    }
-    double ess_mean(int b) const { return ess_count[b] ? ess_sum[b] / ess_count[b] : NAN; }
-};
-
 // Tick statistics are summed over ranks so that rank 0 reports the whole batch.
-static void sum_over_ranks(ProcessGroup& group, double& loss_sum, double& images, SigmaBands& bands) {
+static void sum_over_ranks(ProcessGroup& group, SigmaBands& bands) {
     if (!group.distributed()) return;
-    std::vector<double> v = {loss_sum, images};
+    std::vector<double> v;
     for (double* field : {bands.count, bands.loss_sum, bands.loss_sq, bands.ess_sum, bands.ess_count})
-        v.insert(v.end(), field, field + 4);
+        v.insert(v.end(), field, field + SigmaBands::kBands);
     group.all_reduce_sum(v);
-    loss_sum = v[0];
-    images = v[1];
-    size_t at = 2;
+    size_t at = 0;
     for (double* field : {bands.count, bands.loss_sum, bands.loss_sq, bands.ess_sum, bands.ess_count})
-        for (int b = 0; b < 4; ++b) field[b] = v[at++];
+        for (int b = 0; b < SigmaBands::kBands; ++b) field[b] = v[at++];
 }
 
 // --resume continues a run with the options its state holds (its data order, randomness and optimiser
@@ -429,7 +399,7 @@ static void check_ranks_agree(ProcessGroup& group, const nn::Precond& net, const
                                                 << ": the ranks no longer train one model");
 }
 
-TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metrics) {
+TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metrics, const RoundObserver& observe_round) {
     ProcessGroup& group = ProcessGroup::world(o.dist_timeout);
     TrainingState resumed;
     bool resuming = !o.resume.empty();
@@ -583,8 +553,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     // A resumed run continues stats.jsonl and loss.png: rows of ticks after the state (written before a
     // kill) are dropped, the rest seed the curve.
     if (root && resuming) continue_stats(out / "stats.jsonl", p.tick, curve_x, curve_y);
-    double tick_loss_sum = 0, tick_images = 0;
-    SigmaBands bands;
+    SigmaBandSums band_sums;  // this tick's per-sample statistics, on the training device
     auto tick_clock = std::chrono::steady_clock::now();
     double tick_clock_nimg = p.cur_nimg;
     TrainSummary summary;
@@ -608,11 +577,8 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
                           loss_options, rng.noise, rng.dropout)
                     : diffusion::diffusion_loss(*net, d.batch, loss_options, rng.noise, rng.dropout);
             backward(mul(sum(terms.loss), 1.0 / static_cast<double>(o.batch)));
-            std::vector<double> losses = terms.loss.to_vector();
-            for (double v : losses) tick_loss_sum += v;
-            tick_images += static_cast<double>(o.batch_gpu);
-            bands.add(terms.sigma.to_vector(), losses,
-                      terms.ess.defined() ? terms.ess.to_vector() : std::vector<double>());
+            band_sums.add(terms.sigma, terms.loss, terms.ess);  // queued on the device, read once per tick
+            if (observe_round) observe_round(p.step, terms);
         }
         std::vector<Tensor> params = net->parameters();
         all_reduce_gradients(group, params);  // before the NaN guard, as one process would see them
@@ -640,9 +606,10 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
 
         // ---- end of a tick: report, then snapshots ----
         if (show_bar) bar.finish();
-        sum_over_ranks(group, tick_loss_sum, tick_images, bands);
+        SigmaBands bands = band_sums.read_and_reset();
+        sum_over_ranks(group, bands);
         check_ranks_agree(group, *net, *ema, adam, p.tick);
-        double loss = tick_loss_sum / std::max(tick_images, 1.0);
+        double loss = bands.total_loss() / std::max(bands.total_count(), 1.0);
         if (!std::isfinite(loss))
             throw Error("training diverged: the mean loss of tick " + std::to_string(p.tick) + " is " +
                         std::to_string(loss) + " at kimg " + std::to_string(p.cur_nimg / 1e3) + "; lower --lr and " +
@@ -707,8 +674,6 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
             if (root) save_training_state(summary.state, o, *net, *ema, adam, p);
             last_good_state = summary.state;
         }
-        tick_loss_sum = tick_images = 0;
-        bands = SigmaBands();
         tick_clock = std::chrono::steady_clock::now();
         tick_clock_nimg = p.cur_nimg;
     }

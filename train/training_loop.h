@@ -6,12 +6,11 @@
 #include <map>
 #include <string>
 
+#include "diffusion/loss.h"
 #include "train/options.h"
+#include "train/sigma_bands.h"
 
 namespace stf::train {
-
-// The noise-level bands of stats.jsonl's "loss_bands" and "ess" entries, in order.
-inline constexpr std::array<const char*, 4> kSigmaBandNames = {"sigma<0.2", "0.2<=sigma<1", "1<=sigma<5", "sigma>=5"};
 
 struct TrainSummary {
     int64_t steps = 0;
@@ -41,6 +40,11 @@ struct TrainSummary {
 // tick's stats.jsonl line (train_cifar --metrics fid50k: metrics/snapshot_fid.h). Other ranks wait for
 // it in their next collective, within --dist-timeout.
 using SnapshotMetrics = std::function<std::map<std::string, double>(const nn::Precond& ema, double kimg)>;
-TrainSummary training_loop(TrainOptions options, const SnapshotMetrics& snapshot_metrics = {});
+// observe_round, when given, sees every round's loss terms on this rank (on the training device) with
+// the step they belong to: the tick statistics are summed on the device (train/sigma_bands.h), and tests
+// recompute them on the host from these to check that they agree.
+using RoundObserver = std::function<void(int64_t step, const diffusion::LossTerms& terms)>;
+TrainSummary training_loop(TrainOptions options, const SnapshotMetrics& snapshot_metrics = {},
+                           const RoundObserver& observe_round = {});
 
 }  // namespace stf::train

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs what tests/gpu/run_on_device.sh needs on a GPU machine into devrun.tar.gz (git ignores it), from
 # a CUDA build made here: the programs (stripped), the non-CUDA shared libraries they load (OpenBLAS,
-# gfortran, quadmath, gomp, z, and libzip with its bz2 and crypto; the machine has CUDA, cuBLAS, cuDNN and NCCL itself) and, where this
+# gfortran, quadmath, gomp, z, libzip with its bz2 and crypto, and oneDNN with libOpenCL when the build uses
+# it; the machine has CUDA, cuBLAS, cuDNN and NCCL itself) and, where this
 # machine has Debian's OpenMPI, its runtime as a tar of absolute paths (orterun, orted, libmpi and its
 # plugins, PMIx, hwloc, libevent) for machines without mpirun. About 32 MB.
 #
@@ -52,7 +53,12 @@ strip --strip-unneeded devrun/*  2>/dev/null || true
 
 # The shared libraries the programs load that are not part of CUDA, as this machine resolves them.
 ldd "${programs[@]/#/devrun/}" | awk '/=> \// {print $3}' | sort -u |
-    grep -E '/lib(openblas|gfortran|quadmath|gomp|z|zip|bz2|crypto)\.so' | xargs -I{} cp -L {} devrun/
+    grep -E '/lib(openblas|gfortran|quadmath|gomp|z|zip|bz2|crypto|dnnl|OpenCL)\.so' | xargs -I{} cp -L {} devrun/
+# oneDNN (the CPU convolutions, -DSTF_ONEDNN) is 40 MB, 11 MB packed, and loads libOpenCL, which ldd lists
+# only under libdnnl itself.
+if [ -f devrun/libdnnl.so.2 ]; then
+    ldd devrun/libdnnl.so.2 | awk '/=> \// {print $3}' | grep -E '/libOpenCL\.so' | xargs -I{} cp -L {} devrun/
+fi
 
 lib=usr/lib/x86_64-linux-gnu
 if [ "$mode" = all ] && [ -d "/$lib/openmpi" ] && [ -x /usr/bin/orterun ]; then
@@ -65,3 +71,8 @@ if [ "$mode" = all ] && [ -d "/$lib/openmpi" ] && [ -x /usr/bin/orterun ]; then
 fi
 tar -czf devrun.tar.gz devrun
 echo "devrun.tar.gz: $(du -h devrun.tar.gz | cut -f1) ($(ls devrun | wc -l) files)"
+# A lent machine takes 64 MiB of carried files in all (the pack, ref-src/ and anything else carried).
+if (($(stat -c %s devrun.tar.gz) > 60 * 1024 * 1024)); then
+    echo "pack_devrun: devrun.tar.gz is over 60 MiB, near the 64 MiB a device call carries;" \
+        "a build with -DSTF_ONEDNN=OFF leaves out oneDNN (CPU convolutions only, 11 MB packed)" >&2
+fi

@@ -40,6 +40,14 @@
 # ONLY='^(kernels_gpu|train-fp32-knn|train-fp32-stf-all|stf_compare-gpu)$' adds the top-k kernel's GPU
 # cases and the whole-dataset targets' step times first (about a minute more).
 #
+# The side-by-side call (docs/perf.md, "One device call beside PyTorch's best"): the GPU suites, stf's
+# fp32/TF32/bf16 STF steps and Heun-18 fp32/bf16, then the PyTorch configurations a user would run today
+# (torch_best.py, kept outside the repository: TORCH_BEST names it, REF_SRC the reference code it imports),
+# its torch.compile rows last, in about 8 minutes (BUDGET 480), every figure in $OUT/figures.json:
+#   PLAN=anchor TORCH_BEST=path/to/torch_best.py REF_SRC=ref-src bash tests/gpu/run_on_device.sh
+# DRY_RUN=1 prints what each selected section would run and writes figures.json from that, without
+# running anything (no GPU needed): `DRY_RUN=1 PLAN=anchor TORCH_BEST=x REF_SRC=ref-src OUT=/tmp/d bash ...`.
+#
 # Preparing it, on the build machine: `bash tests/gpu/pack_devrun.sh` after a CUDA build packs the
 # programs, the non-CUDA libraries they load and (optionally) Debian's OpenMPI runtime into
 # devrun.tar.gz; carry that file, and this script unpacks it. The OpenMPI tar is unpacked only where the
@@ -50,7 +58,13 @@ set -uo pipefail
 out="${OUT:-/tmp/stf-device}"
 mkdir -p "$out"
 log="$out/device.log"
-budget="${BUDGET:-540}"
+dry="${DRY_RUN:-0}"
+case "${PLAN:-}" in
+    anchor) : "${ONLY:=^(test_kernels|test_gpu|train-(fp32|tf32|bf16)-stf|train-fp32-stf-all|sample-heun18(-bf16)?|torch-best(-compile)?)$}"
+            budget="${BUDGET:-480}" ;;
+    "") budget="${BUDGET:-540}" ;;
+    *) echo "run_on_device: PLAN is anchor or unset, got '$PLAN'" >&2; exit 2 ;;
+esac
 summary=()
 
 # section NAME LIMIT_S TAIL_LINES COMMAND...: runs COMMAND under a time limit, appends its output to
@@ -70,6 +84,11 @@ section() {
     ((limit > left - 5)) && limit=$((left - 5))
     echo "== $name"
     echo "== $name: $*" >>"$log"
+    if [ "$dry" = 1 ]; then
+        echo "   (dry run, limit ${limit} s) $*"
+        summary+=("$name: dry run")
+        return 0
+    fi
     local t0=$SECONDS part
     part=$(mktemp)
     timeout -k 5 "$limit" "$@" >"$part" 2>&1
@@ -81,15 +100,20 @@ section() {
     return "$rc"
 }
 
-[ -f devrun.tar.gz ] && tar -xzf devrun.tar.gz
-cudnn=$(find /usr/local/cuda* /opt /usr/lib -name 'libcudnn.so.9' 2>/dev/null | head -1)
-nccl=$(find /usr/local/cuda* /usr/lib /opt -name 'libnccl.so.2' 2>/dev/null | head -1)
-export LD_LIBRARY_PATH="$PWD/devrun:${cudnn:+$(dirname "$cudnn"):}${nccl:+$(dirname "$nccl"):}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee -a "$log"
-probe=devrun/test_gpu
-[ -x "$probe" ] || probe=devrun/stf_compare  # a `compare` pack
-missing=$(ldd "$probe" | grep "not found")
-[ -n "$missing" ] && { echo "missing libraries: $missing"; exit 1; }
+if [ "$dry" = 1 ]; then
+    echo "dry run: nothing is unpacked or run" | tee "$log"
+else
+    [ -f devrun.tar.gz ] && tar -xzf devrun.tar.gz
+    cudnn=$(find /usr/local/cuda* /opt /usr/lib -name 'libcudnn.so.9' 2>/dev/null | head -1)
+    nccl=$(find /usr/local/cuda* /usr/lib /opt -name 'libnccl.so.2' 2>/dev/null | head -1)
+    export LD_LIBRARY_PATH="$PWD/devrun:${cudnn:+$(dirname "$cudnn"):}${nccl:+$(dirname "$nccl"):}/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+    echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader)" |
+        tee -a "$log"
+    probe=devrun/test_gpu
+    [ -x "$probe" ] || probe=devrun/stf_compare  # a `compare` pack
+    missing=$(ldd "$probe" | grep "not found")
+    [ -n "$missing" ] && { echo "missing libraries: $missing"; exit 1; }
+fi
 
 # 1. Correctness.
 section test_kernels 100 12 ./devrun/test_kernels --test-suite=gpu --requires=gpu
@@ -148,6 +172,26 @@ else
         --rows "$rows"
 fi
 
+# PyTorch's best on the same step and sampler (torch_best.py, outside the repository): eager fp32, TF32,
+# bf16 autocast and channels_last here; its torch.compile rows run last. Each part writes its own
+# torch_best.json (the script writes it once, at its end, so a part cut by its limit loses only itself).
+torch_best="${TORCH_BEST:-}"
+torch_best_cmd=()
+if [ -z "$torch_best" ]; then
+    summary+=("torch-best: TORCH_BEST not set (the path of torch_best.py)")
+elif [ -z "$ref_src" ]; then
+    summary+=("torch-best: REF_SRC not set (the reference code torch_best.py imports)")
+elif [ "$dry" != 1 ] && [ ! -f "$torch_best" ]; then
+    summary+=("torch-best: $torch_best not found")
+elif [ "$dry" != 1 ] && ! python3 -c 'import torch' 2>/dev/null; then
+    summary+=("torch-best: python3 has no PyTorch")
+else
+    torch_best_cmd=("EDM_SRC=$(cd "$ref_src" 2>/dev/null && pwd || echo "$ref_src")" python3 "$torch_best")
+    mkdir -p "$out/torch-best" "$out/torch-best-compile"
+    section torch-best 180 12 env "OUT=$out/torch-best" "${torch_best_cmd[@]}" --budget 150 \
+        --only train_eager_fp32,train_eager_tf32,train_eager_bf16,train_cl_bf16,heun_eager_fp32,heun_eager_bf16
+fi
+
 # 3. Where the time goes.
 ncu=$(command -v ncu || find /opt/nvidia /usr/local/cuda* -name ncu -type f 2>/dev/null | head -1)
 if [ -n "$ncu" ]; then
@@ -171,7 +215,7 @@ fi
 # Random images in CIFAR-10's binary format, for the runs below.
 data=/tmp/synthetic-cifar/cifar-10-batches-bin
 mkdir -p "$data"
-python3 -c "
+[ "$dry" = 1 ] || python3 -c "
 import numpy as np
 rng = np.random.default_rng(0)
 for i in range(1, 6):
@@ -185,12 +229,13 @@ common=(--data "$data" --arch ddpmpp --augment 0.12 --dropout 0.13 --tick 1.28 -
 
 # 4. Data-parallel training through NCCL: one rank per GPU, the global STF reference batch.
 if [ -f devrun/libstf_dist.so ]; then
-    if ! command -v mpirun >/dev/null && [ -f devrun/ompi.tar.gz ]; then
+    if [ "$dry" != 1 ] && ! command -v mpirun >/dev/null && [ -f devrun/ompi.tar.gz ]; then
         tar --skip-old-files -xzf devrun/ompi.tar.gz -C / && ldconfig
     fi
     mpirun=$(command -v mpirun || command -v mpirun.openmpi || command -v orterun)
     if [ -n "$mpirun" ]; then
-        gpus=$(nvidia-smi -L | wc -l)
+        gpus=1
+        [ "$dry" = 1 ] || gpus=$(nvidia-smi -L | wc -l)
         export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader \
                OMPI_MCA_mca_base_component_show_load_errors=0 OMPI_MCA_plm_rsh_agent=false
         section nccl-np$gpus 150 6 "$mpirun" --oversubscribe -np "$gpus" ./devrun/train_cifar "${common[@]}" --stf \
@@ -248,6 +293,24 @@ fi
 ((${#torch_reference[@]})) && section torch-reference-compile 300 6 "${torch_reference[@]}" \
     --out "$out/torch_reference_compile.json" --rows 'train_compile_*'
 
-echo "== summary (${SECONDS} s)"
+# torch_best's compile rows need a minute or two each to compile: each starts only with 150 s left.
+if ((${#torch_best_cmd[@]})); then
+    left=$((budget - SECONDS - 10))
+    if ((left >= 200)) || [ "$dry" = 1 ]; then
+        section torch-best-compile 420 8 env "OUT=$out/torch-best-compile" "${torch_best_cmd[@]}" \
+            --budget $((left > 150 ? left - 150 : 0)) --only train_compile_cl_bf16,train_compile_cl_bf16_graphs
+    elif [ -z "${ONLY:-}" ] || [[ torch-best-compile =~ $ONLY ]]; then
+        summary+=("torch-best-compile: skipped ($left s left, a compile row needs about 150)")
+    fi
+fi
+
+echo "== summary (${SECONDS} s)" | tee -a "$log"
 printf '%s\n' "${summary[@]}" | tee -a "$log"
+# Every figure of this call in one file: each section's status, stf's benchmark lines, the test suites'
+# counts, PyTorch's rows and the issue's targets with their ratios.
+if command -v python3 >/dev/null; then
+    python3 tools/device_figures.py "$out" && echo "figures: $out/figures.json"
+else
+    echo "figures: no python3, so no figures.json (device.log has every line)"
+fi
 exit "$gpu_suite"
