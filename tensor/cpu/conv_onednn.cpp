@@ -18,6 +18,7 @@
 #include <string>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 // Another threading runtime (TBB, threadpool) would bring a second pool of threads spinning against
 // libgomp's, which our kernels and OpenBLAS use: build with -DSTF_ONEDNN=OFF rather than that.
@@ -226,19 +227,18 @@ Layout resolve(Layout layout, const ConvShape& s) {
     return s.r == 1 && s.s == 1 ? Layout::blocked_weights : Layout::blocked;
 }
 
-// By default the weight gradient stays on im2col, which sums it image after image: oneDNN's sum over
-// the batch is blocked by its own plan, so the same images split over data-parallel ranks (or
-// --batch-gpu rounds) gave weights 2.1e-6 apart after three steps (tests/e2e/mpi.sh allows 1e-6; im2col
-// 1.6e-7). Also, with two threads on the loaded 2-core machine oneDNN's 1x1 weight gradient ran at
-// 0.4-1.1 GFLOP/s on [32, 64, 32, 32] -> 32 channels in every layout (im2col: 28; bench_conv_cpu).
-// Forward and data gradient are computed image by image and stay on oneDNN.
-bool declined_by_default(Pass pass, Layout layout) {
-    return layout == Layout::by_shape && pass == Pass::backward_weight;
-}
+// The weight gradient sums over the batch, and oneDNN sums in the order of its own blocked plan, so the
+// same images split over data-parallel ranks (or --batch-gpu rounds) gave weights 2.1e-6 apart after
+// three steps with one call per batch (tests/e2e/mpi.sh allows 1e-6; im2col, which sums image after
+// image, 1.6e-7). By default it therefore runs over fixed chunks of kWeightChunk images, one call
+// each, and adds the chunks' results in order: a chunk's sum depends only on its images, so a batch
+// split at multiples of the chunk gives the same sums, added in the same order. Chunks of 8 cost
+// nothing against one call per batch of 32 (bench_conv_cpu, 2026-12-04: the step's convolutions in
+// 604 against 600 ms), and they put the 1x1 weight gradients on oneDNN too, which is faster than
+// im2col at every 1x1 shape of the CPU row on a quiet machine.
+constexpr int64_t kWeightChunk = 8;
 
-bool run(Pass pass, Layout layout, const ConvShape& s, const float* a, const float* b, float* out) {
-    if (declined_by_default(pass, layout)) return false;
-    layout = resolve(layout, s);
+bool run_primitive(Pass pass, Layout layout, const ConvShape& s, const float* a, const float* b, float* out) {
     Conv* conv = primitive(pass, layout, s);
     if (!conv) return false;
     try {
@@ -247,6 +247,33 @@ bool run(Pass pass, Layout layout, const ConvShape& s, const float* a, const flo
         throw std::runtime_error(std::string("oneDNN convolution failed: ") + e.what());
     }
     return true;
+}
+
+// dw = the sum over chunks of kWeightChunk images of each chunk's weight gradient, in chunk order.
+bool weight_gradient_in_chunks(const ConvShape& s, const float* x, const float* dy, float* dw) {
+    const Layout layout = resolve(Layout::by_shape, s);
+    const int64_t x_image = s.c * s.h * s.w, y_image = s.k * s.out_h() * s.out_w();
+    const size_t dw_size = static_cast<size_t>(s.k * (s.c / s.groups) * s.r * s.s);
+    thread_local std::vector<float> part;
+    for (int64_t first = 0; first < s.n; first += kWeightChunk) {
+        ConvShape chunk = s;
+        chunk.n = std::min(kWeightChunk, s.n - first);
+        float* into = first == 0 ? dw : (part.resize(dw_size), part.data());
+        if (!run_primitive(Pass::backward_weight, layout, chunk, x + first * x_image, dy + first * y_image, into)) {
+            if (first == 0) return false;  // the first chunk decides; later chunks have its shape or a smaller n
+            throw std::runtime_error("oneDNN has a weight-gradient primitive for one chunk but not the next");
+        }
+        if (first > 0)
+            for (size_t i = 0; i < dw_size; ++i) dw[i] += part[i];
+    }
+    return true;
+}
+
+bool run(Pass pass, Layout layout, const ConvShape& s, const float* a, const float* b, float* out) {
+    if (layout == Layout::by_shape && pass == Pass::backward_weight) {
+        return weight_gradient_in_chunks(s, a, b, out);
+    }
+    return run_primitive(pass, resolve(layout, s), s, a, b, out);
 }
 
 }  // namespace

@@ -27,9 +27,9 @@ namespace stf::cpu::onednn {
 // blocked: activations and weights in the layouts oneDNN prefers (nChw8c on AVX2), reordered on every
 // call, for its direct (JIT) convolutions. by_shape: blocked for kernels wider than 1x1, blocked_weights
 // for 1x1 ones, which are GEMMs on NCHW already and lose more to the reorders than the direct
-// kernel gains, measured with bench_conv_cpu at DDPM++-small's shapes (docs/perf.md); and no oneDNN
-// for the weight gradient (returns false), whose sum over the batch would then depend on how the
-// batch is split over data-parallel ranks (conv_onednn.cpp).
+// kernel gains, measured with bench_conv_cpu at DDPM++-small's shapes (docs/perf.md). Its weight
+// gradients run over fixed chunks of images added in order, so the sum over a batch does not depend
+// on how the batch is split over data-parallel ranks (why: conv_onednn.cpp).
 enum class Layout { plain, blocked_weights, blocked, by_shape };
 
 // True when stf was built with oneDNN.

@@ -235,11 +235,10 @@ TEST_CASE("conv cpu: float kernels take oneDNN where built in, double the im2col
     cpu::conv2d_forward_im2col<double>(s, xd.data(), wd.data(), yd_twin.data());
     CHECK(yd == yd_twin);
 
-    // By default the weight gradient is left to im2col (summed image by image, so data-parallel ranks
-    // match one process); the forward and data gradient are not.
+    // Every direction takes oneDNN by default where it is built in.
     std::vector<float> dw(w.size(), 0.f), dx(x.size(), 0.f);
     CHECK(cpu::onednn::conv2d_backward_data(s, x.data(), w.data(), dx.data()) == cpu::onednn::available());
-    CHECK_FALSE(cpu::onednn::conv2d_backward_weight(s, x.data(), x.data(), dw.data()));
+    CHECK(cpu::onednn::conv2d_backward_weight(s, x.data(), x.data(), dw.data()) == cpu::onednn::available());
 
     // A stride that leaves input rows past the last window (3x3, stride 2, no padding on 6x6: the
     // last row is never read) is not expressible in oneDNN: declined, and the kernel runs the twin.
@@ -249,6 +248,34 @@ TEST_CASE("conv cpu: float kernels take oneDNN where built in, double the im2col
     cpu::conv2d_forward<float>(leftover, x.data(), w.data(), y_left.data());
     cpu::conv2d_forward_im2col<float>(leftover, x.data(), w.data(), y_left_twin.data());
     CHECK(y_left == y_left_twin);
+}
+
+TEST_CASE("conv cpu: the default weight gradient does not depend on how the batch is split") {
+    // Data-parallel ranks (or --batch-gpu rounds) each sum their share of the batch and the shares are
+    // then added. The default weight gradient sums fixed chunks of 8 images and adds the chunks in
+    // order, so two halves of 8 images, added, give the batch of 16 bit for bit; a batch of 20 (chunks
+    // 8, 8, 4) still agrees with the im2col twin to float rounding.
+    for (const int64_t kernel : {3, 1}) {
+        CAPTURE(kernel);
+        const int64_t pad = kernel / 2;
+        const ConvShape whole = conv_shape(20, 16, 8, 8, 24, kernel, kernel, 1, 1, pad, pad, 1);
+        ConvShape half = whole, sixteen = whole;
+        half.n = 8, sixteen.n = 16;
+        const size_t x_image = 16 * 64, y_image = 24 * 64, dw_size = size_t(24 * 16 * kernel * kernel);
+        const auto x = random_vector<float>(size_t(whole.n) * x_image, -1.0, 1.0, 11 + uint32_t(kernel));
+        const auto dy = random_vector<float>(size_t(whole.n) * y_image, -1.0, 1.0, 12 + uint32_t(kernel));
+        std::vector<float> dw16(dw_size), first(dw_size), second(dw_size), dw20(dw_size), dw20_twin(dw_size);
+        cpu::conv2d_backward_weight<float>(sixteen, x.data(), dy.data(), dw16.data());
+        cpu::conv2d_backward_weight<float>(half, x.data(), dy.data(), first.data());
+        cpu::conv2d_backward_weight<float>(half, x.data() + 8 * x_image, dy.data() + 8 * y_image, second.data());
+        std::vector<float> added(dw_size);
+        for (size_t i = 0; i < dw_size; ++i) added[i] = first[i] + second[i];
+        CHECK(dw16 == added);
+        cpu::conv2d_backward_weight<float>(whole, x.data(), dy.data(), dw20.data());
+        cpu::conv2d_backward_weight_im2col<float>(whole, x.data(), dy.data(), dw20_twin.data());
+        CHECK(rel_error(dw20, dw20_twin) < 1e-5);
+        CHECK(rel_error(dw20, dw16) > 1e-2);  // the last four images count
+    }
 }
 
 // =================================================================================================
