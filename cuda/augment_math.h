@@ -149,30 +149,45 @@ template <class T> STF_HD SampleMap<T> sample_map(const T* g, int64_t h, int64_t
 
 // U[ui][uj]: the 2x-upsampled, reflect-padded input plane (h x w) at an integer position of its
 // (2 hp) x (2 wp) grid; zero outside it. Per axis U[j] = sum_k h[j + 5 - 2k] P[k] over the 6 padded
-// pixels k in range, P[k] = plane[reflect(k - pad)].
+// pixels k in range, P[k] = plane[reflect(k - pad)]. Written in two steps so that a CPU kernel can
+// cache the first: upsampled_row, one padded row k filtered along x at column uj; upsampled_from, the
+// rows filtered along y, rows(k) giving upsampled_row's value (computed on the spot or read from a
+// cache, the same numbers either way).
 template <class T>
-STF_HD T upsampled(const T* plane, int64_t h, int64_t w, const Padding& p, int64_t ui, int64_t uj) {
-    const int64_t hp = h + p.y0 + p.y1, wp = w + p.x0 + p.x1;
+STF_HD T upsampled_row(const T* plane, int64_t h, int64_t w, const Padding& p, int64_t k, int64_t uj) {
+    const int64_t wp = w + p.x0 + p.x1;
+    const int64_t l_last = (uj + 5) / 2;  // taps h[par + 2q] meet l = last - q
+    const int par_j = static_cast<int>((uj + 5) % 2);
+    const T* row = plane + reflect(k - p.y0, h) * w;
+    T row_acc = T(0);
+    STF_AUGMENT_UNROLL
+    for (int q = 0; q < kTaps / 2; ++q) {
+        const int64_t l = l_last - q;
+        if (l < 0 || l >= wp) continue;
+        const T coef = par_j ? sym6<T>(2 * q + 1) : sym6<T>(2 * q);
+        row_acc += coef * row[reflect(l - p.x0, w)];
+    }
+    return row_acc;
+}
+
+template <class T, class Rows> STF_HD T upsampled_from(const Rows& rows, int64_t hp, int64_t wp, int64_t ui, int64_t uj) {
     if (ui < 0 || uj < 0 || ui >= 2 * hp || uj >= 2 * wp) return T(0);
-    const int64_t k_last = (ui + 5) / 2, l_last = (uj + 5) / 2;  // taps h[par + 2m] meet k = last - m
-    const int par_i = static_cast<int>((ui + 5) % 2), par_j = static_cast<int>((uj + 5) % 2);
+    const int64_t k_last = (ui + 5) / 2;
+    const int par_i = static_cast<int>((ui + 5) % 2);
     T acc = T(0);
     STF_AUGMENT_UNROLL
     for (int m = 0; m < kTaps / 2; ++m) {
         const int64_t k = k_last - m;
         if (k < 0 || k >= hp) continue;
-        const T* row = plane + reflect(k - p.y0, h) * w;
-        T row_acc = T(0);
-        STF_AUGMENT_UNROLL
-        for (int q = 0; q < kTaps / 2; ++q) {
-            const int64_t l = l_last - q;
-            if (l < 0 || l >= wp) continue;
-            const T coef = par_j ? sym6<T>(2 * q + 1) : sym6<T>(2 * q);
-            row_acc += coef * row[reflect(l - p.x0, w)];
-        }
-        acc += (par_i ? sym6<T>(2 * m + 1) : sym6<T>(2 * m)) * row_acc;
+        acc += (par_i ? sym6<T>(2 * m + 1) : sym6<T>(2 * m)) * rows(k);
     }
     return acc;
+}
+
+template <class T>
+STF_HD T upsampled(const T* plane, int64_t h, int64_t w, const Padding& p, int64_t ui, int64_t uj) {
+    const auto rows = [=](int64_t k) { return upsampled_row(plane, h, w, p, k, uj); };
+    return upsampled_from<T>(rows, h + p.y0 + p.y1, w + p.x0 + p.x1, ui, uj);
 }
 
 template <class T> STF_HD T floor_of(T v) {
@@ -183,41 +198,59 @@ template <class T> STF_HD T floor_of(T v) {
 #endif
 }
 
+// Where sampler pixel (i, j) reads U, in U's pixel units.
+template <class T> STF_HD T sample_x(const SampleMap<T>& m, int64_t i, int64_t j) { return m.xx * T(j) + m.xy * T(i) + m.x0; }
+template <class T> STF_HD T sample_y(const SampleMap<T>& m, int64_t i, int64_t j) { return m.yx * T(j) + m.yy * T(i) + m.y0; }
+
 // S[i][j]: U sampled bilinearly at map(i, j), taps outside U reading zero (grid_sample's bilinear mode
-// with zero padding and align_corners=False). Taps of weight zero are skipped.
-template <class T>
-STF_HD T sampled(const T* plane, int64_t h, int64_t w, const Padding& p, const SampleMap<T>& m, int64_t i, int64_t j) {
-    const T ux = m.xx * T(j) + m.xy * T(i) + m.x0;
-    const T uy = m.yx * T(j) + m.yy * T(i) + m.y0;
+// with zero padding and align_corners=False). Taps of weight zero are skipped. u(ui, uj) gives U's
+// value at a tap inside U (upsampled, or a CPU kernel's cache of it).
+template <class T, class UAt>
+STF_HD T sampled_from(const UAt& u, int64_t hp, int64_t wp, const SampleMap<T>& m, int64_t i, int64_t j) {
+    const T ux = sample_x(m, i, j), uy = sample_y(m, i, j);
     // Every tap outside U (this also keeps the integer conversions below in range, and NaN out).
-    if (!(ux > -1 && uy > -1 && ux < T(2 * (w + p.x0 + p.x1)) && uy < T(2 * (h + p.y0 + p.y1)))) return T(0);
+    if (!(ux > -1 && uy > -1 && ux < T(2 * wp) && uy < T(2 * hp))) return T(0);
     const T fx0 = floor_of(ux), fy0 = floor_of(uy);
     const T wx = ux - fx0, wy = uy - fy0;
     const int64_t x0 = static_cast<int64_t>(fx0), y0 = static_cast<int64_t>(fy0);
-    T top = (1 - wx) * upsampled(plane, h, w, p, y0, x0);
-    if (wx != 0) top += wx * upsampled(plane, h, w, p, y0, x0 + 1);
+    T top = (1 - wx) * u(y0, x0);
+    if (wx != 0) top += wx * u(y0, x0 + 1);
     T acc = (1 - wy) * top;
     if (wy != 0) {
-        T bottom = (1 - wx) * upsampled(plane, h, w, p, y0 + 1, x0);
-        if (wx != 0) bottom += wx * upsampled(plane, h, w, p, y0 + 1, x0 + 1);
+        T bottom = (1 - wx) * u(y0 + 1, x0);
+        if (wx != 0) bottom += wx * u(y0 + 1, x0 + 1);
         acc += wy * bottom;
     }
     return acc;
 }
 
+template <class T>
+STF_HD T sampled(const T* plane, int64_t h, int64_t w, const Padding& p, const SampleMap<T>& m, int64_t i, int64_t j) {
+    const auto u = [=](int64_t ui, int64_t uj) { return upsampled(plane, h, w, p, ui, uj); };
+    return sampled_from(u, h + p.y0 + p.y1, w + p.x0 + p.x1, m, i, j);
+}
+
 // out[y][x] from the sampler's plane s (sampled_cols(w) columns): sym6 along x, then along y, stride 2.
-template <class T> STF_HD T downsampled(const T* s, int64_t w, int64_t y, int64_t x) {
-    const int64_t cols = sampled_cols(w);
+// downsampled_row is row r of s filtered along x for output column x; downsampled_from filters those
+// rows along y, rows(r) giving downsampled_row's value (on the spot, or a CPU kernel's cache).
+template <class T> STF_HD T downsampled_row(const T* s, int64_t w, int64_t r, int64_t x) {
+    const T* row = s + r * sampled_cols(w) + 2 * x + 1;
+    T row_acc = T(0);
+    STF_AUGMENT_UNROLL
+    for (int b = 0; b < kTaps; ++b) row_acc += sym6<T>(b) * row[b];
+    return row_acc;
+}
+
+template <class T, class Rows> STF_HD T downsampled_from(const Rows& rows, int64_t y) {
     T acc = T(0);
     STF_AUGMENT_UNROLL
-    for (int a = 0; a < kTaps; ++a) {
-        const T* row = s + (2 * y + 1 + a) * cols + 2 * x + 1;
-        T row_acc = T(0);
-        STF_AUGMENT_UNROLL
-        for (int b = 0; b < kTaps; ++b) row_acc += sym6<T>(b) * row[b];
-        acc += sym6<T>(a) * row_acc;
-    }
+    for (int a = 0; a < kTaps; ++a) acc += sym6<T>(a) * rows(2 * y + 1 + a);
     return acc;
+}
+
+template <class T> STF_HD T downsampled(const T* s, int64_t w, int64_t y, int64_t x) {
+    const auto rows = [=](int64_t r) { return downsampled_row(s, w, r, x); };
+    return downsampled_from<T>(rows, y);
 }
 
 }  // namespace stf::augment

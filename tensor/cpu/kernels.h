@@ -95,6 +95,11 @@ void augment_blit(int64_t n, int64_t c, int64_t h, int64_t w, const int32_t* par
 template <class T>
 void augment_geometric(int64_t n, int64_t c, int64_t h, int64_t w, const T* matrices, int64_t pad_x0, int64_t pad_y0,
                        int64_t pad_x1, int64_t pad_y1, const T* x, T* y);
+// The same from the per-pixel formulas alone, as the CUDA kernel computes it: the naive first version,
+// which augment_geometric (row sums computed once) equals bit for bit.
+template <class T>
+void augment_geometric_per_pixel(int64_t n, int64_t c, int64_t h, int64_t w, const T* matrices, int64_t pad_x0,
+                                 int64_t pad_y0, int64_t pad_x1, int64_t pad_y1, const T* x, T* y);
 
 // --- pool.cpp, resize.cpp (inference only; index arithmetic in cuda/pool_math.h) -----------------
 template <class T>

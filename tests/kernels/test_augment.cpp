@@ -352,6 +352,30 @@ TEST_CASE_TEMPLATE("augment cpu: geometric against the reference on general warp
     }
 }
 
+TEST_CASE_TEMPLATE("augment cpu: geometric, row sums computed once, is the per-pixel form bit for bit", T, float, double) {
+    // The CPU kernel caches the row sums the per-pixel formulas (the CUDA kernel's) compute again for
+    // every tap; the values and their summation order are the formulas', so the results are identical.
+    // General warps, identities, an extreme zoom-out (most taps outside the upsampled image) and a warp
+    // that moves the whole image out of view (no tap inside).
+    std::vector<double> g = general_warps(4);
+    for (const double m : {1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0,         // identity
+                           6.0, 0.0, 0.0, 0.0, 6.0, 0.0, 0.0, 0.0, 1.0,         // zoom out
+                           1.0, 0.0, 500.0, 0.0, 1.0, -700.0, 0.0, 0.0, 1.0})  // out of view
+        g.push_back(m);
+    const int64_t n = 7;
+    for (auto [c, h, w] : {std::array<int64_t, 3>{3, 20, 24}, {1, 9, 7}, {1, 32, 32}}) {
+        CAPTURE(h);
+        CAPTURE(w);
+        const std::vector<double> x = random_images({n, c, h, w}, 90 + h).to_vector();
+        const augment::Padding pad = augment::padding(n, h, w, g.data());
+        std::vector<T> xt(x.begin(), x.end()), gt(g.begin(), g.end()), fast(x.size()), slow(x.size());
+        cpu::augment_geometric<T>(n, c, h, w, gt.data(), pad.x0, pad.y0, pad.x1, pad.y1, xt.data(), fast.data());
+        cpu::augment_geometric_per_pixel<T>(n, c, h, w, gt.data(), pad.x0, pad.y0, pad.x1, pad.y1, xt.data(), slow.data());
+        CHECK(fast == slow);
+        CHECK(rel_error(std::vector<double>(fast.begin(), fast.end()), x) > 0.1);  // the warps did something
+    }
+}
+
 TEST_CASE("augment cpu: an identity warp reproduces the image (sym6 is orthonormal)") {
     const int64_t n = 2, c = 3, h = 32, w = 32;
     const std::vector<double> x = random_images({n, c, h, w}, 3).to_vector();
