@@ -22,6 +22,8 @@ PyTorch side of that comparison, one row per configuration:
                                   always on the CPU
   cpu_small_stf                   the same with STF over a reference batch of 256 and EDM's augmentation (p 0.12,
                                   9 augmentation labels), as bench_train --rbatch 256 --augment 0.12
+  cpu_small_heun18                the CPU row's network sampling with EDM's Heun sampler, 18 steps, batch 16 (as
+                                  bench_sample --device cpu with the CPU row's network flags), on the CPU
   train_bf16_stf, train_cl_bf16_stf, heun18_bf16, train_compile_cl_bf16_stf, train_compile_cl_bf16_graphs_stf,
   train_compile_fp32_dsm          what a PyTorch user would run today: bf16 autocast (TF32 on), channels_last
                                   memory format, torch.compile (mode "default"; "reduce-overhead" adds CUDA graphs).
@@ -330,14 +332,28 @@ class Bench:
         out['rel_diff'] = ((a - b).norm() / a.norm()).item()
         return out
 
-    def heun(self, bf16=False, batch=256, num_steps=18):
-        """EDM's deterministic sampler (generate.py's edm_sampler with S_churn 0): float64 state, float32 net."""
+    def heun(self, bf16=False, batch=256, num_steps=18, cpu_row=False):
+        """EDM's deterministic sampler (generate.py's edm_sampler with S_churn 0): float64 state, float32 net.
+        cpu_row: the CPU row's network (DDPM++-small, 32x32x1) on the CPU with --threads threads."""
         torch = self.torch
-        self.need_gpu()
+        dev = torch.device('cpu') if cpu_row else self.dev
+        if not cpu_row:
+            self.need_gpu()
         if self.args.small:
             batch, num_steps = 4, 3
+        threads = torch.get_num_threads()
+        if cpu_row:
+            torch.set_num_threads(self.args.threads)
+        try:
+            return self._heun(dev, bf16, batch, num_steps, cpu_row)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _heun(self, dev, bf16, batch, num_steps, cpu_row):
+        torch = self.torch
         self.set_tf32(False)
-        net = self.make_net('ddpmpp').to(self.dev).eval()
+        channels = 1 if cpu_row else 3
+        net = self.make_net('ddpmpp', channels=channels, small_cpu_row=cpu_row).to(dev).eval()
         if bf16:
             net = self.autocast_bf16(net)
         sigma_min, sigma_max, rho = 0.002, 80.0, 7.0
@@ -347,10 +363,10 @@ class Bench:
 
         def sample():
             with torch.no_grad():
-                i = torch.arange(num_steps, dtype=torch.float64, device=self.dev)
+                i = torch.arange(num_steps, dtype=torch.float64, device=dev)
                 t = (sigma_max ** (1 / rho) + i / (num_steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
                 t = torch.cat([t, torch.zeros_like(t[:1])])
-                x = torch.randn(batch, 3, 32, 32, dtype=torch.float64, device=self.dev) * t[0]
+                x = torch.randn(batch, channels, 32, 32, dtype=torch.float64, device=dev) * t[0]
                 for k in range(num_steps):
                     d = (x - denoise(x, t[k])) / t[k]
                     x_next = x + (t[k + 1] - t[k]) * d
@@ -362,18 +378,20 @@ class Bench:
 
         t0 = time.perf_counter()
         sample()
-        self.sync()
+        self.sync(dev)
         warmup_s = time.perf_counter() - t0
-        if self.dev.type == 'cuda':
+        if dev.type == 'cuda':
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         sample()
-        self.sync()
+        self.sync(dev)
         sec = time.perf_counter() - t0
-        out = dict(device=str(self.dev), batch=batch, steps=num_steps, evaluations=2 * num_steps - 1, s=sec,
+        out = dict(device=str(dev), batch=batch, steps=num_steps, evaluations=2 * num_steps - 1, s=sec,
                    img_s=batch / sec, warmup_s=warmup_s)
-        if self.dev.type == 'cuda':
+        if dev.type == 'cuda':
             out['peak_gib'] = torch.cuda.max_memory_allocated() / 2**30
+        if cpu_row:
+            out['threads'] = torch.get_num_threads()
         return out
 
 
@@ -399,6 +417,8 @@ def rows(b):
         ('cpu_small_dsm', 'CPU row: DDPM++-small, 32x32x1, batch 32, DSM', lambda: b.train(batch=32, cpu_row=True)),
         ('cpu_small_stf', 'CPU row with STF n 256 and augmentation p 0.12 (9 labels)',
          lambda: b.train(batch=32, cpu_row=True, stf=True, rbatch=256, augment=True)),
+        ('cpu_small_heun18', 'CPU row network, Heun 18 steps, batch 16, on the CPU',
+         lambda: b.heun(batch=16, cpu_row=True)),
         ('train_bf16_stf', 'DDPM++ step, bf16 autocast + TF32, STF', lambda: b.train(stf=True, tf32=True, bf16=True)),
         ('train_cl_bf16_stf', 'the same, channels_last', lambda: b.train(**cl_bf16)),
         ('heun18_bf16', 'Heun 18 steps, batch 256, network under bf16 autocast', lambda: b.heun(bf16=True)),
