@@ -6,6 +6,7 @@
 // value is converted to T where it is loaded and each result is computed in T exactly as for T storage,
 // then rounded to bf16 as it is stored, so the bf16 results are the float ones (on the same, bf16-exact
 // inputs) rounded to bfloat16; the statistics and the parameter gradients are the float ones.
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
