@@ -14,6 +14,7 @@
 #include "cuda/group_norm_math.h"
 #include "tensor/cpu/exp_poly.h"
 #include "tensor/cpu/kernels.h"
+#include "tensor/cpu/lane_sum.h"
 #include "tensor/cpu/philox_blocks.h"
 
 namespace stf::cpu {
@@ -24,21 +25,6 @@ constexpr int64_t kParallelMin = 1 << 14;
 struct Stats {
     double mean, rstd;
 };
-
-// Sums in double over kLanes interleaved partial sums, added up in a fixed order at the end: the
-// compiler may then keep the lanes in vector registers (a single running sum is a serial chain it must
-// not reorder), and the result still does not depend on the thread count.
-constexpr int kLanes = 8;
-template <class F> double lane_sum(int64_t count, F term) {
-    double lanes[kLanes] = {};
-    int64_t i = 0;
-    for (; i + kLanes <= count; i += kLanes)
-        for (int l = 0; l < kLanes; ++l) lanes[l] += term(i + l);
-    for (; i < count; ++i) lanes[0] += term(i);
-    double sum = 0.0;
-    for (int l = 0; l < kLanes; ++l) sum += lanes[l];
-    return sum;
-}
 
 // A block's values with the fused offset added: channel ch of the block holds x[ch * hw + p] + off(ch).
 template <class T, class TX> struct Block {

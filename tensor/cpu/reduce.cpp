@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 #include "tensor/cpu/kernels.h"
+#include "tensor/cpu/lane_sum.h"
 
 namespace stf::cpu {
 namespace {
@@ -14,25 +15,10 @@ namespace {
 constexpr int64_t kTile = 256;
 constexpr int64_t kParallelMin = 1 << 15;
 
-// A contiguous run (inner == 1: a reduction over the last dims, or a bias gradient's dims moved
-// last): one running sum would be a chain of dependent adds, 4 cycles each; eight interleaved partial
-// sums, added in a fixed order at the end, vectorise and still do not depend on the thread count.
-template <class T> T sum_run(const T* x, int64_t r) {
-    constexpr int kLanes = 8;
-    double lanes[kLanes] = {};
-    int64_t k = 0;
-    for (; k + kLanes <= r; k += kLanes)
-        for (int l = 0; l < kLanes; ++l) lanes[l] += x[k + l];
-    for (; k < r; ++k) lanes[0] += x[k];
-    double sum = 0.0;
-    for (int l = 0; l < kLanes; ++l) sum += lanes[l];
-    return static_cast<T>(sum);
-}
-
 // Sums in double so that long reductions in float lose no more than one final rounding.
 template <class T> void sum_tile(const T* x, int64_t r, int64_t inner, int64_t len, T* out) {
-    if (inner == 1) {
-        out[0] = sum_run(x, r);
+    if (inner == 1) {  // a contiguous run (a reduction over the last dims, or a bias gradient's dims moved last)
+        out[0] = static_cast<T>(lane_sum(r, [x](int64_t k) { return double(x[k]); }));
         return;
     }
     double acc[kTile] = {};
