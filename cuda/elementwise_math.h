@@ -19,13 +19,16 @@ namespace stf::elementwise_math {
 
 template <class T> STF_HD T sigmoid(T x) { return T(1) / (T(1) + exp(-x)); }
 
-template <class T> STF_HD T silu(T x) { return x * sigmoid(x); }
-
+// SiLU and its gradient given s = sigmoid(x): callers with their own exp (the CPU GroupNorm's
+// vectorisable exp_poly) pass their s, so the formulas stay written once.
+template <class T> STF_HD T silu_given_sigmoid(T x, T s) { return x * s; }
 // grad times d/dx [x s(x)] = s + x s (1 - s) = s (1 + x (1 - s)).
-template <class T> STF_HD T silu_backward(T grad, T x) {
-    const T s = sigmoid(x);
+template <class T> STF_HD T silu_backward_given_sigmoid(T grad, T x, T s) {
     return grad * s * (T(1) + x * (T(1) - s));
 }
+
+template <class T> STF_HD T silu(T x) { return silu_given_sigmoid(x, sigmoid(x)); }
+template <class T> STF_HD T silu_backward(T grad, T x) { return silu_backward_given_sigmoid(grad, x, sigmoid(x)); }
 
 // torch.nan_to_num's: NaN -> 0, +-inf -> +-inf_value (EDM's gradient guard uses inf_value = 1e5).
 template <class T> STF_HD T nan_to_num(T x, T inf_value) {

@@ -111,7 +111,7 @@ template <bool Silu, bool Drop, class T, class TX>
 void forward_channel(const TX* x, int64_t hw, const ChannelAffine<T>& f, const T* mask, T* y) {
     for (int64_t p = 0; p < hw; ++p) {
         T v = f.a(static_cast<T>(x[p]));
-        if constexpr (Silu) v = v * sigmoid_of(v);
+        if constexpr (Silu) v = elementwise_math::silu_given_sigmoid(v, sigmoid_of(v));
         if constexpr (Drop) v = v * mask[p];
         y[p] = v;
     }
@@ -125,15 +125,15 @@ void forward_channel(bool silu, bool drop, const TX* x, int64_t hw, const Channe
         drop ? forward_channel<false, true>(x, hw, f, mask, y) : forward_channel<false, false>(x, hw, f, mask, y);
 }
 
-// gy, the gradient reaching the affine output a: dy through the mask and the SiLU (grad * s * (1 + a (1 - s))).
+// gy, the gradient reaching the affine output a: dy through the mask and the SiLU.
 template <bool Silu, bool Drop, class T, class TX, class TY>
 void gradient_channel(const TX* x, const TY* dy, int64_t hw, const ChannelAffine<T>& f, const T* mask, T* gy) {
     for (int64_t p = 0; p < hw; ++p) {
         T g = static_cast<T>(dy[p]);
         if constexpr (Drop) g = g * mask[p];
         if constexpr (Silu) {
-            const T a = f.a(static_cast<T>(x[p])), sg = sigmoid_of(a);
-            g = g * sg * (T(1) + a * (T(1) - sg));
+            const T a = f.a(static_cast<T>(x[p]));
+            g = elementwise_math::silu_backward_given_sigmoid(g, a, sigmoid_of(a));
         }
         gy[p] = g;
     }
