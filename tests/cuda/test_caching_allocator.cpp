@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <set>
+#include <string>
 
 #include "cuda/caching_allocator.h"
 #include "cuda/runtime.h"
@@ -92,6 +93,100 @@ TEST_CASE("out of memory empties the cache and retries before failing") {
     CHECK_THROWS_AS(a.allocate(8192), std::runtime_error);
     a.release(q);
     a.release(r);
+}
+
+TEST_CASE("a capture pool never shares blocks with eager code until it is released") {
+    CountingBackend backend;
+    {
+        CachingAllocator a = backend.make();
+        void* eager_cached = a.allocate(1000);
+        a.release(eager_cached);  // in the general cache
+        void* before = a.allocate(3000);  // allocated before the capture, freed inside it
+
+        const CachingAllocator::PoolId pool = a.begin_capture();
+        CHECK(pool != 0);
+        CHECK(a.capturing() == pool);
+        void* inside = a.allocate(1000);  // same size class as the cached block, which it must not take
+        CHECK(inside != eager_cached);
+        a.release(inside);
+        CHECK(a.allocate(1000) == inside);  // reuse within the capture: replay keeps the captured order
+        a.release(inside);
+        a.release(before);                  // the graph may read it: it now belongs to the pool
+        void* output = a.allocate(100);     // alive after the capture (a graph output)
+        CHECK(a.pool_reserved(pool) == 1024 + 3072 + 512);
+        a.empty_cache();                    // nothing may be freed while capturing
+        CHECK(backend.frees == 0);
+        a.end_capture();
+        CHECK(a.capturing() == 0);
+
+        // Eager allocations after the capture: the general cache and the backend, never the pool.
+        void* e1 = a.allocate(1000);
+        CHECK(e1 == eager_cached);
+        void* e2 = a.allocate(1000);
+        CHECK(e2 != inside);
+        void* e3 = a.allocate(3000);
+        CHECK(e3 != before);
+        a.release(output);  // back to the pool, not the general cache
+        void* e4 = a.allocate(100);
+        CHECK(e4 != output);
+        a.empty_cache();    // leaves the pool's blocks with the pool
+        CHECK(backend.live.count(before) == 1);
+        CHECK(backend.live.count(output) == 1);
+
+        // The graph is destroyed: its blocks serve eager code again.
+        a.release_pool(pool);
+        CHECK(a.pool_reserved(pool) == 0);
+        CHECK(a.allocate(1000) == inside);
+        void* again = inside;
+        for (void* p : {e1, e2, e3, e4, again}) a.release(p);
+        CHECK(a.stats().allocated == 0);
+    }
+    CHECK(backend.live.empty());  // the destructor returns pool and general blocks alike
+}
+
+TEST_CASE("a graph output released after its pool returns to the general cache") {
+    CountingBackend backend;
+    CachingAllocator a = backend.make();
+    const CachingAllocator::PoolId pool = a.begin_capture();
+    void* output = a.allocate(2048);
+    a.end_capture();
+    a.release_pool(pool);
+    a.release(output);
+    CHECK(a.allocate(2048) == output);
+    CHECK_THROWS_AS(a.release_pool(pool), std::runtime_error);  // already released
+}
+
+TEST_CASE("capture pools refuse misuse and out of memory inside a capture fails without freeing") {
+    int live = 0;
+    std::set<void*> freed;
+    CachingAllocator a(
+        [&](size_t n) -> void* {
+            if (live >= 2) return nullptr;
+            live++;
+            return std::malloc(n);
+        },
+        [&](void* p) {
+            live--;
+            freed.insert(p);
+            std::free(p);
+        });
+    void* cached = a.allocate(512);
+    a.release(cached);  // general cache: one live backend block
+    CHECK_THROWS_AS(a.end_capture(), std::runtime_error);
+    const CachingAllocator::PoolId pool = a.begin_capture();
+    CHECK_THROWS_AS(a.begin_capture(), std::runtime_error);
+    CHECK_THROWS_AS(a.release_pool(pool), std::runtime_error);
+    void* p = a.allocate(1024);
+    try {
+        a.allocate(4096);  // the backend is full, and the cache may not be emptied inside a capture
+        FAIL("expected an out-of-memory error");
+    } catch (const std::runtime_error& e) {
+        CHECK(std::string(e.what()).find("capturing a CUDA graph") != std::string::npos);
+    }
+    CHECK(freed.empty());
+    a.end_capture();
+    a.release(p);
+    a.release_pool(pool);
 }
 
 TEST_CASE("the CUDA runtime reports its availability without throwing") {
