@@ -103,6 +103,11 @@ struct EmaOperands {
     int64_t n;
 };
 void ema_update_many(const EmaOperands* tensors, int64_t count, float beta);
+// The same with the step's constants read from device memory when the kernel runs, not passed by
+// value: a captured CUDA graph replays its launches with the arguments it recorded, so only values in
+// memory can change from one replay to the next (nn/optim.h, Adam::stage and Ema::stage).
+void adam_update_many(const AdamOperands* tensors, int64_t count, const optim::AdamConstants<float>* k_device);
+void ema_update_many(const EmaOperands* tensors, int64_t count, const float* beta_device);
 struct GuardOperands {
     float* x;
     int64_t n;

@@ -83,11 +83,23 @@ struct AdamOp {
     }
 };
 
+// The graph-ready forms: each thread reads the constants from memory, a broadcast load the L1 serves
+// (the kernel's bytes are the tensors', 28 per element for Adam).
+struct AdamFromMemoryOp {
+    const optim::AdamConstants<float>* k;
+    __device__ void operator()(const AdamOperands& t, int64_t i) const { AdamOp{*k}(t, i); }
+};
+
 struct EmaOp {
     float beta;
     __device__ void operator()(const EmaOperands& t, int64_t i) const {
         t.ema[i] = optim::ema_element(t.ema[i], t.net[i], beta);
     }
+};
+
+struct EmaFromMemoryOp {
+    const float* beta;
+    __device__ void operator()(const EmaOperands& t, int64_t i) const { EmaOp{*beta}(t, i); }
 };
 
 struct GuardOp {
@@ -105,6 +117,14 @@ void adam_update_many(const AdamOperands* tensors, int64_t count, const optim::A
 
 void ema_update_many(const EmaOperands* tensors, int64_t count, float beta) {
     apply_lists(tensors, count, EmaOp{beta});
+}
+
+void adam_update_many(const AdamOperands* tensors, int64_t count, const optim::AdamConstants<float>* k_device) {
+    apply_lists(tensors, count, AdamFromMemoryOp{k_device});
+}
+
+void ema_update_many(const EmaOperands* tensors, int64_t count, const float* beta_device) {
+    apply_lists(tensors, count, EmaFromMemoryOp{beta_device});
 }
 
 void nan_to_num_many(const GuardOperands* tensors, int64_t count, float inf_value) {

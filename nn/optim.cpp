@@ -41,22 +41,43 @@ Adam::Adam(std::vector<Tensor> params, Options o) : params_(std::move(params)), 
     }
 }
 
-void Adam::step(double lr) {
-    NoGradGuard no_grad;
-    ++steps_;
-    std::vector<Tensor> p, g, m, v;  // the parameters that have a gradient
+Adam::Operands Adam::with_gradients() const {
+    Operands out;
     for (size_t i = 0; i < params_.size(); ++i) {
         Tensor gi = params_[i].grad();
         if (!gi.defined()) continue;
         STF_CHECK(gi.shape() == params_[i].shape(),
                   "Adam: gradient " << describe(gi) << " does not match parameter " << i << " " << describe(params_[i]));
-        p.push_back(params_[i]);
-        g.push_back(ops::contiguous(gi));
-        m.push_back(exp_avg_[i]);
-        v.push_back(exp_avg_sq_[i]);
+        out.p.push_back(params_[i]);
+        out.g.push_back(ops::contiguous(gi));
+        out.m.push_back(exp_avg_[i]);
+        out.v.push_back(exp_avg_sq_[i]);
     }
+    return out;
+}
+
+void Adam::step(double lr) {
+    NoGradGuard no_grad;
+    ++steps_;
+    Operands o = with_gradients();
     // On CUDA a few launches for all the tensors.
-    ops::adam_update_many_(p, g, m, v, ops::AdamStep{lr, opt_.beta1, opt_.beta2, opt_.eps, steps_});
+    ops::adam_update_many_(o.p, o.g, o.m, o.v, ops::AdamStep{lr, opt_.beta1, opt_.beta2, opt_.eps, steps_});
+}
+
+void Adam::stage(double lr) {
+    STF_CHECK(!params_.empty(), "Adam::stage: no parameters");
+    const Tensor& like = params_[0];
+    if (!staged_.defined() || staged_.device() != like.device() || staged_.dtype() != like.dtype())
+        staged_ = ops::empty({ops::kAdamConstants}, like.dtype(), like.device());
+    ++steps_;
+    ops::write_adam_constants_(staged_, ops::AdamStep{lr, opt_.beta1, opt_.beta2, opt_.eps, steps_});
+}
+
+void Adam::apply_staged() {
+    STF_CHECK(staged_.defined(), "Adam::apply_staged: call stage(lr) first");
+    NoGradGuard no_grad;
+    Operands o = with_gradients();
+    ops::adam_update_many_(o.p, o.g, o.m, o.v, staged_);
 }
 
 NamedTensors Adam::state() const {
@@ -129,6 +150,22 @@ void Ema::update(double beta) {
     std::vector<Tensor> net;
     for (const Tensor& t : net_) net.push_back(ops::contiguous(t));
     ops::ema_update_many_(ema_, net, beta);  // net + beta * (ema - net); on CUDA a few launches in all
+}
+
+void Ema::stage(double beta) {
+    STF_CHECK(!ema_.empty(), "Ema::stage: no tensors");
+    const Tensor& like = ema_[0];
+    if (!staged_.defined() || staged_.device() != like.device() || staged_.dtype() != like.dtype())
+        staged_ = ops::empty({1}, like.dtype(), like.device());
+    ops::copy_(staged_, ops::full({1}, beta, like.dtype()));
+}
+
+void Ema::apply_staged() {
+    STF_CHECK(staged_.defined(), "Ema::apply_staged: call stage(beta) first");
+    NoGradGuard no_grad;
+    std::vector<Tensor> net;
+    for (const Tensor& t : net_) net.push_back(ops::contiguous(t));
+    ops::ema_update_many_(ema_, net, staged_);
 }
 
 }  // namespace stf::nn

@@ -34,6 +34,14 @@ public:
     void step(double lr);
     int64_t steps() const { return steps_; }
 
+    // The step split in two for CUDA graphs, whose replays reuse the arguments they captured:
+    // stage(lr) counts the step and writes its constants into a small tensor on the parameters' device
+    // (a copy from the host, made before the graph runs); apply_staged() updates the parameters that
+    // have a gradient, reading the constants from that tensor, and is what a graph captures.
+    // stage(lr) then apply_staged() is bit for bit step(lr).
+    void stage(double lr);
+    void apply_staged();
+
     // Copies of the moments as "exp_avg.<i>" and "exp_avg_sq.<i>", and the step count as a
     // one-element F64 tensor "step".
     NamedTensors state() const;
@@ -44,9 +52,15 @@ public:
     const Options& options() const { return opt_; }
 
 private:
+    struct Operands {
+        std::vector<Tensor> p, g, m, v;
+    };
+    Operands with_gradients() const;
+
     std::vector<Tensor> params_, exp_avg_, exp_avg_sq_;
     Options opt_;
     int64_t steps_ = 0;
+    Tensor staged_;  // ops::kAdamConstants values for apply_staged()
 };
 
 // Exponential moving average of the network's weights (EDM's ema_halflife_kimg / ema_rampup_ratio).
@@ -60,9 +74,14 @@ public:
 
     // ema = net + beta * (ema - net), in place on the EMA tensors.
     void update(double beta);
+    // The update split in two for CUDA graphs, as Adam::stage: stage(beta) writes beta to the device,
+    // apply_staged() reads it there. Together bit for bit update(beta).
+    void stage(double beta);
+    void apply_staged();
 
 private:
     std::vector<Tensor> net_, ema_;
+    Tensor staged_;  // beta, one value
 };
 
 }  // namespace stf::nn

@@ -138,6 +138,16 @@ void ema_update_(Tensor& ema, const Tensor& net, double beta);
 void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
                        const std::vector<Tensor>& v, const AdamStep& step);
 void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>& net, double beta);
+// Graph-ready forms of the two (nn/optim.h, Adam::stage): the step's constants are read from memory
+// when the update runs, so one captured CUDA graph serves every step. `constants` holds the seven
+// values of optim::AdamConstants (cuda/optim_math.h) in p's dtype, on p's device, as
+// write_adam_constants_ fills it; `beta` holds one value of ema's dtype. Results are bit for bit those
+// of the forms above.
+constexpr int64_t kAdamConstants = 7;
+void write_adam_constants_(Tensor& constants, const AdamStep& step);
+void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                       const std::vector<Tensor>& v, const Tensor& constants);
+void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>& net, const Tensor& beta);
 // The gradient guard in place over contiguous tensors: NaN -> 0, +-inf -> +-inf_value (torch.nan_to_num).
 void nan_to_num_many_(const std::vector<Tensor>& xs, double inf_value);
 

@@ -1,6 +1,7 @@
 // Raw ops: matmul, convolution, group norm, softmax, concatenation and padding. See tensor/ops.h.
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "tensor/dispatch.h"
@@ -584,6 +585,111 @@ void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>&
     launch_cuda(op, [&] {
         cuda::ema_update_many(table.data(), static_cast<int64_t>(table.size()), static_cast<float>(beta));
     });
+}
+
+// ---- the graph-ready forms: constants read from memory --------------------------------------------
+
+static_assert(sizeof(optim::AdamConstants<float>) == kAdamConstants * sizeof(float) &&
+                  sizeof(optim::AdamConstants<double>) == kAdamConstants * sizeof(double),
+              "AdamConstants is read from a tensor of kAdamConstants values");
+
+static void check_constants(const Tensor& constants, const Tensor& like, int64_t count, const char* op,
+                            const char* what) {
+    STF_CHECK(constants.defined() && constants.device() == like.device() && constants.dtype() == like.dtype() &&
+                  constants.is_contiguous() && constants.numel() == count,
+              op << ": " << what << " must be a contiguous tensor of " << count << " values of the updated tensors' "
+                 << "dtype and device (" << describe(like) << "), got "
+                 << (constants.defined() ? describe(constants) : std::string("an undefined tensor")));
+}
+
+template <class T> static optim::AdamConstants<T> constants_on_host(const Tensor& constants) {
+    optim::AdamConstants<T> k;
+    std::memcpy(&k, constants.data<T>(), sizeof k);
+    return k;
+}
+
+static const optim::AdamConstants<float>* constants_on_device(const Tensor& constants) {
+    return reinterpret_cast<const optim::AdamConstants<float>*>(constants.data<float>());
+}
+
+void write_adam_constants_(Tensor& constants, const AdamStep& step) {
+    const char* op = "write_adam_constants_";
+    STF_CHECK(step.t >= 1, op << ": step number " << step.t << " must be at least 1");
+    STF_CHECK(constants.defined() && constants.is_contiguous() && constants.numel() == kAdamConstants,
+              op << ": needs a contiguous tensor of " << kAdamConstants << " values, got "
+                 << (constants.defined() ? describe(constants) : std::string("an undefined tensor")));
+    dispatch(
+        constants, op,
+        [&]<class T>() {
+            const optim::AdamConstants<T> k = adam_constants<T>(step);
+            std::memcpy(constants.data<T>(), &k, sizeof k);
+        },
+        [&] {
+            const optim::AdamConstants<float> k = adam_constants<float>(step);
+            cuda::copy_host_to_device(constants.data<float>(), &k, sizeof k);
+        });
+}
+
+void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                       const std::vector<Tensor>& v, const Tensor& constants) {
+    const char* op = "adam_update_many_";
+    STF_CHECK(g.size() == p.size() && m.size() == p.size() && v.size() == p.size(),
+              op << ": " << p.size() << " parameters, " << g.size() << " gradients, " << m.size() << " and " << v.size()
+                 << " moments");
+    if (p.empty()) return;
+    check_constants(constants, p[0], kAdamConstants, op, "the Adam constants");
+    std::vector<cuda::AdamOperands> table;
+    for (size_t i = 0; i < p.size(); ++i) {
+        check_same(p[i], p[0], op);
+        check_optimiser_operand(p[i], p[i], op, "parameter");
+        check_optimiser_operand(g[i], p[i], op, "gradient");
+        check_optimiser_operand(m[i], p[i], op, "first moment");
+        check_optimiser_operand(v[i], p[i], op, "second moment");
+    }
+    const bool one_launch = one_cuda_launch(p);
+    for (size_t i = 0; i < p.size(); ++i) {
+        const int64_t n = p[i].numel();
+        dispatch(
+            p[i], op,
+            [&]<class T>() {
+                cpu::adam_update<T>(n, p[i].data<T>(), g[i].data<T>(), m[i].data<T>(), v[i].data<T>(),
+                                    constants_on_host<T>(constants));
+            },
+            [&] {
+                table.push_back({p[i].data<float>(), g[i].data<float>(), m[i].data<float>(), v[i].data<float>(), n});
+                // A tensor listed twice (or sharing storage) is updated twice, one launch after the other.
+                if (!one_launch) cuda::adam_update_many(&table.back(), 1, constants_on_device(constants));
+            });
+    }
+    if (one_launch)
+        launch_cuda(op, [&] {
+            cuda::adam_update_many(table.data(), static_cast<int64_t>(table.size()), constants_on_device(constants));
+        });
+}
+
+void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>& net, const Tensor& beta) {
+    const char* op = "ema_update_many_";
+    STF_CHECK(net.size() == ema.size(), op << ": " << ema.size() << " EMA tensors, " << net.size() << " network tensors");
+    if (ema.empty()) return;
+    check_constants(beta, ema[0], 1, op, "beta");
+    for (size_t i = 0; i < ema.size(); ++i) {
+        check_same(ema[i], ema[0], op);
+        check_optimiser_operand(ema[i], ema[i], op, "EMA tensor");
+        check_optimiser_operand(net[i], ema[i], op, "network tensor");
+    }
+    std::vector<cuda::EmaOperands> table;
+    const bool one_launch = one_cuda_launch(ema);
+    for (size_t i = 0; i < ema.size(); ++i) {
+        const int64_t n = ema[i].numel();
+        dispatch(
+            ema[i], op, [&]<class T>() { cpu::ema_update<T>(n, ema[i].data<T>(), net[i].data<T>(), *beta.data<T>()); },
+            [&] {
+                table.push_back({ema[i].data<float>(), net[i].data<float>(), n});
+                if (!one_launch) cuda::ema_update_many(&table.back(), 1, beta.data<float>());
+            });
+    }
+    if (one_launch)
+        launch_cuda(op, [&] { cuda::ema_update_many(table.data(), static_cast<int64_t>(table.size()), beta.data<float>()); });
 }
 
 void nan_to_num_many_(const std::vector<Tensor>& xs, double inf_value) {

@@ -212,4 +212,21 @@ TEST_CASE("optim cuda: the first versions, *_many_v1 (one launch per tensor), ma
     check_many({stf::cuda::adam_update_many_v1, stf::cuda::ema_update_many_v1, stf::cuda::nan_to_num_many_v1});
 }
 
+// The graph-ready forms read the step's constants from device memory (cuda/kernels.h): the same
+// arithmetic, so the same bits.
+TEST_CASE("optim cuda: Adam and EMA with their constants read from device memory match the CPU twins" *
+          needs_gpu()) {
+    check_many({[](const stf::cuda::AdamOperands* t, int64_t count, const stf::optim::AdamConstants<float>& k) {
+                    const float* values = reinterpret_cast<const float*>(&k);
+                    DeviceArray<float> on_device(std::vector<float>(values, values + 7));
+                    stf::cuda::adam_update_many(t, count,
+                                                reinterpret_cast<const stf::optim::AdamConstants<float>*>(on_device.get()));
+                },
+                [](const stf::cuda::EmaOperands* t, int64_t count, float beta) {
+                    DeviceArray<float> on_device(std::vector<float>{beta});
+                    stf::cuda::ema_update_many(t, count, on_device.get());
+                },
+                stf::cuda::nan_to_num_many});
+}
+
 #endif  // STF_WITH_CUDA

@@ -189,7 +189,7 @@ TEST_CASE("nan_to_num_grads replaces nan and infinities and leaves the rest") {
     const std::vector<double> raw = {nan, inf, -inf, 1.5, -2, 0, 1e30};
     const std::vector<double> fixed = {0, 1e5, -1e5, 1.5, -2, 0, 1e30};
     for (DType dt : {DType::F64, DType::F32}) {
-        CAPTURE(dtype_name(dt));
+        INFO((dt == DType::F32 ? "float32" : "float64"));
         Tensor p = ops::zeros({7}, dt);
         Tensor g = ops::from_vector(raw, {7}, dt);
         p.set_grad(g);
@@ -243,4 +243,76 @@ TEST_CASE("EMA update is a lerp from the network toward the old EMA") {
 
     CHECK_THROWS_AS(nn::Ema({net0}, {ema0, ema1}), Error);
     CHECK_THROWS_AS(nn::Ema({net0}, {ema1}), Error);
+}
+
+// The graph-ready split (stage on the host, apply_staged reading the constants from memory) against the
+// plain step, in float32 and float64: the same bits after every step, with the lr ramp and the EMA's
+// beta changing each step, and a parameter that has no gradient left alone.
+TEST_CASE("Adam and EMA staged through memory equal the plain step bit for bit") {
+    for (DType dt : {DType::F32, DType::F64}) {
+        INFO((dt == DType::F32 ? "float32" : "float64"));
+        auto make = [&] {
+            std::vector<Tensor> ps = {randn({3, 4}, 1, dt), randn({70}, 2, dt), randn({2}, 3, dt)};
+            for (Tensor& p : ps) p.set_requires_grad();
+            return ps;
+        };
+        std::vector<Tensor> plain = make(), staged = make();
+        std::vector<Tensor> ema_plain = {ops::zeros({3, 4}, dt), ops::zeros({70}, dt), ops::zeros({2}, dt)};
+        std::vector<Tensor> ema_staged = {ops::zeros({3, 4}, dt), ops::zeros({70}, dt), ops::zeros({2}, dt)};
+        nn::Adam adam_plain(plain), adam_staged(staged);
+        nn::Ema e_plain(plain, ema_plain), e_staged(staged, ema_staged);
+        for (int s = 0; s < 6; ++s) {
+            for (int i = 0; i < 2; ++i) {  // parameter 2 never has a gradient
+                Tensor g = ops::mul_scalar(randn(plain[static_cast<size_t>(i)].shape(), 200 + 10 * s + i, dt),
+                                           std::pow(10.0, s - 4));
+                plain[static_cast<size_t>(i)].set_grad(g);
+                staged[static_cast<size_t>(i)].set_grad(ops::clone(g));
+            }
+            const double lr = nn::edm_learning_rate(1e-2, 64.0 * s, 0.2);
+            const double beta = nn::Ema::beta(64, 64.0 * (s + 1), 0.5, 0.05);
+            adam_plain.step(lr);
+            e_plain.update(beta);
+            adam_staged.stage(lr);
+            adam_staged.apply_staged();
+            e_staged.stage(beta);
+            e_staged.apply_staged();
+            for (size_t i = 0; i < plain.size(); ++i) {
+                CHECK(staged[i].to_vector() == plain[i].to_vector());
+                CHECK(ema_staged[i].to_vector() == ema_plain[i].to_vector());
+            }
+        }
+        CHECK(adam_staged.steps() == adam_plain.steps());
+        const nn::NamedTensors a = adam_plain.state(), b = adam_staged.state();
+        for (size_t i = 0; i < a.size(); ++i) CHECK(a[i].second.to_vector() == b[i].second.to_vector());
+        CHECK(ema_plain[1].to_vector() != std::vector<double>(70, 0.0));  // the EMA did move
+    }
+}
+
+TEST_CASE("apply_staged before stage, and constants of the wrong size or dtype, are refused") {
+    std::vector<Tensor> ps = {randn({4}, 5, DType::F32)};
+    ps[0].set_requires_grad();
+    ps[0].set_grad(randn({4}, 6, DType::F32));
+    nn::Adam adam(ps);
+    CHECK_THROWS_AS(adam.apply_staged(), Error);
+    std::vector<Tensor> ema = {ops::zeros({4})};
+    nn::Ema e(ps, ema);
+    CHECK_THROWS_AS(e.apply_staged(), Error);
+
+    std::vector<Tensor> m = {ops::zeros({4})}, v = {ops::zeros({4})}, g = {ps[0].grad()};
+    Tensor short_constants = ops::zeros({6});
+    CHECK_THROWS_WITH_AS(ops::adam_update_many_(ps, g, m, v, short_constants),
+                         doctest::Contains("must be a contiguous tensor of 7 values"), Error);
+    Tensor wrong_dtype = ops::zeros({7}, DType::F64);
+    CHECK_THROWS_AS(ops::adam_update_many_(ps, g, m, v, wrong_dtype), Error);
+    CHECK_THROWS_AS(ops::write_adam_constants_(short_constants, ops::AdamStep{1e-3, 0.9, 0.999, 1e-8, 1}), Error);
+    Tensor constants = ops::zeros({7});
+    CHECK_THROWS_AS(ops::write_adam_constants_(constants, ops::AdamStep{1e-3, 0.9, 0.999, 1e-8, 0}), Error);
+    CHECK_THROWS_AS(ops::ema_update_many_(ema, ps, ops::zeros({2})), Error);
+    // What the constants hold: beta1, 1 - beta1, beta2, 1 - beta2, 1 / (1 - beta2^t), -lr / (1 - beta1^t), eps.
+    ops::write_adam_constants_(constants, ops::AdamStep{1e-3, 0.9, 0.999, 1e-8, 2});
+    const std::vector<double> k = constants.to_vector();
+    CHECK(k[0] == static_cast<double>(0.9f));
+    CHECK(k[4] == static_cast<double>(static_cast<float>(1 / (1 - 0.999 * 0.999))));
+    CHECK(k[5] == static_cast<double>(static_cast<float>(-1e-3 / (1 - 0.9 * 0.9))));
+    CHECK(k[6] == static_cast<double>(1e-8f));
 }
