@@ -11,6 +11,8 @@
 #include "cuda/runtime.h"
 
 #include <mutex>
+#include <stdexcept>
+#include <string>
 
 #include <cuda_profiler_api.h>
 
@@ -112,8 +114,18 @@ void copy_host_to_device(void* dst, const void* src, size_t bytes) {
     STF_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, get_stream()));
 }
 
+// Whether a Graph's capture is open; host waits would invalidate it with an unhelpful error.
+static bool g_capturing = false;
+
+static void refuse_inside_capture(const char* what) {
+    if (g_capturing)
+        throw std::runtime_error(std::string(what) + " inside a CUDA graph capture: a captured step must not wait "
+                                 "for the device (read results after replay(), outside the capture)");
+}
+
 void copy_device_to_host(void* dst, const void* src, size_t bytes) {
     if (bytes == 0) return;
+    refuse_inside_capture("copy_device_to_host");
     cudaStream_t s = get_stream();
     STF_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
     // The caller reads `dst` next: wait until the data (and every kernel queued before it) is there.
@@ -130,9 +142,74 @@ void memset_zero(void* dst, size_t bytes) {
     STF_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, get_stream()));
 }
 
-void synchronize() { STF_CUDA_CHECK(cudaStreamSynchronize(get_stream())); }
+void synchronize() {
+    refuse_inside_capture("synchronize");
+    STF_CUDA_CHECK(cudaStreamSynchronize(get_stream()));
+}
 void profiler_start() { STF_CUDA_CHECK(cudaProfilerStart()); }
 void profiler_stop() { STF_CUDA_CHECK(cudaProfilerStop()); }
+
+// ---- graphs ----------------------------------------------------------------------------------------
+bool capturing() { return g_capturing; }
+
+void Graph::begin_capture() {
+    if (g_capturing) throw std::runtime_error("Graph::begin_capture: a capture is already open");
+    discard();
+    cudaStream_t s = get_stream();
+    cublas_handle();  // the library handles are created before the capture, not inside it
+    cudnn_handle();
+    pool_ = allocator().begin_capture();
+    // Thread-local mode: this thread's unsafe calls (a synchronising cudaFree, say) fail the capture;
+    // other threads' work is not affected.
+    const cudaError_t err = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+    if (err != cudaSuccess) {
+        allocator().end_capture();
+        allocator().release_pool(pool_);
+        pool_ = 0;
+        STF_CUDA_CHECK(err);
+    }
+    g_capturing = true;
+}
+
+void Graph::end_capture() {
+    if (!g_capturing) throw std::runtime_error("Graph::end_capture without begin_capture");
+    cudaGraph_t graph = nullptr;
+    const cudaError_t err = cudaStreamEndCapture(get_stream(), &graph);
+    g_capturing = false;
+    allocator().end_capture();
+    graph_ = graph;
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        discard();
+        throw std::runtime_error(std::string("CUDA graph capture failed: ") + cudaGetErrorString(err) +
+                                 " (an operation inside the capture is not allowed in a graph)");
+    }
+    cudaGraphExec_t exec = nullptr;
+    STF_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    exec_ = exec;
+}
+
+void Graph::replay() {
+    if (!exec_) throw std::runtime_error("Graph::replay: nothing captured");
+    STF_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), get_stream()));
+}
+
+void Graph::discard() {
+    if (exec_ || graph_ || pool_) STF_CUDA_CHECK(cudaStreamSynchronize(get_stream()));  // no replay in flight
+    if (exec_) STF_CUDA_CHECK(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_)));
+    if (graph_) STF_CUDA_CHECK(cudaGraphDestroy(static_cast<cudaGraph_t>(graph_)));
+    if (pool_) allocator().release_pool(pool_);
+    exec_ = graph_ = nullptr;
+    pool_ = 0;
+}
+
+Graph::~Graph() {
+    try {
+        discard();
+    } catch (const std::exception&) {
+        // A destructor must not throw; at process exit the runtime may already be gone.
+    }
+}
 
 void* stream() { return get_stream(); }
 

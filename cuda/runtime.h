@@ -3,6 +3,7 @@
 // include it in any build. In a build without CUDA, runtime_stub.cpp answers "no device".
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include "cuda/caching_allocator.h"
 
@@ -33,6 +34,32 @@ void synchronize();
 // `ncu --profile-from-start off`); without a profiler attached both are no-ops.
 void profiler_start();
 void profiler_stop();
+
+// CUDA graphs. Between begin_capture() and end_capture() the kernels and copies queued on stf's stream
+// are recorded instead of run; replay() runs the recording again, with the arguments and addresses it
+// was captured with, for the cost of one launch. Allocations made while capturing come from the
+// graph's own pool of the caching allocator, which keeps them until the graph is destroyed
+// (cuda/caching_allocator.h), so replays never write memory eager code has been given since. Inside
+// a capture nothing may wait for the device: copy_device_to_host and synchronize throw instead.
+class Graph {
+public:
+    Graph() = default;
+    ~Graph();  // waits for the stream, destroys the graph, hands its pool back to the general cache
+    Graph(const Graph&) = delete;
+    Graph& operator=(const Graph&) = delete;
+
+    void begin_capture();
+    void end_capture();  // instantiates the recording; throws (and discards it) if the capture failed
+    void replay();       // queued on stf's stream like any kernel
+    bool ready() const { return exec_ != nullptr; }
+
+private:
+    void discard();
+    void* graph_ = nullptr;  // cudaGraph_t
+    void* exec_ = nullptr;   // cudaGraphExec_t
+    uint64_t pool_ = 0;      // the allocator's capture pool, 0 once released
+};
+bool capturing();  // a Graph's capture is open on this process's stream
 
 // Opaque handles (cudaStream_t, cublasHandle_t, cudnnHandle_t) for the .cu files.
 void* stream();

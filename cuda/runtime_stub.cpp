@@ -33,6 +33,13 @@ void synchronize() { no_cuda("synchronize"); }
 void profiler_start() { no_cuda("profiler_start"); }
 void profiler_stop() { no_cuda("profiler_stop"); }
 
+Graph::~Graph() = default;
+void Graph::begin_capture() { no_cuda("Graph::begin_capture"); }
+void Graph::end_capture() { no_cuda("Graph::end_capture"); }
+void Graph::replay() { no_cuda("Graph::replay"); }
+void Graph::discard() {}
+bool capturing() { return false; }
+
 void* stream() { no_cuda("stream"); }
 void* cublas_handle() { no_cuda("cublas_handle"); }
 void* cudnn_handle() { no_cuda("cudnn_handle"); }
