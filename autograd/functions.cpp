@@ -462,7 +462,7 @@ Tensor group_norm_silu_dropout(const Tensor& x, int groups, const Tensor& gamma,
                                std::optional<DType> y_dtype) {
     STF_CHECK(p >= 0 && p < 1, "dropout: probability " << p << " outside [0, 1)");
     DropoutStream dropout;  // inactive unless training with p > 0, as dropout()
-    if (train && p > 0) dropout = ops::dropout_stream(x.shape(), p, gen);
+    if (train && p > 0) dropout = ops::dropout_stream(x.shape(), p, gen, x.device());
     return fused_group_norm("group_norm_silu_dropout", x, groups, gamma, beta, eps, offset, true, dropout, y_dtype);
 }
 

@@ -23,12 +23,17 @@ namespace stf {
 // Dropout's mask as ops::bernoulli(keep) followed by a scale would draw it: element i (of the whole
 // [n, c, hw] output) is kept when the float uniform of its place in the Philox stream (cuda/philox.h,
 // row-split as the generator's draw) is below keep, and kept values are multiplied by scale = 1 / keep.
+// offset_base, when set, is a row key's word in the device's memory (tensor/random.h) that is added to
+// offset when the kernel runs, so a replayed CUDA graph draws each step's mask: one broadcast load
+// per element, which the L1 serves.
 struct DropoutStream {
     double keep = 1.0, scale = 1.0;  // keep = 1: no dropout
     uint64_t seed = 0, offset = 0;
     int64_t row_len = 0;
     uint64_t row_stride = 0;
+    const uint64_t* offset_base = nullptr;
     STF_HD bool active() const { return keep < 1.0; }
+    STF_HD uint64_t stream_offset() const { return offset_base ? offset + *offset_base : offset; }
 };
 
 template <class T> struct GroupNormFusion {
@@ -53,9 +58,10 @@ template <class T> STF_HD T activation_grad(T dy, T a, bool silu) {
 // one stream (row_len 0), so the place needs no division; other row lengths divide.
 STF_HD philox::RowElement dropout_place(const DropoutStream& d, uint64_t at, uint64_t sample, uint64_t in_sample,
                                         uint64_t sample_len) {
-    if (d.row_len == 0) return {at, d.offset};
-    if (static_cast<uint64_t>(d.row_len) == sample_len) return {in_sample, d.offset + sample * d.row_stride};
-    return philox::row_element(at, d.offset, static_cast<uint64_t>(d.row_len), d.row_stride);
+    const uint64_t offset = d.stream_offset();
+    if (d.row_len == 0) return {at, offset};
+    if (static_cast<uint64_t>(d.row_len) == sample_len) return {in_sample, offset + sample * d.row_stride};
+    return philox::row_element(at, offset, static_cast<uint64_t>(d.row_len), d.row_stride);
 }
 
 // Word k of a Philox block, by selects rather than an indexed load (no local-memory array on the GPU).

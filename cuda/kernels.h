@@ -74,13 +74,15 @@ void scaled_residual(int64_t n, int64_t c, int64_t inner, const TA* a, const TB*
 
 // --- random.cu (Philox stream convention in cuda/philox.h) ----------------------------------------
 // row_len/row_stride split the draw into rows with their own streams (cuda/philox.h); 0 means one stream.
+// offset_base, when given, is a word in device memory that each thread adds to offset when the kernel
+// runs (a row key, tensor/random.h): what a replayed CUDA graph needs to draw each step's numbers.
 void uniform(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset, int64_t row_len = 0,
-             uint64_t row_stride = 0);
+             uint64_t row_stride = 0, const uint64_t* offset_base = nullptr);
 void normal(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset, int64_t row_len = 0,
-            uint64_t row_stride = 0);
+            uint64_t row_stride = 0, const uint64_t* offset_base = nullptr);
 // 1 with probability p, else 0
 void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset, int64_t row_len = 0,
-               uint64_t row_stride = 0);
+               uint64_t row_stride = 0, const uint64_t* offset_base = nullptr);
 
 // --- optim.cu (arithmetic in cuda/optim_math.h) ---------------------------------------------------
 // One Adam step over a tensor's n elements: p, m and v updated in place from the gradient g.

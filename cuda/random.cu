@@ -19,7 +19,8 @@ namespace {
 // lo + (hi - lo) * u as one fused multiply-add: a single rounding, written out so the result does not
 // depend on whether the compiler contracts the expression.
 __global__ void uniform_kernel(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset,
-                               uint64_t row_len, uint64_t row_stride) {
+                               uint64_t row_len, uint64_t row_stride, const uint64_t* offset_base) {
+    if (offset_base) offset += *offset_base;
     for (int64_t i = global_thread(); i < n; i += grid_threads()) {
         philox::RowElement e = philox::row_element(static_cast<uint64_t>(i), offset, row_len, row_stride);
         out[i] = fmaf(hi - lo, philox::uniform(e.index, e.offset, seed), lo);
@@ -27,7 +28,8 @@ __global__ void uniform_kernel(int64_t n, float* out, float lo, float hi, uint64
 }
 
 __global__ void normal_kernel(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset,
-                              uint64_t row_len, uint64_t row_stride) {
+                              uint64_t row_len, uint64_t row_stride, const uint64_t* offset_base) {
+    if (offset_base) offset += *offset_base;
     for (int64_t i = global_thread(); i < n; i += grid_threads()) {
         philox::RowElement e = philox::row_element(static_cast<uint64_t>(i), offset, row_len, row_stride);
         out[i] = fmaf(std, philox::normal(e.index, e.offset, seed), mean);
@@ -35,7 +37,8 @@ __global__ void normal_kernel(int64_t n, float* out, float mean, float std, uint
 }
 
 __global__ void bernoulli_kernel(int64_t n, float* out, float p, uint64_t seed, uint64_t offset,
-                                 uint64_t row_len, uint64_t row_stride) {
+                                 uint64_t row_len, uint64_t row_stride, const uint64_t* offset_base) {
+    if (offset_base) offset += *offset_base;
     for (int64_t i = global_thread(); i < n; i += grid_threads()) {
         philox::RowElement e = philox::row_element(static_cast<uint64_t>(i), offset, row_len, row_stride);
         out[i] = philox::uniform(e.index, e.offset, seed) < p ? 1.0f : 0.0f;
@@ -45,29 +48,29 @@ __global__ void bernoulli_kernel(int64_t n, float* out, float p, uint64_t seed, 
 }  // namespace
 
 void uniform(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset, int64_t row_len,
-             uint64_t row_stride) {
+             uint64_t row_stride, const uint64_t* offset_base) {
     if (n <= 0) return;
     const auto len = static_cast<uint64_t>(row_len);
     uniform_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, lo, hi, seed, offset, len,
-                                                                           row_stride);
+                                                                           row_stride, offset_base);
     STF_CUDA_CHECK_LAUNCH();
 }
 
 void normal(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset, int64_t row_len,
-            uint64_t row_stride) {
+            uint64_t row_stride, const uint64_t* offset_base) {
     if (n <= 0) return;
     const auto len = static_cast<uint64_t>(row_len);
     normal_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, mean, std, seed, offset, len,
-                                                                          row_stride);
+                                                                          row_stride, offset_base);
     STF_CUDA_CHECK_LAUNCH();
 }
 
 void bernoulli(int64_t n, float* out, float p, uint64_t seed, uint64_t offset, int64_t row_len,
-               uint64_t row_stride) {
+               uint64_t row_stride, const uint64_t* offset_base) {
     if (n <= 0) return;
     const auto len = static_cast<uint64_t>(row_len);
     bernoulli_kernel<<<blocks_for(n), kGridStrideThreads, 0, current_stream()>>>(n, out, p, seed, offset, len,
-                                                                             row_stride);
+                                                                             row_stride, offset_base);
     STF_CUDA_CHECK_LAUNCH();
 }
 

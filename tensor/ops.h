@@ -30,8 +30,9 @@ Tensor randn(const Shape& shape, Generator& gen, DType dtype = DType::F32, Devic
 Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype = DType::F32,
                  Device device = Device::cpu());
 // The mask stream of dropout with probability p on a tensor of `shape`: the draw ops::bernoulli(shape,
-// 1 - p) would make (it advances gen the same way), for kernels that draw the mask themselves.
-DropoutStream dropout_stream(const Shape& shape, double p, Generator& gen);
+// 1 - p) would make (it advances gen the same way), for kernels that draw the mask themselves. device:
+// where the mask is drawn (a generator keyed to a row key in memory must have it there).
+DropoutStream dropout_stream(const Shape& shape, double p, Generator& gen, Device device);
 void uniform_(Tensor& t, double lo, double hi, Generator& gen);  // t contiguous
 void normal_(Tensor& t, double mean, double std, Generator& gen);
 

@@ -44,17 +44,22 @@ Tensor arange(int64_t n, DType dtype, Device device) {
 }
 
 // One op's stream; a keyed generator gives each row (sample) of the draw its own (tensor/random.h).
-static Generator::Stream draw_stream(const Shape& shape, Generator& gen) {
+// A generator keyed to a row key in memory (tensor/random.h) draws only on the key's device.
+static Generator::Stream draw_stream(const Shape& shape, Generator& gen, Device device) {
+    const RowKey* key = gen.row_key();
+    STF_CHECK(!key || key->device() == device, "a draw on " << device.str() << " from a generator keyed to a row key on "
+                                                            << key->device().str()
+                                                            << ": the key must live on the draw's device");
     int64_t rows = !shape.empty() && shape[0] > 0 ? shape[0] : 1;
     return gen.next_draw(shape_numel(shape), rows);
 }
-static Generator::Stream draw_stream(const Tensor& t, Generator& gen) { return draw_stream(t.shape(), gen); }
+static Generator::Stream draw_stream(const Tensor& t, Generator& gen) { return draw_stream(t.shape(), gen, t.device()); }
 
-DropoutStream dropout_stream(const Shape& shape, double p, Generator& gen) {
+DropoutStream dropout_stream(const Shape& shape, double p, Generator& gen, Device device) {
     STF_CHECK(p > 0 && p < 1, "dropout_stream: probability " << p << " outside (0, 1)");
     const uint64_t seed = gen.seed();
-    const Generator::Stream st = draw_stream(shape, gen);
-    return {1.0 - p, 1.0 / (1.0 - p), seed, st.offset, st.row_len, st.row_stride};
+    const Generator::Stream st = draw_stream(shape, gen, device);
+    return {1.0 - p, 1.0 / (1.0 - p), seed, st.offset, st.row_len, st.row_stride, st.offset_base};
 }
 
 void uniform_(Tensor& t, double lo, double hi, Generator& gen) {
@@ -64,10 +69,10 @@ void uniform_(Tensor& t, double lo, double hi, Generator& gen) {
     int64_t n = t.numel();
     dispatch(
         t, "uniform_",
-        [&]<class T>() { cpu::uniform<T>(n, t.data<T>(), lo, hi, seed, st.offset, st.row_len, st.row_stride); },
+        [&]<class T>() { cpu::uniform<T>(n, t.data<T>(), lo, hi, seed, st.offset, st.row_len, st.row_stride, st.offset_base); },
         [&] {
             cuda::uniform(n, t.data<float>(), static_cast<float>(lo), static_cast<float>(hi), seed, st.offset,
-                          st.row_len, st.row_stride);
+                          st.row_len, st.row_stride, st.offset_base);
         });
 }
 
@@ -78,10 +83,10 @@ void normal_(Tensor& t, double mean, double std, Generator& gen) {
     int64_t n = t.numel();
     dispatch(
         t, "normal_",
-        [&]<class T>() { cpu::normal<T>(n, t.data<T>(), mean, std, seed, st.offset, st.row_len, st.row_stride); },
+        [&]<class T>() { cpu::normal<T>(n, t.data<T>(), mean, std, seed, st.offset, st.row_len, st.row_stride, st.offset_base); },
         [&] {
             cuda::normal(n, t.data<float>(), static_cast<float>(mean), static_cast<float>(std), seed, st.offset,
-                         st.row_len, st.row_stride);
+                         st.row_len, st.row_stride, st.offset_base);
         });
 }
 
@@ -105,9 +110,10 @@ Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype, Devi
     int64_t n = t.numel();
     dispatch(
         t, "bernoulli",
-        [&]<class T>() { cpu::bernoulli<T>(n, t.data<T>(), p, seed, st.offset, st.row_len, st.row_stride); },
+        [&]<class T>() { cpu::bernoulli<T>(n, t.data<T>(), p, seed, st.offset, st.row_len, st.row_stride, st.offset_base); },
         [&] {
-            cuda::bernoulli(n, t.data<float>(), static_cast<float>(p), seed, st.offset, st.row_len, st.row_stride);
+            cuda::bernoulli(n, t.data<float>(), static_cast<float>(p), seed, st.offset, st.row_len, st.row_stride,
+                            st.offset_base);
         });
     return t;
 }

@@ -6,10 +6,40 @@
 // keyed to (step, first_row), an op drawing a tensor whose first dimension has b rows gives row r the
 // stream of sample first_row + r in that step, for the op's position in the sequence of draws made
 // since the key was set. Offsets are laid out as step << 32 | sample << 11 | draw.
+//
+// Row keys in memory (CUDA graphs). A captured graph replays its launches with the arguments they were
+// recorded with, so a key passed by value would repeat the captured step's random numbers forever.
+// key_rows(RowKey) keys the generator to a word in memory on the draw's device instead: each draw's
+// stream offset is then that word (step << 32 | first_row << 11, written by RowKey::set before the
+// graph runs) plus the draw's position, added by the kernel when it runs. The numbers are those of
+// key_rows(step, first_row), bit for bit.
 #pragma once
 #include <cstdint>
+#include <memory>
+
+#include "tensor/tensor.h"
 
 namespace stf {
+
+class RowKey {
+public:
+    explicit RowKey(Device device);
+    ~RowKey();
+    RowKey(const RowKey&) = delete;
+    RowKey& operator=(const RowKey&) = delete;
+
+    // Writes step << 32 | first_row << 11: a plain store on the CPU, a host-to-device copy on CUDA
+    // (made before the graph that reads it is replayed, never inside a capture).
+    void set(uint64_t step, uint64_t first_row);
+    const uint64_t* data() const { return word_; }  // in the device's memory
+    Device device() const { return device_; }
+    uint64_t first_row() const { return first_row_; }  // as last set, for the host's checks
+
+private:
+    Device device_;
+    uint64_t* word_ = nullptr;
+    uint64_t first_row_ = 0;
+};
 
 class Generator {
 public:
@@ -24,7 +54,10 @@ public:
 
     // Per-sample streams (see the top of this file); key_rows restarts the draw counter.
     void key_rows(uint64_t step, uint64_t first_row);
-    void unkey_rows() { keyed_ = false; }
+    void unkey_rows() {
+        keyed_ = false;
+        memory_key_.reset();
+    }
     bool rows_keyed() const { return keyed_; }
 
     // What one op drawing `numel` values in `rows` leading rows uses: element i takes element
@@ -34,14 +67,21 @@ public:
         uint64_t offset = 0;
         int64_t row_len = 0;
         uint64_t row_stride = 0;
+        const uint64_t* offset_base = nullptr;  // a RowKey's word, added to offset when the kernel runs
     };
     Stream next_draw(int64_t numel, int64_t rows);
+
+    // Keyed to a row key in memory (see the top of this file) until the next key_rows or unkey_rows.
+    // The generator holds the key; draws must be made on the key's device.
+    void key_rows(std::shared_ptr<const RowKey> key);
+    const RowKey* row_key() const { return memory_key_.get(); }
 
 private:
     uint64_t seed_ = 0;
     uint64_t offset_ = 0;
     bool keyed_ = false;
     uint64_t step_ = 0, first_row_ = 0, draws_ = 0;
+    std::shared_ptr<const RowKey> memory_key_;
 };
 
 // The process-wide generator used when an op is given none.

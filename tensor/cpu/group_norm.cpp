@@ -70,7 +70,8 @@ void fill_mask(const DropoutStream& d, uint64_t first, int64_t count, T* out, st
         const int64_t run = static_cast<int64_t>(std::min<uint64_t>(static_cast<uint64_t>(count - i), row_len - pos));
         const uint64_t first_block = pos / 4, blocks = (pos + static_cast<uint64_t>(run) + 3) / 4 - first_block;
         words.resize(4 * blocks);
-        philox_blocks(first_block, static_cast<int64_t>(blocks), d.offset + row * d.row_stride, d.seed, words.data());
+        philox_blocks(first_block, static_cast<int64_t>(blocks), d.stream_offset() + row * d.row_stride, d.seed,
+                      words.data());
         const uint32_t* w = words.data() + (pos - 4 * first_block);
         for (int64_t j = 0; j < run; ++j) out[i + j] = group_norm_math::dropout_factor_of<T>(d, w[j]);
         i += run;

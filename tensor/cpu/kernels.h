@@ -54,12 +54,14 @@ void scaled_residual(int64_t n, int64_t c, int64_t inner, const TA* a, const TB*
 
 // --- random.cpp -----------------------------------------------------------------------------------
 // row_len/row_stride split the draw into rows with their own streams (cuda/philox.h); 0 means one stream.
+// offset_base, when given, is a word in memory added to offset when the kernel runs (a row key,
+// tensor/random.h), as the CUDA kernels do for graph replays.
 template <class T> void uniform(int64_t n, T* out, double lo, double hi, uint64_t seed, uint64_t offset,
-                                int64_t row_len = 0, uint64_t row_stride = 0);
+                                int64_t row_len = 0, uint64_t row_stride = 0, const uint64_t* offset_base = nullptr);
 template <class T> void normal(int64_t n, T* out, double mean, double std, uint64_t seed, uint64_t offset,
-                               int64_t row_len = 0, uint64_t row_stride = 0);
+                               int64_t row_len = 0, uint64_t row_stride = 0, const uint64_t* offset_base = nullptr);
 template <class T> void bernoulli(int64_t n, T* out, double p, uint64_t seed, uint64_t offset, int64_t row_len = 0,
-                                  uint64_t row_stride = 0);
+                                  uint64_t row_stride = 0, const uint64_t* offset_base = nullptr);
 
 // --- optim.cpp (arithmetic in cuda/optim_math.h) -------------------------------------------------
 template <class T> void adam_update(int64_t n, T* p, const T* g, T* m, T* v, const optim::AdamConstants<T>& k);

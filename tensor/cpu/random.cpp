@@ -15,8 +15,10 @@ constexpr int64_t kParallelMin = 1 << 12;  // Philox is ~40 integer ops per draw
 // Calls f(i, block, k) for the n elements of a (row-split) draw, element i being word k of its
 // Philox block: each block is computed once for the four elements that share it.
 template <class F>
-void for_each_draw(int64_t n, uint64_t seed, uint64_t offset, int64_t row_len, uint64_t row_stride, F f) {
+void for_each_draw(int64_t n, uint64_t seed, uint64_t offset, const uint64_t* offset_base, int64_t row_len,
+                   uint64_t row_stride, F f) {
     if (n <= 0) return;
+    if (offset_base) offset += *offset_base;
     // The last row may be partial (n need not be a multiple of row_len): it takes its row's first elements.
     const int64_t len = row_len > 0 ? row_len : n, blocks_per_row = (len + 3) / 4;
     const int64_t blocks = ((n + len - 1) / len) * blocks_per_row;
@@ -37,35 +39,36 @@ void for_each_draw(int64_t n, uint64_t seed, uint64_t offset, int64_t row_len, u
 // float results match the GPU bit for bit whether or not the compiler would contract a * b + c.
 template <class T>
 void uniform(int64_t n, T* out, double lo, double hi, uint64_t seed, uint64_t offset, int64_t row_len,
-             uint64_t row_stride) {
+             uint64_t row_stride, const uint64_t* offset_base) {
     const T l = static_cast<T>(lo), h = static_cast<T>(hi);
-    for_each_draw(n, seed, offset, row_len, row_stride, [&](int64_t i, const philox::Words& w, unsigned k) {
+    for_each_draw(n, seed, offset, offset_base, row_len, row_stride, [&](int64_t i, const philox::Words& w, unsigned k) {
         out[i] = std::fma(h - l, static_cast<T>(philox::uniform_of(w, k)), l);
     });
 }
 
 template <class T>
 void normal(int64_t n, T* out, double mean, double std, uint64_t seed, uint64_t offset, int64_t row_len,
-            uint64_t row_stride) {
+            uint64_t row_stride, const uint64_t* offset_base) {
     const T m = static_cast<T>(mean), s = static_cast<T>(std);
-    for_each_draw(n, seed, offset, row_len, row_stride, [&](int64_t i, const philox::Words& w, unsigned k) {
+    for_each_draw(n, seed, offset, offset_base, row_len, row_stride, [&](int64_t i, const philox::Words& w, unsigned k) {
         out[i] = std::fma(s, static_cast<T>(philox::normal_of(w, k)), m);
     });
 }
 
 // p is compared in T: for float that is the float p the CUDA kernel receives.
 template <class T>
-void bernoulli(int64_t n, T* out, double p, uint64_t seed, uint64_t offset, int64_t row_len, uint64_t row_stride) {
+void bernoulli(int64_t n, T* out, double p, uint64_t seed, uint64_t offset, int64_t row_len, uint64_t row_stride,
+               const uint64_t* offset_base) {
     const T pt = static_cast<T>(p);
-    for_each_draw(n, seed, offset, row_len, row_stride, [&](int64_t i, const philox::Words& w, unsigned k) {
+    for_each_draw(n, seed, offset, offset_base, row_len, row_stride, [&](int64_t i, const philox::Words& w, unsigned k) {
         out[i] = static_cast<T>(philox::uniform_of(w, k)) < pt ? T(1) : T(0);
     });
 }
 
 #define STF_INSTANTIATE(T)                                                                    \
-    template void uniform<T>(int64_t, T*, double, double, uint64_t, uint64_t, int64_t, uint64_t); \
-    template void normal<T>(int64_t, T*, double, double, uint64_t, uint64_t, int64_t, uint64_t);  \
-    template void bernoulli<T>(int64_t, T*, double, uint64_t, uint64_t, int64_t, uint64_t);
+    template void uniform<T>(int64_t, T*, double, double, uint64_t, uint64_t, int64_t, uint64_t, const uint64_t*); \
+    template void normal<T>(int64_t, T*, double, double, uint64_t, uint64_t, int64_t, uint64_t, const uint64_t*);  \
+    template void bernoulli<T>(int64_t, T*, double, uint64_t, uint64_t, int64_t, uint64_t, const uint64_t*);
 STF_INSTANTIATE(float)
 STF_INSTANTIATE(double)
 #undef STF_INSTANTIATE

@@ -1,9 +1,12 @@
 // CUDA graphs against eager execution: the graph-ready optimiser step (constants read from memory)
 // against the CPU, a captured step replayed against the same steps run eagerly, the capture pool
-// keeping the graph's memory from eager code, and host waits refused inside a capture.
+// keeping the graph's memory from eager code, host waits refused inside a capture, and random draws
+// keyed to a row key in memory, captured once and replayed under new keys.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "tests/gpu/parity.h"
@@ -142,4 +145,43 @@ TEST_CASE("a host read inside a capture is refused with a clear error, and the c
     std::vector<double> want = x.to_vector();
     for (double& v : want) v *= 2;
     CHECK(y.to_vector() == want);
+}
+
+TEST_CASE("draws keyed to a row key in device memory: CUDA equals the CPU, and a replayed capture follows the key") {
+    auto on_gpu = std::make_shared<RowKey>(Device::cuda());
+    auto on_cpu = std::make_shared<RowKey>(Device::cpu());
+    // Uniform and Bernoulli draws are bit for bit the CPU's (cuda/philox.h); the normal's log/cos may
+    // differ in the last ulp, so it is held to the parity bound.
+    for (auto [step, first_row] : {std::pair<uint64_t, uint64_t>{3, 0}, {77, 512}}) {
+        Generator g_gpu(9), g_cpu(9);
+        on_gpu->set(step, first_row);
+        on_cpu->set(step, first_row);
+        g_gpu.key_rows(on_gpu);
+        g_cpu.key_rows(on_cpu);
+        CHECK(ops::rand({4, 33}, g_gpu, DType::F32, Device::cuda()).to_vector() == ops::rand({4, 33}, g_cpu).to_vector());
+        CHECK(test::rel_error(ops::randn({4, 65}, g_gpu, DType::F32, Device::cuda()), ops::randn({4, 65}, g_cpu)) < 1e-6);
+        CHECK(ops::bernoulli({4, 9}, 0.4, g_gpu, DType::F32, Device::cuda()).to_vector() ==
+              ops::bernoulli({4, 9}, 0.4, g_cpu).to_vector());
+    }
+    // A key on the CPU cannot serve a draw on the GPU.
+    Generator wrong(9);
+    wrong.key_rows(on_cpu);
+    CHECK_THROWS_WITH(ops::rand({2}, wrong, DType::F32, Device::cuda()), doctest::Contains("must live on the draw's device"));
+
+    // Capture a draw once; each replay draws the numbers of the key set before it.
+    Generator captured(9);
+    on_gpu->set(1, 0);
+    Tensor out;
+    cuda::Graph graph;
+    graph.begin_capture();
+    captured.key_rows(on_gpu);
+    out = ops::rand({4, 33}, captured, DType::F32, Device::cuda());
+    graph.end_capture();
+    for (uint64_t step : {2, 5, 6}) {
+        on_gpu->set(step, 64);
+        graph.replay();
+        Generator by_value(9);
+        by_value.key_rows(step, 64);
+        CHECK(out.to_vector() == ops::rand({4, 33}, by_value).to_vector());
+    }
 }

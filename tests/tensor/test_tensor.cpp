@@ -2,6 +2,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <memory>
+#include <utility>
 
 #include "cuda/runtime.h"
 #include "tensor/ops.h"
@@ -169,6 +171,53 @@ TEST_CASE("a keyed generator refuses draws past its sample and draw limits") {
     g.key_rows(1, 0);
     for (uint64_t i = 0; i < Generator::kRowKeyedDraws; ++i) g.next_draw(1, 1);
     CHECK_THROWS_WITH_AS(ops::rand({1}, g), doctest::Contains("draws since the last key_rows"), Error);
+}
+
+// Row keys in memory (tensor/random.h), what a replayed CUDA graph draws with: the same numbers as the
+// key passed by value, for every random op a training round makes, and the key read when the kernel
+// runs, not when the draw is planned.
+TEST_CASE("a generator keyed to a row key in memory draws what key_rows(step, first_row) draws") {
+    auto key = std::make_shared<RowKey>(Device::cpu());
+    Generator init(5);
+    const Tensor x = ops::rand({3, 8, 4, 4}, init);
+    auto round = [&](Generator& g) {  // sigma, noise, a Bernoulli draw, and the fused dropout's mask
+        std::vector<std::vector<double>> out;
+        out.push_back(ops::rand({3, 1, 1, 1}, g).to_vector());
+        out.push_back(ops::randn({3, 2, 5, 5}, g).to_vector());
+        out.push_back(ops::bernoulli({3, 7}, 0.3, g).to_vector());
+        const DropoutStream d = ops::dropout_stream(x.shape(), 0.25, g, x.device());
+        out.push_back(ops::group_norm(x, Tensor(), Tensor(), 4, 1e-5, {Tensor(), true, d, std::nullopt}).y.to_vector());
+        return out;
+    };
+    for (auto [step, first_row] : {std::pair<uint64_t, uint64_t>{0, 0}, {5, 64}, {123456, 1000}}) {
+        Generator by_value(7), in_memory(7);
+        by_value.key_rows(step, first_row);
+        key->set(step, first_row);
+        in_memory.key_rows(key);
+        CHECK(in_memory.row_key() == key.get());
+        CHECK(round(in_memory) == round(by_value));
+    }
+    // Planned under one key, run under another: the mask follows the key in memory at run time.
+    Generator planned(7), expected(7);
+    key->set(9, 32);
+    planned.key_rows(key);
+    const DropoutStream d = ops::dropout_stream(x.shape(), 0.25, planned, x.device());
+    key->set(10, 0);
+    expected.key_rows(10, 0);
+    const DropoutStream want = ops::dropout_stream(x.shape(), 0.25, expected, x.device());
+    CHECK(ops::group_norm(x, Tensor(), Tensor(), 4, 1e-5, {Tensor(), true, d, std::nullopt}).y.to_vector() ==
+          ops::group_norm(x, Tensor(), Tensor(), 4, 1e-5, {Tensor(), true, want, std::nullopt}).y.to_vector());
+    // key_rows(step, row) and unkey_rows drop the key in memory.
+    planned.key_rows(1, 2);
+    CHECK(planned.row_key() == nullptr);
+    planned.key_rows(key);
+    planned.unkey_rows();
+    CHECK(planned.row_key() == nullptr);
+    // The key's limits are checked when it is set, the draw's rows when it is planned.
+    CHECK_THROWS_WITH_AS(key->set(uint64_t(1) << 32, 0), doctest::Contains("step"), Error);
+    key->set(1, Generator::kRowKeyedSamples - 2);
+    planned.key_rows(key);
+    CHECK_THROWS_WITH_AS(ops::rand({3}, planned), doctest::Contains("pass"), Error);
 }
 
 TEST_CASE("devices: CUDA requests fail clearly without a device") {
