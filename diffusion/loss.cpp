@@ -44,7 +44,11 @@ LossTerms loss_with(const nn::Precond& net, const LossBatch& batch, const LossOp
     const Tensor& images = batch.images;
     STF_CHECK(images.ndim() == 4, "diffusion_loss: expected images [b, c, h, w], got " << describe(images));
     int64_t b = images.size(0);
-    NoiseLevels levels = sample_noise_levels(o, b, gen, images.device());
+    const NoiseLevels levels =
+        batch.levels.sigma.defined() ? batch.levels : sample_noise_levels(o, b, gen, images.device());
+    STF_CHECK(levels.sigma.numel() == b && levels.weight.numel() == b,
+              "diffusion_loss: " << b << " images but noise levels " << describe(levels.sigma) << " and weights "
+                                 << describe(levels.weight));
     Tensor per_image_sigma = ops::reshape(levels.sigma, {b, 1, 1, 1});
     Tensor noise = ops::mul(ops::randn(images.shape(), gen, images.dtype(), images.device()), per_image_sigma);
     Tensor noisy = ops::add(images, noise);
@@ -80,7 +84,7 @@ LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const L
 
 LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
                          const Tensor& reference, const LossOptions& o, Generator& gen, Generator& dropout_gen) {
-    return diffusion_loss(net, LossBatch{images, Tensor(), augment_labels, reference, {}}, o, gen, dropout_gen);
+    return diffusion_loss(net, LossBatch{images, Tensor(), augment_labels, reference, {}, {}}, o, gen, dropout_gen);
 }
 
 LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const DatasetTarget& spec,
@@ -105,7 +109,7 @@ LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const D
 
 LossTerms diffusion_loss(const nn::Precond& net, const Tensor& images, const Tensor& augment_labels,
                          const DatasetTarget& spec, const LossOptions& o, Generator& gen, Generator& dropout_gen) {
-    return diffusion_loss(net, LossBatch{images, Tensor(), augment_labels, Tensor(), {}}, spec, o, gen, dropout_gen);
+    return diffusion_loss(net, LossBatch{images, Tensor(), augment_labels, Tensor(), {}, {}}, spec, o, gen, dropout_gen);
 }
 
 }  // namespace stf::diffusion

@@ -41,6 +41,10 @@ struct LossBatch {
     // groups[g].start + k and its softmax runs over its group's block only (stf_target_grouped).
     Tensor reference;
     std::vector<ReferenceGroup> groups;
+    // The images' noise levels and weights, drawn beforehand with sample_noise_levels from the generator
+    // the loss is given (its first draw); undefined: the loss draws them. A CUDA graph of the loss draws
+    // them on the host before each replay (train/graph_step.h): they are computed in double there.
+    NoiseLevels levels;
 };
 
 LossTerms diffusion_loss(const nn::Precond& net, const LossBatch& batch, const LossOptions& o, Generator& gen,

@@ -137,11 +137,13 @@ PositionalEmbedding::PositionalEmbedding(int64_t c, int max_pos, bool ep)
 
 Tensor PositionalEmbedding::forward(const Tensor& x) const {
     int64_t half = num_channels / 2;
-    std::vector<double> f(half);
-    for (int64_t i = 0; i < half; ++i)
-        f[i] = std::pow(1.0 / max_positions, static_cast<double>(i) / static_cast<double>(half - (endpoint ? 1 : 0)));
-    Tensor freqs = ops::to(ops::to(ops::from_vector(f, {half}), x.dtype()), x.device());
-    Tensor xf = outer(x, freqs);
+    if (!freqs_.defined() || freqs_.device() != x.device() || freqs_.dtype() != x.dtype()) {
+        std::vector<double> f(half);
+        for (int64_t i = 0; i < half; ++i)
+            f[i] = std::pow(1.0 / max_positions, static_cast<double>(i) / static_cast<double>(half - (endpoint ? 1 : 0)));
+        freqs_ = ops::to(ops::to(ops::from_vector(f, {half}), x.dtype()), x.device());
+    }
+    Tensor xf = outer(x, freqs_);
     return cat({cos(xf), sin(xf)}, 1);
 }
 

@@ -74,6 +74,12 @@ public:
     int64_t num_channels;
     int max_positions;
     bool endpoint;
+
+private:
+    // The frequencies on x's device and in its dtype, made at the first forward there: uploading them at
+    // every call would put a copy from host memory inside a captured CUDA graph. Not a buffer: EDM's
+    // checkpoints have none here.
+    mutable Tensor freqs_;
 };
 
 // Random Fourier features: [cos(2 pi x f), sin(2 pi x f)] with fixed f ~ N(0, scale^2) in buffer `freqs`.

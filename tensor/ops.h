@@ -42,6 +42,8 @@ Tensor to(const Tensor& t, DType dtype);
 Tensor contiguous(const Tensor& t);  // returns t itself when already contiguous
 Tensor clone(const Tensor& t);
 void copy_(Tensor& dst, const Tensor& src);  // src broadcast into dst (dst may be a strided view)
+// All zeros in place (contiguous t): one memset, no allocation, so a captured CUDA graph may follow it.
+void zero_(Tensor& t);
 
 // ---- views (share storage) -------------------------------------------------------------------------
 Tensor reshape(const Tensor& t, Shape shape);  // one -1 allowed; copies only when no view exists

@@ -1,5 +1,6 @@
 // Raw ops: creation, movement, views, elementwise and reductions. See tensor/ops.h.
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 
 #include "tensor/dispatch.h"
@@ -145,6 +146,15 @@ static StridedLayout broadcast_layout(const Tensor& t, const Shape& out, const c
     Tensor e = expand(t, out);
     (void)op;
     return layout_of(e);
+}
+
+void zero_(Tensor& t) {
+    STF_CHECK(t.is_contiguous(), "zero_: tensor must be contiguous, got " << describe(t));
+    const size_t bytes = static_cast<size_t>(t.numel()) * dtype_size(t.dtype());
+    if (t.device().is_cuda())
+        cuda::memset_zero(t.raw_data(), bytes);
+    else if (bytes > 0)
+        std::memset(t.raw_data(), 0, bytes);  // +0.0 in every dtype stf has
 }
 
 void copy_(Tensor& dst, const Tensor& src) {

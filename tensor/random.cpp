@@ -40,11 +40,13 @@ void RowKey::set(uint64_t step, uint64_t first_row) {
         *word_ = word;
 }
 
-void Generator::key_rows(std::shared_ptr<const RowKey> key) {
+void Generator::key_rows(std::shared_ptr<const RowKey> key, uint64_t first_draw) {
     STF_CHECK(key != nullptr, "Generator::key_rows: no row key");
+    STF_CHECK(first_draw < kRowKeyedDraws, "Generator::key_rows: first draw " << first_draw << " is past "
+                                                                              << kRowKeyedDraws);
     keyed_ = true;
     memory_key_ = std::move(key);
-    draws_ = 0;
+    draws_ = first_draw;
 }
 
 Generator::Stream Generator::next_draw(int64_t numel, int64_t rows) {

@@ -71,9 +71,10 @@ public:
     };
     Stream next_draw(int64_t numel, int64_t rows);
 
-    // Keyed to a row key in memory (see the top of this file) until the next key_rows or unkey_rows.
-    // The generator holds the key; draws must be made on the key's device.
-    void key_rows(std::shared_ptr<const RowKey> key);
+    // Keyed to a row key in memory (see the top of this file) until the next key_rows or unkey_rows,
+    // its draws counted from first_draw (draws made before under the same key by value, say on the
+    // host). The generator holds the key; draws must be made on the key's device.
+    void key_rows(std::shared_ptr<const RowKey> key, uint64_t first_draw = 0);
     const RowKey* row_key() const { return memory_key_.get(); }
 
 private:
