@@ -62,7 +62,7 @@ progress and checkpoints
   --dump N             training state every N ticks (default 500); always at the end
   --resume FILE|DIR|auto  continue from a training-state-*.safetensors, or a run directory's newest one,
                        with the options the state holds; --duration (extend), --batch-gpu, --no-progress,
-                       --dist-timeout may change, any other flag set to another value than the state's is
+                       --cuda-graph, --dist-timeout may change, any other flag set to another value than the state's is
                        refused. auto: resume the run these flags would write if it has a training state,
                        else start it (for preempted jobs)
   --transfer FILE      start from a network snapshot's weights (ours, or an EDM/STF checkpoint converted by
@@ -73,6 +73,9 @@ progress and checkpoints
   --precision MODE     fp32 (default; TF32 off), tf32 (CUDA tensor cores), or bf16: mixed precision, the
                        residual blocks' convolutions and the activations between them in bf16, float32
                        master weights, the rest TF32 on CUDA (emulated on the CPU, for checking numerics)
+  --cuda-graph on|off  replay each round and optimiser step as a CUDA graph, captured at the second step
+                       (default off; not yet run on a GPU). DSM and STF with a reference batch, without
+                       --cond; on the CPU, on runs the same graph-ready step eagerly
 
 several processes (built where MPI is installed; one rank per GPU)
   mpirun -np 8 ./train_cifar --stf ...   each rank trains on --batch / 8 images of every step
@@ -133,6 +136,7 @@ static train::TrainOptions options_from_flags(apps::Flags& f) {
     o.resume = f.str("resume", "");
     o.device = f.str("device", o.device);
     o.precision = f.str("precision", o.precision);
+    o.cuda_graph = f.str("cuda-graph", o.cuda_graph);
     o.progress_bar = !f.boolean("no-progress");
     o.dist_timeout = f.real("dist-timeout", o.dist_timeout);
     return o;

@@ -45,6 +45,9 @@ struct TrainOptions {
     std::string resume;                // training-state-*.safetensors to continue from (train/run_dir.h: or a run
                                        // directory, or "auto")
     std::string transfer;              // network snapshot whose weights start the run (fresh Adam; EMA = weights)
+    // on: the step runs as CUDA graphs, captured at the second step and replayed (train/graph_step.h);
+    // on the CPU the same graph-ready step runs eagerly. Not saved: it does not change the results.
+    std::string cuda_graph = "off";
     bool progress_bar = true;
     double dist_timeout = 600;         // seconds a collective waits for the other ranks before failing
     // Which options the user set (flattened to_json() keys such as "/lr" or "/net/num_blocks"), so that

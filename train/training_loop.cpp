@@ -24,6 +24,7 @@
 #include "report/plot.h"
 #include "report/progress.h"
 #include "train/distributed.h"
+#include "train/graph_step.h"
 #include "train/precision.h"
 #include "train/run_dir.h"
 #include "train/sigma_bands.h"
@@ -103,6 +104,13 @@ static void validate(const TrainOptions& o, int ranks) {
               "--precision must be fp32, tf32 or bf16, got '" << o.precision << "'");
     STF_CHECK(o.precision != "tf32" || Device::parse(o.device).is_cuda(),
               "--precision tf32 needs --device cuda (TF32 is a tensor-core mode)");
+    STF_CHECK(o.cuda_graph == "on" || o.cuda_graph == "off", "--cuda-graph must be on or off, got '" << o.cuda_graph << "'");
+    STF_CHECK(o.cuda_graph == "off" || !o.whole_dataset_target(),
+              "--cuda-graph on with the " << target_name(o) << " target is not supported: its references are the whole "
+              "dataset (use --cuda-graph off)");
+    STF_CHECK(o.cuda_graph == "off" || !(o.cond && o.target == "stf"),
+              "--cuda-graph on with --cond and STF is not supported: each round's class blocks differ (use "
+              "--cuda-graph off)");
 }
 
 // ---- small helpers ---------------------------------------------------------------------------------
@@ -155,7 +163,7 @@ static void check_resume_options(const TrainOptions& asked, const TrainOptions& 
     }
     if (differing.empty()) return;
     throw Error("--resume " + asked.resume + " continues the run with the options in its training state, but " +
-                differing + ". Give only --duration, --batch-gpu, --no-progress, --dist-timeout and the --metrics/--fid "
+                differing + ". Give only --duration, --batch-gpu, --no-progress, --cuda-graph, --dist-timeout and the --metrics/--fid "
                 "flags with --resume, or start a new run");
 }
 
@@ -420,6 +428,7 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         o.outdir = fs::path(state_path).parent_path().string();
         if (o.outdir.empty()) o.outdir = ".";
         o.progress_bar = asked.progress_bar;
+        o.cuda_graph = asked.cuda_graph;
         o.dist_timeout = asked.dist_timeout;
         if (asked.duration_mimg > 0) o.duration_mimg = asked.duration_mimg;
         // A new --batch-gpu, or a number of ranks the old one does not fit, changes the rounds; the
@@ -554,6 +563,13 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     // kill) are dropped, the rest seed the curve.
     if (root && resuming) continue_stats(out / "stats.jsonl", p.tick, curve_x, curve_y);
     SigmaBandSums band_sums;  // this tick's per-sample statistics, on the training device
+    std::optional<GraphStep> graph_step;
+    if (o.cuda_graph == "on") {
+        graph_step.emplace(GraphStep::Parts{*net, adam, ema_update, band_sums, loss_options, 1.0 / static_cast<double>(o.batch)},
+                           device, device.is_cuda());
+        log.line(device.is_cuda() ? "Step: CUDA graphs, the second step captured and every later one replayed"
+                                  : "Step: the graph-ready step, run eagerly (the CPU has nothing to capture)");
+    }
     auto tick_clock = std::chrono::steady_clock::now();
     double tick_clock_nimg = p.cur_nimg;
     TrainSummary summary;
@@ -564,10 +580,18 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
     StopSignal stop_signal;  // the first SIGINT/SIGTERM ends the loop after a step, with a training state
     std::string last_good_state = resuming ? o.resume : "";
     while (p.cur_nimg < total_nimg) {
-        net->zero_grad();
+        if (graph_step)
+            graph_step->begin_step();
+        else
+            net->zero_grad();
         for (int64_t r = 0; r < rounds; ++r) {
             const int64_t first_sample = group.rank() * local_batch + r * o.batch_gpu;
             RoundData d = step_data.round(p.step, first_sample, rng, group);
+            if (graph_step) {
+                const diffusion::LossTerms terms = graph_step->round(d.batch, p.step, first_sample, rng.noise, rng.dropout);
+                if (observe_round) observe_round(p.step, terms);
+                continue;
+            }
             diffusion::LossTerms terms =
                 o.whole_dataset_target()
                     ? diffusion::diffusion_loss(
@@ -582,11 +606,17 @@ TrainSummary training_loop(TrainOptions o, const SnapshotMetrics& snapshot_metri
         }
         std::vector<Tensor> params = net->parameters();
         all_reduce_gradients(group, params);  // before the NaN guard, as one process would see them
-        nn::nan_to_num_grads(params);
-        adam.step(nn::edm_learning_rate(o.lr, p.cur_nimg, o.lr_rampup_mimg * 1000));
+        const double lr = nn::edm_learning_rate(o.lr, p.cur_nimg, o.lr_rampup_mimg * 1000);
         p.cur_nimg += static_cast<double>(o.batch);
         p.step++;
-        ema_update.update(nn::Ema::beta(static_cast<double>(o.batch), p.cur_nimg, o.ema_mimg * 1000, o.ema_rampup));
+        const double ema_beta = nn::Ema::beta(static_cast<double>(o.batch), p.cur_nimg, o.ema_mimg * 1000, o.ema_rampup);
+        if (graph_step) {
+            graph_step->end_step(lr, ema_beta);
+        } else {
+            nn::nan_to_num_grads(params);
+            adam.step(lr);
+            ema_update.update(ema_beta);
+        }
 
         if (const int sig = stop_requested(group)) {
             if (show_bar) bar.finish();

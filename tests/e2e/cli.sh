@@ -90,6 +90,8 @@ expect_error "unknown flag" "unknown flag --bogus" "$bin/train_cifar" --bogus 1
 expect_error "rbatch < batch" "--rbatch 4 is smaller" "$bin/train_cifar" "${tiny[@]}" --stf --rbatch 4 --duration 0.00032 --outdir "$tmp/x"
 expect_error "unknown precision" "--precision must be fp32, tf32 or bf16" "$bin/train_cifar" "${tiny[@]}" --precision fp16 \
     --duration 0.00032 --outdir "$tmp/x"
+expect_error "unknown --cuda-graph" "--cuda-graph must be on or off, got 'yes'" "$bin/train_cifar" "${tiny[@]}" \
+    --cuda-graph yes --duration 0.00032 --outdir "$tmp/x"
 expect_error "empty --batch" "--batch was given an empty value" "$bin/train_cifar" --data "$data" --device cpu --batch= --outdir "$tmp/x"
 expect_error "--max-images -5" "--max-images must be >= 0" "$bin/train_cifar" --data "$data" --device cpu --max-images -5 --outdir "$tmp/x"
 expect_error "--ema -1" "--ema (half-life in Mimg) must be positive" "$bin/train_cifar" --data "$data" --device cpu --ema -1 --outdir "$tmp/x"
