@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
 #include "apps/common/bench.h"
 #include "apps/common/target_flags.h"
@@ -18,6 +19,8 @@
 #include "diffusion/loss.h"
 #include "diffusion/stf_target.h"
 #include "nn/optim.h"
+#include "train/graph_step.h"
+#include "train/sigma_bands.h"
 
 using namespace stf;
 
@@ -44,6 +47,10 @@ step
   --mode fp32|tf32|bf16  arithmetic: fp32 with TF32 off (default), TF32 tensor cores (CUDA), or bf16
                        mixed precision (the residual blocks' convolutions and the activations between
                        them in bf16, float32 master weights; the rest TF32 on CUDA; emulated on the CPU)
+  --cuda-graph on|off  the step as train_cifar --cuda-graph takes it: each round and optimiser step a
+                       CUDA graph captured in the second warm-up step, replayed after (default off; needs
+                       --warmup 2 or more on CUDA; on the CPU the same graph-ready step runs eagerly).
+                       DSM and STF with a reference batch
   --steps N            timed steps (default 20)
   --warmup N           untimed steps first (default 3)
   --device cpu|cuda    (default cuda when a GPU is usable)
@@ -95,7 +102,9 @@ int main(int argc, char** argv) {
         double peak_flag = f.real("peak-tflops", 0);
         uint64_t seed = static_cast<uint64_t>(f.integer("seed", 0));
         bool profile = f.boolean("profile");
+        const std::string cuda_graph = f.str("cuda-graph", "off");
         f.check_all_used();
+        STF_CHECK(cuda_graph == "on" || cuda_graph == "off", "--cuda-graph must be on or off, got '" << cuda_graph << "'");
         STF_CHECK(!profile || device.is_cuda(), "--profile records a CUDA step; it needs --device cuda");
         STF_CHECK(batch >= 1, "--batch must be positive, got " << batch);
         STF_CHECK(target == "dsm" || target == "stf" || target == "knn", "--target must be dsm, stf or knn, got '" << target << "'");
@@ -108,6 +117,10 @@ int main(int argc, char** argv) {
         if (target == "dsm") rbatch = 0;
         STF_CHECK(augment >= 0 && augment <= 1, "--augment is a probability in [0, 1], got " << augment);
         STF_CHECK(steps >= 1 && warmup >= 0, "--steps must be positive and --warmup not negative");
+        const bool graphs = cuda_graph == "on";
+        STF_CHECK(!graphs || !whole, "--cuda-graph on: the whole-dataset targets are not supported (use --cuda-graph off)");
+        STF_CHECK(!graphs || !device.is_cuda() || warmup >= 2,
+                  "--cuda-graph on needs --warmup 2 or more on CUDA: the first step runs eagerly, the second is captured");
         std::string mode_text = train::set_precision(mode, device, "--mode");
         config.unet.augment_dim = augment > 0 ? 9 : 0;
 
@@ -141,10 +154,21 @@ int main(int argc, char** argv) {
                                                                           u.img_resolution}, data_gen), 2), -1),
                               device);
 
-        // One optimiser step as train/training_loop.cpp takes it with --batch-gpu equal to --batch.
+        // One optimiser step as train/training_loop.cpp takes it with --batch-gpu equal to --batch: the
+        // tick statistics summed on the device, nothing read back inside the step.
+        train::SigmaBandSums bands;
+        std::optional<train::GraphStep> graph_step;
+        if (graphs)
+            graph_step.emplace(train::GraphStep::Parts{*net, adam, ema_update, bands, loss_options,
+                                                       1.0 / static_cast<double>(batch)},
+                               device, device.is_cuda());
         double cur_nimg = 0;
+        int64_t step_index = 0;
         auto step = [&] {
-            net->zero_grad();
+            if (graph_step)
+                graph_step->begin_step();
+            else
+                net->zero_grad();
             // The trainer augments the reference batch with the images; a whole dataset stays un-augmented.
             Tensor images = whole ? ops::narrow(data, 0, 0, batch) : data, labels;
             if (augment > 0) {
@@ -153,6 +177,14 @@ int main(int argc, char** argv) {
                 labels = ops::contiguous(ops::narrow(a.labels, 0, 0, batch));
             }
             Tensor y = ops::contiguous(ops::narrow(images, 0, 0, batch));
+            if (graph_step) {
+                graph_step->round({y, Tensor(), labels, target == "stf" ? images : Tensor(), {}, {}}, step_index, 0,
+                                  noise_gen, dropout_gen);
+                cur_nimg += static_cast<double>(batch);
+                graph_step->end_step(1e-4, nn::Ema::beta(static_cast<double>(batch), cur_nimg, 500, 0.05));
+                ++step_index;
+                return;
+            }
             diffusion::LossTerms terms =
                 whole ? diffusion::diffusion_loss(*net, y, labels,
                                                   diffusion::DatasetTarget{target, {y, data, batch_rows}, knn_k, rbatch},
@@ -160,7 +192,7 @@ int main(int argc, char** argv) {
                       : diffusion::diffusion_loss(*net, y, labels, target == "stf" ? images : Tensor(), loss_options,
                                                   noise_gen, dropout_gen);
             backward(mul(sum(terms.loss), 1.0 / static_cast<double>(batch)));
-            terms.loss.to_vector();  // the trainer reads the per-image losses every round
+            bands.add(terms.sigma, terms.loss, terms.ess);
             nn::nan_to_num_grads(params);
             adam.step(1e-4);
             cur_nimg += static_cast<double>(batch);
@@ -178,9 +210,10 @@ int main(int argc, char** argv) {
                     (long long)u.img_resolution, (long long)u.img_resolution, (long long)u.in_channels,
                     device.str().c_str(), device.is_cuda() ? (" (" + cuda::device_name() + ")").c_str() : "",
                     mode_text.c_str());
-        std::printf("step: batch %lld, %s, augment %g, dropout %g; %lld warm-up + %lld timed steps\n", (long long)batch,
-                    target_text.c_str(),
-                    augment, u.dropout, (long long)warmup, (long long)steps);
+        std::printf("step: batch %lld, %s, augment %g, dropout %g; %lld warm-up + %lld timed steps%s\n", (long long)batch,
+                    target_text.c_str(), augment, u.dropout, (long long)warmup, (long long)steps,
+                    !graphs ? "" : device.is_cuda() ? "; CUDA graphs (captured in warm-up step 2)"
+                                                    : "; the graph-ready step, run eagerly");
         for (int64_t i = 0; i < warmup; ++i) step();
         // Peak memory as the PyTorch reference figures measure it (docs/perf.md): over the timed steps,
         // after the warm-up, so cuDNN's one-off algorithm search (its scratch buffer) is reported apart.

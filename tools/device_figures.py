@@ -139,6 +139,11 @@ def targets(sections, parts):
         torch=(train_row, train_img_s), ratio_at_least=1.5)
     add('TF32 step', 'train-tf32-stf', 'img_s', at_least=1300)
     add('fp32 step (TF32 off)', 'train-fp32-stf', 'img_s', at_least=650)
+    # The same three as CUDA graphs (bench_train --cuda-graph on).
+    add('bf16 step, CUDA graphs', 'train-bf16-stf-graph', 'img_s', at_least=2000,
+        torch=(train_row, train_img_s), ratio_at_least=1.5)
+    add('TF32 step, CUDA graphs', 'train-tf32-stf-graph', 'img_s', at_least=1300)
+    add('fp32 step (TF32 off), CUDA graphs', 'train-fp32-stf-graph', 'img_s', at_least=650)
     add('Heun-18 batch 256, bf16', 'sample-heun18-bf16', 'img_s', at_least=300, torch=(heun_row, heun_img_s),
         ratio_at_least=1.5)
     add('Heun-18 batch 256, fp32', 'sample-heun18', 'img_s', at_least=75, torch=(heun_row, heun_img_s),

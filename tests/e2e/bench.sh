@@ -24,6 +24,10 @@ last_line_rate "bench_train STF" "$out"
 grep -q "^STF target alone: .* of the step" <<<"$out" && pass "bench_train reports the STF target's share" \
     || fail "no STF share: $out"
 grep -q "^peak memory: " <<<"$out" && pass "bench_train reports peak memory" || fail "no peak memory: $out"
+out=$("$bin/bench_train" "${tiny[@]}" --batch 4 --rbatch 16 --steps 2 --warmup 1 --cuda-graph on 2>&1)
+last_line_rate "bench_train STF --cuda-graph on" "$out"
+grep -q "the graph-ready step, run eagerly" <<<"$out" && pass "bench_train --cuda-graph on says how it ran on the CPU" \
+    || fail "no graph line: $out"
 
 out=$("$bin/bench_sample" "${tiny[@]}" --batch 2 --steps 2 2>&1)
 last_line_rate "bench_sample Heun" "$out"

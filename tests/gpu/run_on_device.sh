@@ -60,7 +60,7 @@ mkdir -p "$out"
 log="$out/device.log"
 dry="${DRY_RUN:-0}"
 case "${PLAN:-}" in
-    anchor) : "${ONLY:=^(test_kernels|test_gpu|train-(fp32|tf32|bf16)-stf|train-fp32-stf-all|sample-heun18(-bf16)?|torch-best(-compile)?)$}"
+    anchor) : "${ONLY:=^(test_kernels|test_gpu|train-(fp32|tf32|bf16)-stf(-graph)?|train-fp32-stf-all|sample-heun18(-bf16)?|torch-best(-compile)?)$}"
             budget="${BUDGET:-480}" ;;
     "") budget="${BUDGET:-540}" ;;
     *) echo "run_on_device: PLAN is anchor or unset, got '$PLAN'" >&2; exit 2 ;;
@@ -145,6 +145,13 @@ fi
 section train-fp32-stf 70 8 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode fp32 --rbatch 1024
 section train-tf32-stf 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode tf32 --rbatch 1024
 section train-bf16-stf 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode bf16 --rbatch 1024
+# The same steps as CUDA graphs (train_cifar --cuda-graph on): captured in the second warm-up step.
+section train-fp32-stf-graph 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode fp32 --rbatch 1024 \
+    --cuda-graph on
+section train-tf32-stf-graph 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode tf32 --rbatch 1024 \
+    --cuda-graph on
+section train-bf16-stf-graph 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode bf16 --rbatch 1024 \
+    --cuda-graph on
 section train-fp32-dsm 70 5 ./devrun/bench_train --device cuda --batch 64 --steps 30 --mode fp32
 # The whole-dataset targets on CIFAR-10's 50,000 (random images): STF over all of them, kNN (k 2048, 1024 draws).
 section train-fp32-stf-all 90 6 ./devrun/bench_train --device cuda --batch 64 --steps 20 --mode fp32 --target stf \
