@@ -8,6 +8,7 @@
 #include "train/precision.h"
 #include "cuda/runtime.h"
 #include "diffusion/sampler.h"
+#include "nn/graph_forward.h"
 
 using namespace stf;
 
@@ -29,6 +30,8 @@ sampling
   --device cpu|cuda    (default cuda when a GPU is usable)
   --peak-tflops T      arithmetic limit for the share (default: CUDA 67 fp32 / 495 tf32 / 989 bf16, NVIDIA's
                        H100 SXM datasheet; CPU the measured sgemm rate)
+  --cuda-graph on|off  each network evaluation as a CUDA graph, as ./sample --cuda-graph on (captured in the
+                       warm-up; default off)
   --seed N             latents and initial weights (default 0)
   --profile            CUDA: record one network evaluation, after the warm-up and outside the timing, for
                        `ncu --profile-from-start off` (per-kernel times)
@@ -55,7 +58,9 @@ int main(int argc, char** argv) {
         double peak_flag = f.real("peak-tflops", 0);
         uint64_t seed = static_cast<uint64_t>(f.integer("seed", 0));
         bool profile = f.boolean("profile");
+        const std::string cuda_graph = f.str("cuda-graph", "off");
         f.check_all_used();
+        STF_CHECK(cuda_graph == "on" || cuda_graph == "off", "--cuda-graph must be on or off, got '" << cuda_graph << "'");
         for (const char* flag : {"arch", "precond", "cbase", "cres", "blocks", "attn", "res", "channels", "dropout"})
             STF_CHECK(net_path.empty() || !f.given(flag),
                       "--" << flag << " with --net: the network file says its own architecture");
@@ -83,12 +88,18 @@ int main(int argc, char** argv) {
         // The denoiser of ./sample, timed per call (its copies to the CPU wait for the device).
         double network_seconds = 0;
         int64_t calls = 0;
+        nn::GraphForward network(
+            [&](const std::vector<Tensor>& in) {
+                NoGradGuard no_grad;
+                return net->forward(in[0], in[1]);
+            },
+            cuda_graph == "on" && device.is_cuda());
         diffusion::Denoiser denoise = [&](const Tensor& x, double sigma) {
             auto start = std::chrono::steady_clock::now();
             NoGradGuard no_grad;
             Tensor xd = ops::to(ops::to(x, DType::F32), device);
             Tensor s = ops::full({x.size(0)}, sigma, DType::F32, device);
-            Tensor out = ops::to(ops::to(net->forward(xd, s), Device::cpu()), DType::F64);
+            Tensor out = ops::to(ops::to(network({xd, s}), Device::cpu()), DType::F64);
             network_seconds += seconds_since(start);
             calls++;
             return out;
@@ -109,9 +120,11 @@ int main(int argc, char** argv) {
                     (long long)u.img_resolution, (long long)u.img_resolution, (long long)u.in_channels,
                     device.str().c_str(), device.is_cuda() ? (" (" + cuda::device_name() + ")").c_str() : "",
                     mode_text.c_str());
-        std::printf("sampler: %s %d steps, %lld network evaluations per batch, batch %lld, %lld timed batch(es)\n",
+        std::printf("sampler: %s %d steps, %lld network evaluations per batch, batch %lld, %lld timed batch(es)%s\n",
                     so.heun ? "Heun" : "Euler", so.num_steps, (long long)diffusion::network_evaluations(so),
-                    (long long)batch, (long long)repeats);
+                    (long long)batch, (long long)repeats,
+                    cuda_graph == "off" ? "" : device.is_cuda() ? "; each evaluation a CUDA graph replay"
+                                                                : "; --cuda-graph on: nothing to capture on the CPU");
         auto start = std::chrono::steady_clock::now();
         for (int64_t r = 0; r < repeats; ++r) diffusion::edm_sample(denoise, latents, so);
         double total = seconds_since(start) / static_cast<double>(repeats);

@@ -13,6 +13,7 @@
 #include "report/progress.h"
 #include "cuda/runtime.h"
 #include "diffusion/sampler.h"
+#include "nn/graph_forward.h"
 #include "nn/network.h"
 #include "train/precision.h"
 
@@ -43,6 +44,8 @@ by train_cifar, or an EDM/STF checkpoint converted by tools/edm_to_safetensors.p
   --precision fp32|tf32|bf16  the network's arithmetic (default fp32, EDM's): tf32 on tensor cores (CUDA),
                         bf16 mixed precision (its convolutions and activations in bfloat16; emulated on the
                         CPU); the sampler itself always runs in float64
+  --cuda-graph on|off   replay each network evaluation as a CUDA graph, captured at the second evaluation of
+                        each batch shape (default off; not yet run on a GPU; on the CPU, on evaluates eagerly)
 )";
 
 // Fails before any sampling when an output cannot be written: an output file's folder must exist and be
@@ -136,7 +139,9 @@ int main(int argc, char** argv) {
         std::string precision = f.str("precision", "fp32");
         const int64_t class_index = f.integer("class", -1);
         const double guidance = f.real("guidance", 1);
+        const std::string cuda_graph = f.str("cuda-graph", "off");
         f.check_all_used();
+        STF_CHECK(cuda_graph == "on" || cuda_graph == "off", "--cuda-graph must be on or off, got '" << cuda_graph << "'");
         STF_CHECK(!net_path.empty(), "no network: give --net FILE (a snapshot from train_cifar)");
         STF_CHECK(batch >= 1, "--batch must be positive");
         STF_CHECK(!outdir.empty() || !grid.empty() || !out_npy.empty(),
@@ -218,23 +223,24 @@ int main(int argc, char** argv) {
         // conditional and unconditional (all-zero label) evaluations share one network call of twice the batch.
         Tensor batch_labels;  // the current batch's labels, on the device
         Generator no_dropout;  // eval mode: the network draws nothing
+        // The network evaluation, replayed as a CUDA graph with --cuda-graph on (nn/graph_forward.h):
+        // inputs x, sigma and, for a class-conditional network, the labels.
+        nn::GraphForward network(
+            [&](const std::vector<Tensor>& in) {
+                NoGradGuard no_grad;
+                return in[2].defined() ? net.forward(in[0], in[1], in[2], Tensor(), no_dropout) : net.forward(in[0], in[1]);
+            },
+            cuda_graph == "on" && device.is_cuda());
+        auto on_host = [](const Tensor& d) { return ops::to(ops::to(d, Device::cpu()), DType::F64); };
         diffusion::Denoiser denoise = [&](const Tensor& x, double sigma) {
             NoGradGuard no_grad;
             Tensor xd = ops::to(ops::to(x, DType::F32), device);
             const int64_t b = x.size(0);
-            if (label_dim == 0) {
-                Tensor s = ops::full({b}, sigma, DType::F32, device);
-                return ops::to(ops::to(net.forward(xd, s), Device::cpu()), DType::F64);
-            }
-            if (guidance == 1) {
-                Tensor s = ops::full({b}, sigma, DType::F32, device);
-                Tensor d = net.forward(xd, s, batch_labels, Tensor(), no_dropout);
-                return ops::to(ops::to(d, Device::cpu()), DType::F64);
-            }
+            if (label_dim == 0 || guidance == 1)
+                return on_host(network({xd, ops::full({b}, sigma, DType::F32, device), batch_labels}));
             Tensor s = ops::full({2 * b}, sigma, DType::F32, device);
-            Tensor both = net.forward(ops::cat({xd, xd}, 0), s, ops::cat({batch_labels, ops::zeros_like(batch_labels)}, 0),
-                                      Tensor(), no_dropout);
-            both = ops::to(ops::to(both, Device::cpu()), DType::F64);
+            Tensor both = on_host(
+                network({ops::cat({xd, xd}, 0), s, ops::cat({batch_labels, ops::zeros_like(batch_labels)}, 0)}));
             Tensor cond = ops::narrow(both, 0, 0, b), uncond = ops::narrow(both, 0, b, b);
             return ops::add(uncond, ops::mul_scalar(ops::sub(cond, uncond), guidance));
         };

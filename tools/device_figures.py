@@ -148,6 +148,10 @@ def targets(sections, parts):
         ratio_at_least=1.5)
     add('Heun-18 batch 256, fp32', 'sample-heun18', 'img_s', at_least=75, torch=(heun_row, heun_img_s),
         ratio_at_least=1.5)
+    add('Heun-18 batch 256, bf16, CUDA graphs', 'sample-heun18-bf16-graph', 'img_s', at_least=300,
+        torch=(heun_row, heun_img_s), ratio_at_least=1.5)
+    add('Heun-18 batch 256, fp32, CUDA graphs', 'sample-heun18-graph', 'img_s', at_least=75,
+        torch=(heun_row, heun_img_s), ratio_at_least=1.5)
     add('peak memory, fp32 STF step (GiB)', 'train-fp32-stf', 'peak_gib', at_most=6)
     # The STF target over the whole dataset against the bf16 step: bench_train --rbatch all reports the
     # target alone in ms; its share of the bf16 step is that over the bf16 step's ms.

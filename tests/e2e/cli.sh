@@ -145,6 +145,8 @@ expect_error "corrupt checkpoint" "cut.safetensors" "$bin/sample" --net "$tmp/cu
     --grid "$tmp/grid.png"
 [ "$(md5sum <"$tmp/grid.png")" = "$before" ] && pass "a failed run leaves the old grid alone" || fail "grid overwritten"
 expect_error "sample without output" "nothing to write" "$bin/sample" --net "$snap" --device cpu
+expect_error "sample --cuda-graph yes" "--cuda-graph must be on or off, got 'yes'" "$bin/sample" --net "$snap" \
+    --device cpu --cuda-graph yes --out-npy "$tmp/x.npy"
 # Outputs are checked before sampling: a folder that does not exist fails at once, not after the images.
 start=$SECONDS
 expect_error "sample into a missing folder" "does not exist" "$bin/sample" --net "$snap" --device cpu --seeds 0-999 \

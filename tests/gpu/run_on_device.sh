@@ -43,7 +43,8 @@
 # The side-by-side call (docs/perf.md, "One device call beside PyTorch's best"): the GPU suites, stf's
 # fp32/TF32/bf16 STF steps and Heun-18 fp32/bf16, then the PyTorch configurations a user would run today
 # (torch_best.py, kept outside the repository: TORCH_BEST names it, REF_SRC the reference code it imports),
-# its torch.compile rows last, in about 8 minutes (BUDGET 480), every figure in $OUT/figures.json:
+# its torch.compile rows last, within 9 minutes (BUDGET 540),
+# every figure in $OUT/figures.json:
 #   PLAN=anchor TORCH_BEST=path/to/torch_best.py REF_SRC=ref-src bash tests/gpu/run_on_device.sh
 # DRY_RUN=1 prints what each selected section would run and writes figures.json from that, without
 # running anything (no GPU needed): `DRY_RUN=1 PLAN=anchor TORCH_BEST=x REF_SRC=ref-src OUT=/tmp/d bash ...`.
@@ -60,8 +61,8 @@ mkdir -p "$out"
 log="$out/device.log"
 dry="${DRY_RUN:-0}"
 case "${PLAN:-}" in
-    anchor) : "${ONLY:=^(test_kernels|test_gpu|train-(fp32|tf32|bf16)-stf(-graph)?|train-fp32-stf-all|sample-heun18(-bf16)?|torch-best(-compile)?)$}"
-            budget="${BUDGET:-480}" ;;
+    anchor) : "${ONLY:=^(test_kernels|test_gpu|train-(fp32|tf32|bf16)-stf(-graph)?|train-fp32-stf-all|sample-heun18(-bf16)?(-graph)?|torch-best(-compile)?)$}"
+            budget="${BUDGET:-540}" ;;
     "") budget="${BUDGET:-540}" ;;
     *) echo "run_on_device: PLAN is anchor or unset, got '$PLAN'" >&2; exit 2 ;;
 esac
@@ -160,6 +161,9 @@ section train-fp32-knn 90 6 ./devrun/bench_train --device cuda --batch 64 --step
     --rbatch 1024 --k 2048 --dataset-size 50000
 section sample-heun18 90 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18
 section sample-heun18-bf16 60 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18 --mode bf16
+section sample-heun18-graph 90 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18 --cuda-graph on
+section sample-heun18-bf16-graph 60 6 ./devrun/bench_sample --device cuda --batch 256 --steps 18 --mode bf16 \
+    --cuda-graph on
 section train-ncsnpp-stf 70 4 ./devrun/bench_train --device cuda --arch ncsnpp --batch 64 --steps 20 --mode fp32 --rbatch 1024
 
 # The PyTorch reference on the same work, in the same call (docs/perf.md, "The PyTorch reference").
