@@ -21,6 +21,7 @@
 #include "nn/optim.h"
 #include "nn/safetensors.h"
 #include "tests/temp_files.h"
+#include "tests/tiny_network.h"
 #include "train/training_loop.h"
 
 using namespace stf;
@@ -221,11 +222,7 @@ train::TrainOptions graph_run(const std::string& data, const std::filesystem::pa
     o.data = data;
     o.outdir = out.string();
     o.nosubdir = true;
-    o.net = nn::NetworkConfig::preset("ddpmpp");
-    o.net.unet.model_channels = 16;
-    o.net.unet.channel_mult = {1, 2};
-    o.net.unet.num_blocks = 1;
-    o.net.unet.attn_resolutions = {16};
+    o.net = test::tiny_network(16, {16});
     o.net.unet.dropout = 0.1;
     o.target = target;
     o.rbatch = 64;
@@ -276,11 +273,7 @@ TEST_CASE("training with --cuda-graph on ends within parity of --cuda-graph off 
 // bit for bit (the same kernels on the same inputs), each batch shape gets its own graph, and Heun
 // through replays equals Heun through direct calls.
 TEST_CASE("GraphForward: replayed network evaluations equal direct ones, per batch shape") {
-    nn::NetworkConfig config = nn::NetworkConfig::preset("ddpmpp");
-    config.unet.model_channels = 16;
-    config.unet.channel_mult = {1, 2};
-    config.unet.num_blocks = 1;
-    config.unet.attn_resolutions = {16};
+    nn::NetworkConfig config = test::tiny_network(16, {16});
     config.unet.in_channels = config.unet.out_channels = 3;
     config.unet.img_resolution = 32;
     Generator init(3);

@@ -7,6 +7,7 @@
 
 #include "nn/network.h"
 #include "nn/safetensors.h"
+#include "tests/tiny_network.h"
 
 using namespace stf;
 using namespace stf::nn;
@@ -14,12 +15,8 @@ namespace fs = std::filesystem;
 
 namespace {
 NetworkConfig tiny(const std::string& arch) {
-    NetworkConfig c = NetworkConfig::preset(arch);
-    c.unet.model_channels = 16;
-    c.unet.channel_mult = {1, 2};
-    c.unet.num_blocks = 1;
+    NetworkConfig c = test::tiny_network(16, {4}, arch);
     c.unet.img_resolution = 8;
-    c.unet.attn_resolutions = {4};
     c.unet.augment_dim = 9;
     return c;
 }

@@ -15,6 +15,7 @@
 #include "nn/safetensors.h"
 #include "tests/expect_error.h"
 #include "tests/temp_files.h"
+#include "tests/tiny_network.h"
 #include "train/training_loop.h"
 #include "train/transfer.h"
 
@@ -53,11 +54,7 @@ train::TrainOptions toy(const std::string& data, const fs::path& outdir, bool co
     o.pad_to = 0;
     o.outdir = outdir.string();
     o.cond = cond;
-    o.net = nn::NetworkConfig::preset("ddpmpp");
-    o.net.unet.model_channels = 16;
-    o.net.unet.channel_mult = {1, 2};
-    o.net.unet.num_blocks = 1;
-    o.net.unet.attn_resolutions = {};
+    o.net = test::tiny_network(16, {});
     o.net.unet.dropout = 0;
     o.rbatch = 16;
     o.batch = 16;

@@ -14,6 +14,7 @@
 #include "tests/expect_error.h"
 #include "tests/requirements.h"
 #include "tests/temp_files.h"
+#include "tests/tiny_network.h"
 #include "train/training_loop.h"
 
 using namespace stf;
@@ -28,11 +29,7 @@ train::TrainOptions small_run(const fs::path& outdir, const std::string& target,
     o.pad_to = 0;
     o.outdir = outdir.string();
     o.nosubdir = true;
-    o.net = nn::NetworkConfig::preset("ddpmpp");
-    o.net.unet.model_channels = 8;
-    o.net.unet.channel_mult = {1, 2};
-    o.net.unet.num_blocks = 1;
-    o.net.unet.attn_resolutions = {14};
+    o.net = test::tiny_network(8, {14});
     o.net.unet.dropout = 0.1;
     o.target = target;
     o.rbatch = 32;

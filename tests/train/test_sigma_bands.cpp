@@ -15,6 +15,7 @@
 #include "train/training_loop.h"
 #include "tests/requirements.h"
 #include "tests/temp_files.h"
+#include "tests/tiny_network.h"
 
 using namespace stf;
 namespace fs = std::filesystem;
@@ -156,11 +157,7 @@ TEST_CASE("a run's tick statistics equal the host sums of its rounds" * test::ne
     o.max_images = 64;
     o.pad_to = 0;
     o.outdir = (dir.path / "run").string();
-    o.net = nn::NetworkConfig::preset("ddpmpp");
-    o.net.unet.model_channels = 8;
-    o.net.unet.channel_mult = {1, 2};
-    o.net.unet.num_blocks = 1;
-    o.net.unet.attn_resolutions = {};
+    o.net = test::tiny_network(8, {});
     o.target = "stf";
     o.rbatch = 16;
     o.batch = 8;

@@ -13,6 +13,7 @@
 #include "nn/safetensors.h"
 #include "tests/requirements.h"
 #include "tests/temp_files.h"
+#include "tests/tiny_network.h"
 
 using namespace stf;
 namespace fs = std::filesystem;
@@ -29,11 +30,7 @@ train::TrainOptions tiny(const fs::path& outdir, const std::string& target) {
     o.max_images = 512;
     o.pad_to = 0;  // 28x28 as stored
     o.outdir = outdir.string();
-    o.net = nn::NetworkConfig::preset("ddpmpp");
-    o.net.unet.model_channels = 8;
-    o.net.unet.channel_mult = {1, 2};
-    o.net.unet.num_blocks = 1;
-    o.net.unet.attn_resolutions = {14};
+    o.net = test::tiny_network(8, {14});
     o.net.unet.dropout = 0.1;
     o.target = target;
     o.rbatch = 64;
