@@ -496,6 +496,30 @@ static void check_optimiser_operand(const Tensor& t, const Tensor& like, const c
     STF_CHECK(t.is_contiguous(), op << ": " << what << " must be contiguous, got " << describe(t));
 }
 
+// One Adam operand set: p contiguous, and g, m, v of p's shape, dtype and device, contiguous too.
+static void check_adam_operands(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const char* op) {
+    check_optimiser_operand(p, p, op, "parameter");
+    check_optimiser_operand(g, p, op, "gradient");
+    check_optimiser_operand(m, p, op, "first moment");
+    check_optimiser_operand(v, p, op, "second moment");
+}
+
+static void check_ema_operands(const Tensor& ema, const Tensor& net, const char* op) {
+    check_optimiser_operand(ema, ema, op, "EMA tensor");
+    check_optimiser_operand(net, ema, op, "network tensor");
+}
+
+static void check_adam_lists(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                             const std::vector<Tensor>& v, const char* op) {
+    STF_CHECK(g.size() == p.size() && m.size() == p.size() && v.size() == p.size(),
+              op << ": " << p.size() << " parameters, " << g.size() << " gradients, " << m.size() << " and " << v.size()
+                 << " moments");
+}
+
+static void check_ema_lists(const std::vector<Tensor>& ema, const std::vector<Tensor>& net, const char* op) {
+    STF_CHECK(net.size() == ema.size(), op << ": " << ema.size() << " EMA tensors, " << net.size() << " network tensors");
+}
+
 template <class T> static optim::AdamConstants<T> adam_constants(const AdamStep& s) {
     const double t = static_cast<double>(s.t);
     const double bias1 = 1 - std::pow(s.beta1, t), bias2 = 1 - std::pow(s.beta2, t);
@@ -507,10 +531,7 @@ template <class T> static optim::AdamConstants<T> adam_constants(const AdamStep&
 void adam_update_(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamStep& step) {
     const char* op = "adam_update_";
     STF_CHECK(step.t >= 1, op << ": step number " << step.t << " must be at least 1");
-    check_optimiser_operand(p, p, op, "parameter");
-    check_optimiser_operand(g, p, op, "gradient");
-    check_optimiser_operand(m, p, op, "first moment");
-    check_optimiser_operand(v, p, op, "second moment");
+    check_adam_operands(p, g, m, v, op);
     const int64_t n = p.numel();
     dispatch(
         p, op,
@@ -538,9 +559,7 @@ static bool one_cuda_launch(const std::vector<Tensor>& ts) {
 void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
                        const std::vector<Tensor>& v, const AdamStep& step) {
     const char* op = "adam_update_many_";
-    STF_CHECK(g.size() == p.size() && m.size() == p.size() && v.size() == p.size(),
-              op << ": " << p.size() << " parameters, " << g.size() << " gradients, " << m.size() << " and " << v.size()
-                 << " moments");
+    check_adam_lists(p, g, m, v, op);
     if (p.empty()) return;
     if (!one_cuda_launch(p)) {
         for (size_t i = 0; i < p.size(); ++i) {
@@ -552,10 +571,7 @@ void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& 
     STF_CHECK(step.t >= 1, op << ": step number " << step.t << " must be at least 1");
     std::vector<cuda::AdamOperands> table;
     for (size_t i = 0; i < p.size(); ++i) {
-        check_optimiser_operand(p[i], p[i], op, "parameter");
-        check_optimiser_operand(g[i], p[i], op, "gradient");
-        check_optimiser_operand(m[i], p[i], op, "first moment");
-        check_optimiser_operand(v[i], p[i], op, "second moment");
+        check_adam_operands(p[i], g[i], m[i], v[i], op);
         table.push_back({p[i].data<float>(), g[i].data<float>(), m[i].data<float>(), v[i].data<float>(), p[i].numel()});
     }
     STF_CHECK(backend_of(p[0], op) == Backend::CudaF32, op << ": CUDA tensors must be float32");
@@ -566,7 +582,7 @@ void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& 
 
 void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>& net, double beta) {
     const char* op = "ema_update_many_";
-    STF_CHECK(net.size() == ema.size(), op << ": " << ema.size() << " EMA tensors, " << net.size() << " network tensors");
+    check_ema_lists(ema, net, op);
     if (ema.empty()) return;
     if (!one_cuda_launch(ema)) {
         for (size_t i = 0; i < ema.size(); ++i) {
@@ -577,8 +593,7 @@ void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>&
     }
     std::vector<cuda::EmaOperands> table;
     for (size_t i = 0; i < ema.size(); ++i) {
-        check_optimiser_operand(ema[i], ema[i], op, "EMA tensor");
-        check_optimiser_operand(net[i], ema[i], op, "network tensor");
+        check_ema_operands(ema[i], net[i], op);
         table.push_back({ema[i].data<float>(), net[i].data<float>(), ema[i].numel()});
     }
     STF_CHECK(backend_of(ema[0], op) == Backend::CudaF32, op << ": CUDA tensors must be float32");
@@ -633,18 +648,13 @@ void write_adam_constants_(Tensor& constants, const AdamStep& step) {
 void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
                        const std::vector<Tensor>& v, const Tensor& constants) {
     const char* op = "adam_update_many_";
-    STF_CHECK(g.size() == p.size() && m.size() == p.size() && v.size() == p.size(),
-              op << ": " << p.size() << " parameters, " << g.size() << " gradients, " << m.size() << " and " << v.size()
-                 << " moments");
+    check_adam_lists(p, g, m, v, op);
     if (p.empty()) return;
     check_constants(constants, p[0], kAdamConstants, op, "the Adam constants");
     std::vector<cuda::AdamOperands> table;
     for (size_t i = 0; i < p.size(); ++i) {
         check_same(p[i], p[0], op);
-        check_optimiser_operand(p[i], p[i], op, "parameter");
-        check_optimiser_operand(g[i], p[i], op, "gradient");
-        check_optimiser_operand(m[i], p[i], op, "first moment");
-        check_optimiser_operand(v[i], p[i], op, "second moment");
+        check_adam_operands(p[i], g[i], m[i], v[i], op);
     }
     const bool one_launch = one_cuda_launch(p);
     for (size_t i = 0; i < p.size(); ++i) {
@@ -669,13 +679,12 @@ void adam_update_many_(const std::vector<Tensor>& p, const std::vector<Tensor>& 
 
 void ema_update_many_(const std::vector<Tensor>& ema, const std::vector<Tensor>& net, const Tensor& beta) {
     const char* op = "ema_update_many_";
-    STF_CHECK(net.size() == ema.size(), op << ": " << ema.size() << " EMA tensors, " << net.size() << " network tensors");
+    check_ema_lists(ema, net, op);
     if (ema.empty()) return;
     check_constants(beta, ema[0], 1, op, "beta");
     for (size_t i = 0; i < ema.size(); ++i) {
         check_same(ema[i], ema[0], op);
-        check_optimiser_operand(ema[i], ema[i], op, "EMA tensor");
-        check_optimiser_operand(net[i], ema[i], op, "network tensor");
+        check_ema_operands(ema[i], net[i], op);
     }
     std::vector<cuda::EmaOperands> table;
     const bool one_launch = one_cuda_launch(ema);
@@ -716,8 +725,7 @@ void nan_to_num_many_(const std::vector<Tensor>& xs, double inf_value) {
 
 void ema_update_(Tensor& ema, const Tensor& net, double beta) {
     const char* op = "ema_update_";
-    check_optimiser_operand(ema, ema, op, "EMA tensor");
-    check_optimiser_operand(net, ema, op, "network tensor");
+    check_ema_operands(ema, net, op);
     const int64_t n = ema.numel();
     dispatch(ema, op, [&]<class T>() { cpu::ema_update<T>(n, ema.data<T>(), net.data<T>(), static_cast<T>(beta)); },
              [&] { cuda::ema_update(n, ema.data<float>(), net.data<float>(), static_cast<float>(beta)); });
