@@ -9,11 +9,17 @@ CachingAllocator::CachingAllocator(RawAlloc raw_alloc, RawFree raw_free)
     : raw_alloc_(std::move(raw_alloc)), raw_free_(std::move(raw_free)) {}
 
 CachingAllocator::~CachingAllocator() {
-    capturing_ = 0;
-    for (auto& [id, pool] : pools_)
-        for (auto& [size, blocks] : pool.free_lists)
-            for (void* b : blocks) raw_free_(b);
-    empty_cache();
+    for (auto& [id, pool] : pools_) return_to_backend(pool.free_lists);
+    return_to_backend(free_lists_);
+}
+
+void CachingAllocator::return_to_backend(std::map<size_t, std::vector<void*>>& lists) {
+    for (auto& [size, blocks] : lists)
+        for (void* b : blocks) {
+            raw_free_(b);
+            stats_.reserved -= size;
+        }
+    lists.clear();
 }
 
 size_t CachingAllocator::round_size(size_t bytes) {
@@ -37,9 +43,7 @@ void* CachingAllocator::take_from_backend(size_t size) {
     if (!ptr && capturing_ == 0) {
         // Out of memory: give the cache back and try once more before failing. Not while capturing:
         // freeing device memory is not allowed inside a CUDA graph capture.
-        for (auto& [sz, blocks] : free_lists_)
-            for (void* b : blocks) { raw_free_(b); stats_.reserved -= sz; }
-        free_lists_.clear();
+        return_to_backend(free_lists_);
         ptr = raw_alloc_(size);
     }
     if (!ptr)
@@ -132,9 +136,7 @@ size_t CachingAllocator::pool_reserved(PoolId id) const {
 void CachingAllocator::empty_cache() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (capturing_) return;  // freeing device memory would break the capture; the cache stays
-    for (auto& [size, blocks] : free_lists_)
-        for (void* b : blocks) { raw_free_(b); stats_.reserved -= size; }
-    free_lists_.clear();
+    return_to_backend(free_lists_);
 }
 
 void CachingAllocator::reset_peak() {

@@ -71,6 +71,7 @@ private:
     };
     void* take_cached(std::map<size_t, std::vector<void*>>& lists, size_t size);
     void* take_from_backend(size_t size);
+    void return_to_backend(std::map<size_t, std::vector<void*>>& lists);  // frees every block; caller holds the lock
 
 
     RawAlloc raw_alloc_;
