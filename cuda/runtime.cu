@@ -114,11 +114,9 @@ void copy_host_to_device(void* dst, const void* src, size_t bytes) {
     STF_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, get_stream()));
 }
 
-// Whether a Graph's capture is open; host waits would invalidate it with an unhelpful error.
-static bool g_capturing = false;
-
+// Host waits inside a capture would invalidate it with an unhelpful error.
 static void refuse_inside_capture(const char* what) {
-    if (g_capturing)
+    if (capturing())
         throw std::runtime_error(std::string(what) + " inside a CUDA graph capture: a captured step must not wait "
                                  "for the device (read results after replay(), outside the capture)");
 }
@@ -150,10 +148,11 @@ void profiler_start() { STF_CUDA_CHECK(cudaProfilerStart()); }
 void profiler_stop() { STF_CUDA_CHECK(cudaProfilerStop()); }
 
 // ---- graphs ----------------------------------------------------------------------------------------
-bool capturing() { return g_capturing; }
+// A capture is open exactly while the allocator serves a capture pool (Graph opens and closes both).
+bool capturing() { return allocator().capturing() != 0; }
 
 void Graph::begin_capture() {
-    if (g_capturing) throw std::runtime_error("Graph::begin_capture: a capture is already open");
+    if (capturing()) throw std::runtime_error("Graph::begin_capture: a capture is already open");
     discard();
     cudaStream_t s = get_stream();
     cublas_handle();  // the library handles are created before the capture, not inside it
@@ -168,14 +167,12 @@ void Graph::begin_capture() {
         pool_ = 0;
         STF_CUDA_CHECK(err);
     }
-    g_capturing = true;
 }
 
 void Graph::end_capture() {
-    if (!g_capturing) throw std::runtime_error("Graph::end_capture without begin_capture");
+    if (!capturing()) throw std::runtime_error("Graph::end_capture without begin_capture");
     cudaGraph_t graph = nullptr;
     const cudaError_t err = cudaStreamEndCapture(get_stream(), &graph);
-    g_capturing = false;
     allocator().end_capture();
     graph_ = graph;
     if (err != cudaSuccess) {

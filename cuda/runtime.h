@@ -4,6 +4,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <string>
 #include "cuda/caching_allocator.h"
 
@@ -50,6 +52,9 @@ public:
 
     void begin_capture();
     void end_capture();  // instantiates the recording; throws (and discards it) if the capture failed
+    // begin_capture, work(), end_capture. If work throws, the capture is ended and its recording
+    // discarded (a part of the work must never be replayed), and work's error is the one that propagates.
+    void capture(const std::function<void()>& work);
     void replay();       // queued on stf's stream like any kernel
     bool ready() const { return exec_ != nullptr; }
 
@@ -60,6 +65,22 @@ private:
     uint64_t pool_ = 0;      // the allocator's capture pool, 0 once released
 };
 bool capturing();  // a Graph's capture is open on this process's stream
+
+inline void Graph::capture(const std::function<void()>& work) {
+    begin_capture();
+    try {
+        work();
+    } catch (...) {
+        try {
+            end_capture();
+            discard();
+        } catch (const std::exception&) {
+            // The capture is broken already; work's error is the one to report.
+        }
+        throw;
+    }
+    end_capture();
+}
 
 // Opaque handles (cudaStream_t, cublasHandle_t, cudnnHandle_t) for the .cu files.
 void* stream();

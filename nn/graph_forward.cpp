@@ -17,7 +17,7 @@ static std::string signature(const std::vector<Tensor>& inputs) {
 
 int64_t GraphForward::graphs() const {
     int64_t n = 0;
-    for (const auto& [key, e] : entries_) n += e.graph && e.graph->ready() ? 1 : 0;
+    for (const auto& [key, e] : entries_) n += e.graph.ready() ? 1 : 0;
     return n;
 }
 
@@ -31,23 +31,8 @@ Tensor GraphForward::operator()(const std::vector<Tensor>& inputs) {
             if (inputs[i].defined()) ops::copy_(e.inputs[i], inputs[i]);
     }
     if (e.calls++ == 0) return forward_(e.inputs);  // the warm-up
-    if (!e.graph) {
-        e.graph = std::make_unique<cuda::Graph>();
-        e.graph->begin_capture();
-        try {
-            e.output = forward_(e.inputs);
-        } catch (...) {
-            try {
-                e.graph->end_capture();
-            } catch (const std::exception&) {
-                // The capture is already broken; the first error is the one to report.
-            }
-            e.graph.reset();
-            throw;
-        }
-        e.graph->end_capture();  // recorded, not run
-    }
-    e.graph->replay();
+    if (!e.graph.ready()) e.graph.capture([&] { e.output = forward_(e.inputs); });  // recorded, not run
+    e.graph.replay();
     ++replays_;
     return e.output;
 }

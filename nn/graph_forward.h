@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,7 +35,7 @@ private:
         std::vector<Tensor> inputs;
         Tensor output;
         int64_t calls = 0;
-        std::unique_ptr<cuda::Graph> graph;
+        cuda::Graph graph;
     };
     Forward forward_;
     bool capture_;

@@ -53,20 +53,7 @@ void GraphStep::run(cuda::Graph& graph, const std::function<void()>& work) {
         work();
         return;
     }
-    if (!graph.ready()) {
-        graph.begin_capture();
-        try {
-            work();
-        } catch (...) {
-            try {
-                graph.end_capture();
-            } catch (const std::exception&) {
-                // The capture is already broken; the first error is the one to report.
-            }
-            throw;
-        }
-        graph.end_capture();  // recorded, not run: the replay below runs it
-    }
+    if (!graph.ready()) graph.capture(work);  // recorded, not run: the replay below runs it
     graph.replay();
     ++replays_;
 }
