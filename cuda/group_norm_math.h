@@ -33,7 +33,7 @@ struct DropoutStream {
     uint64_t row_stride = 0;
     const uint64_t* offset_base = nullptr;
     STF_HD bool active() const { return keep < 1.0; }
-    STF_HD uint64_t stream_offset() const { return offset_base ? offset + *offset_base : offset; }
+    STF_HD uint64_t stream_offset() const { return philox::stream_offset(offset, offset_base); }
 };
 
 template <class T> struct GroupNormFusion {

@@ -45,6 +45,12 @@ STF_HD float to_unit(uint32_t w) { return static_cast<float>(w >> 8) * (1.0f / 1
 // Same bits shifted into (0, 1], safe under log() for Box-Muller.
 STF_HD float to_unit_open0(uint32_t w) { return static_cast<float>((w >> 8) + 1u) * (1.0f / 16777216.0f); }
 
+// The stream offset a draw uses: its own, plus a row key's word in memory when it has one, read when the
+// kernel runs (tensor/random.h: what lets a replayed CUDA graph draw each step's numbers).
+STF_HD uint64_t stream_offset(uint64_t offset, const uint64_t* offset_base) {
+    return offset_base ? offset + *offset_base : offset;
+}
+
 // The stream element and stream offset of element i of a row-split draw.
 struct RowElement { uint64_t index, offset; };
 STF_HD RowElement row_element(uint64_t i, uint64_t offset, uint64_t row_len, uint64_t row_stride) {

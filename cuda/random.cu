@@ -20,7 +20,7 @@ namespace {
 // depend on whether the compiler contracts the expression.
 __global__ void uniform_kernel(int64_t n, float* out, float lo, float hi, uint64_t seed, uint64_t offset,
                                uint64_t row_len, uint64_t row_stride, const uint64_t* offset_base) {
-    if (offset_base) offset += *offset_base;
+    offset = philox::stream_offset(offset, offset_base);
     for (int64_t i = global_thread(); i < n; i += grid_threads()) {
         philox::RowElement e = philox::row_element(static_cast<uint64_t>(i), offset, row_len, row_stride);
         out[i] = fmaf(hi - lo, philox::uniform(e.index, e.offset, seed), lo);
@@ -29,7 +29,7 @@ __global__ void uniform_kernel(int64_t n, float* out, float lo, float hi, uint64
 
 __global__ void normal_kernel(int64_t n, float* out, float mean, float std, uint64_t seed, uint64_t offset,
                               uint64_t row_len, uint64_t row_stride, const uint64_t* offset_base) {
-    if (offset_base) offset += *offset_base;
+    offset = philox::stream_offset(offset, offset_base);
     for (int64_t i = global_thread(); i < n; i += grid_threads()) {
         philox::RowElement e = philox::row_element(static_cast<uint64_t>(i), offset, row_len, row_stride);
         out[i] = fmaf(std, philox::normal(e.index, e.offset, seed), mean);
@@ -38,7 +38,7 @@ __global__ void normal_kernel(int64_t n, float* out, float mean, float std, uint
 
 __global__ void bernoulli_kernel(int64_t n, float* out, float p, uint64_t seed, uint64_t offset,
                                  uint64_t row_len, uint64_t row_stride, const uint64_t* offset_base) {
-    if (offset_base) offset += *offset_base;
+    offset = philox::stream_offset(offset, offset_base);
     for (int64_t i = global_thread(); i < n; i += grid_threads()) {
         philox::RowElement e = philox::row_element(static_cast<uint64_t>(i), offset, row_len, row_stride);
         out[i] = philox::uniform(e.index, e.offset, seed) < p ? 1.0f : 0.0f;

@@ -5,13 +5,17 @@
 
 namespace stf {
 
-void Generator::key_rows(uint64_t step, uint64_t first_row) {
+uint64_t Generator::row_key_word(uint64_t step, uint64_t first_row) {
     STF_CHECK(step < (uint64_t(1) << 32), "per-sample random streams: step " << step << " is past 2^32");
     STF_CHECK(first_row < kRowKeyedSamples,
               "per-sample random streams: sample index " << first_row << " is past " << kRowKeyedSamples);
+    return (step << 32) | (first_row << 11);
+}
+
+void Generator::key_rows(uint64_t step, uint64_t first_row) {
+    key_word_ = row_key_word(step, first_row);
     keyed_ = true;
     memory_key_.reset();
-    step_ = step;
     first_row_ = first_row;
     draws_ = 0;
 }
@@ -29,11 +33,8 @@ RowKey::~RowKey() {
 }
 
 void RowKey::set(uint64_t step, uint64_t first_row) {
-    STF_CHECK(step < (uint64_t(1) << 32), "per-sample random streams: step " << step << " is past 2^32");
-    STF_CHECK(first_row < Generator::kRowKeyedSamples,
-              "per-sample random streams: sample index " << first_row << " is past " << Generator::kRowKeyedSamples);
+    const uint64_t word = Generator::row_key_word(step, first_row);
     first_row_ = first_row;
-    const uint64_t word = (step << 32) | (first_row << 11);
     if (device_.is_cuda())
         cuda::copy_host_to_device(word_, &word, sizeof word);
     else
@@ -61,8 +62,7 @@ Generator::Stream Generator::next_draw(int64_t numel, int64_t rows) {
                                                                                << " draws since the last key_rows");
     // With a key in memory the kernel adds the key's word when it runs: the same offset, bit for bit.
     if (memory_key_) return {draws_++, numel / rows, kRowKeyedDraws, memory_key_->data()};
-    uint64_t offset = (step_ << 32) | (first_row_ << 11) | draws_++;
-    return {offset, numel / rows, kRowKeyedDraws};
+    return {key_word_ | draws_++, numel / rows, kRowKeyedDraws};
 }
 
 Generator& default_generator() {

@@ -54,6 +54,8 @@ public:
 
     // Per-sample streams (see the top of this file); key_rows restarts the draw counter.
     void key_rows(uint64_t step, uint64_t first_row);
+    // step << 32 | first_row << 11, the offset of a keyed row's first draw; throws past the limits.
+    static uint64_t row_key_word(uint64_t step, uint64_t first_row);
     void unkey_rows() {
         keyed_ = false;
         memory_key_.reset();
@@ -81,7 +83,7 @@ private:
     uint64_t seed_ = 0;
     uint64_t offset_ = 0;
     bool keyed_ = false;
-    uint64_t step_ = 0, first_row_ = 0, draws_ = 0;
+    uint64_t key_word_ = 0, first_row_ = 0, draws_ = 0;  // key_word_: row_key_word(step, first_row)
     std::shared_ptr<const RowKey> memory_key_;
 };
 

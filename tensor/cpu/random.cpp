@@ -18,7 +18,7 @@ template <class F>
 void for_each_draw(int64_t n, uint64_t seed, uint64_t offset, const uint64_t* offset_base, int64_t row_len,
                    uint64_t row_stride, F f) {
     if (n <= 0) return;
-    if (offset_base) offset += *offset_base;
+    offset = philox::stream_offset(offset, offset_base);
     // The last row may be partial (n need not be a multiple of row_len): it takes its row's first elements.
     const int64_t len = row_len > 0 ? row_len : n, blocks_per_row = (len + 3) / 4;
     const int64_t blocks = ((n + len - 1) / len) * blocks_per_row;
