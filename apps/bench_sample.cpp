@@ -58,9 +58,8 @@ int main(int argc, char** argv) {
         double peak_flag = f.real("peak-tflops", 0);
         uint64_t seed = static_cast<uint64_t>(f.integer("seed", 0));
         bool profile = f.boolean("profile");
-        const std::string cuda_graph = f.str("cuda-graph", "off");
+        const bool cuda_graph = f.on_off("cuda-graph", false);
         f.check_all_used();
-        STF_CHECK(cuda_graph == "on" || cuda_graph == "off", "--cuda-graph must be on or off, got '" << cuda_graph << "'");
         for (const char* flag : {"arch", "precond", "cbase", "cres", "blocks", "attn", "res", "channels", "dropout"})
             STF_CHECK(net_path.empty() || !f.given(flag),
                       "--" << flag << " with --net: the network file says its own architecture");
@@ -93,7 +92,7 @@ int main(int argc, char** argv) {
                 NoGradGuard no_grad;
                 return net->forward(in[0], in[1]);
             },
-            cuda_graph == "on" && device.is_cuda());
+            cuda_graph && device.is_cuda());
         diffusion::Denoiser denoise = [&](const Tensor& x, double sigma) {
             auto start = std::chrono::steady_clock::now();
             NoGradGuard no_grad;
@@ -123,7 +122,7 @@ int main(int argc, char** argv) {
         std::printf("sampler: %s %d steps, %lld network evaluations per batch, batch %lld, %lld timed batch(es)%s\n",
                     so.heun ? "Heun" : "Euler", so.num_steps, (long long)diffusion::network_evaluations(so),
                     (long long)batch, (long long)repeats,
-                    cuda_graph == "off" ? "" : device.is_cuda() ? "; each evaluation a CUDA graph replay"
+                    !cuda_graph ? "" : device.is_cuda() ? "; each evaluation a CUDA graph replay"
                                                                 : "; --cuda-graph on: nothing to capture on the CPU");
         auto start = std::chrono::steady_clock::now();
         for (int64_t r = 0; r < repeats; ++r) diffusion::edm_sample(denoise, latents, so);

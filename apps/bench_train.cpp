@@ -102,9 +102,8 @@ int main(int argc, char** argv) {
         double peak_flag = f.real("peak-tflops", 0);
         uint64_t seed = static_cast<uint64_t>(f.integer("seed", 0));
         bool profile = f.boolean("profile");
-        const std::string cuda_graph = f.str("cuda-graph", "off");
+        const bool graphs = f.on_off("cuda-graph", false);
         f.check_all_used();
-        STF_CHECK(cuda_graph == "on" || cuda_graph == "off", "--cuda-graph must be on or off, got '" << cuda_graph << "'");
         STF_CHECK(!profile || device.is_cuda(), "--profile records a CUDA step; it needs --device cuda");
         STF_CHECK(batch >= 1, "--batch must be positive, got " << batch);
         STF_CHECK(target == "dsm" || target == "stf" || target == "knn", "--target must be dsm, stf or knn, got '" << target << "'");
@@ -117,7 +116,6 @@ int main(int argc, char** argv) {
         if (target == "dsm") rbatch = 0;
         STF_CHECK(augment >= 0 && augment <= 1, "--augment is a probability in [0, 1], got " << augment);
         STF_CHECK(steps >= 1 && warmup >= 0, "--steps must be positive and --warmup not negative");
-        const bool graphs = cuda_graph == "on";
         STF_CHECK(!graphs || !whole, "--cuda-graph on: the whole-dataset targets are not supported (use --cuda-graph off)");
         STF_CHECK(!graphs || !device.is_cuda() || warmup >= 2,
                   "--cuda-graph on needs --warmup 2 or more on CUDA: the first step runs eagerly, the second is captured");

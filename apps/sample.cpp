@@ -139,9 +139,8 @@ int main(int argc, char** argv) {
         std::string precision = f.str("precision", "fp32");
         const int64_t class_index = f.integer("class", -1);
         const double guidance = f.real("guidance", 1);
-        const std::string cuda_graph = f.str("cuda-graph", "off");
+        const bool cuda_graph = f.on_off("cuda-graph", false);
         f.check_all_used();
-        STF_CHECK(cuda_graph == "on" || cuda_graph == "off", "--cuda-graph must be on or off, got '" << cuda_graph << "'");
         STF_CHECK(!net_path.empty(), "no network: give --net FILE (a snapshot from train_cifar)");
         STF_CHECK(batch >= 1, "--batch must be positive");
         STF_CHECK(!outdir.empty() || !grid.empty() || !out_npy.empty(),
@@ -230,7 +229,7 @@ int main(int argc, char** argv) {
                 NoGradGuard no_grad;
                 return in[2].defined() ? net.forward(in[0], in[1], in[2], Tensor(), no_dropout) : net.forward(in[0], in[1]);
             },
-            cuda_graph == "on" && device.is_cuda());
+            cuda_graph && device.is_cuda());
         auto on_host = [](const Tensor& d) { return ops::to(ops::to(d, Device::cpu()), DType::F64); };
         diffusion::Denoiser denoise = [&](const Tensor& x, double sigma) {
             NoGradGuard no_grad;

@@ -136,7 +136,7 @@ static train::TrainOptions options_from_flags(apps::Flags& f) {
     o.resume = f.str("resume", "");
     o.device = f.str("device", o.device);
     o.precision = f.str("precision", o.precision);
-    o.cuda_graph = f.str("cuda-graph", o.cuda_graph);
+    o.cuda_graph = f.on_off("cuda-graph", o.cuda_graph == "on") ? "on" : "off";
     o.progress_bar = !f.boolean("no-progress");
     o.dist_timeout = f.real("dist-timeout", o.dist_timeout);
     return o;

@@ -72,6 +72,12 @@ bool Flags::boolean(const std::string& name) {
     return v == "true" || v == "1";
 }
 
+bool Flags::on_off(const std::string& name, bool fallback) {
+    const std::string v = str(name, fallback ? "on" : "off");
+    STF_CHECK(v == "on" || v == "off", "--" << name << " must be on or off, got '" << v << "'");
+    return v == "on";
+}
+
 std::vector<int64_t> Flags::int_list(const std::string& name, const std::vector<int64_t>& fallback) {
     std::string v = str(name, "");
     if (v.empty()) return fallback;

@@ -23,6 +23,7 @@ public:
     int64_t integer(const std::string& name, int64_t fallback);
     double real(const std::string& name, double fallback);
     bool boolean(const std::string& name);  // present or not
+    bool on_off(const std::string& name, bool fallback);  // --name on|off
     std::vector<int64_t> int_list(const std::string& name, const std::vector<int64_t>& fallback);  // "1,2,2"
     bool given(const std::string& name) const { return values_.count(name) > 0; }
 
