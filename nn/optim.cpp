@@ -64,11 +64,17 @@ void Adam::step(double lr) {
     ops::adam_update_many_(o.p, o.g, o.m, o.v, ops::AdamStep{lr, opt_.beta1, opt_.beta2, opt_.eps, steps_});
 }
 
+// The small tensor a stage() writes: n values in the dtype and on the device of the updated tensors,
+// kept at its address from step to step (a captured graph reads it there).
+static void keep_staged(Tensor& staged, const std::vector<Tensor>& updated, int64_t n, const char* who) {
+    STF_CHECK(!updated.empty(), who << ": no tensors to update");
+    const Tensor& like = updated[0];
+    if (!staged.defined() || staged.device() != like.device() || staged.dtype() != like.dtype())
+        staged = ops::empty({n}, like.dtype(), like.device());
+}
+
 void Adam::stage(double lr) {
-    STF_CHECK(!params_.empty(), "Adam::stage: no parameters");
-    const Tensor& like = params_[0];
-    if (!staged_.defined() || staged_.device() != like.device() || staged_.dtype() != like.dtype())
-        staged_ = ops::empty({ops::kAdamConstants}, like.dtype(), like.device());
+    keep_staged(staged_, params_, ops::kAdamConstants, "Adam::stage");
     ++steps_;
     ops::write_adam_constants_(staged_, ops::AdamStep{lr, opt_.beta1, opt_.beta2, opt_.eps, steps_});
 }
@@ -145,27 +151,26 @@ double Ema::beta(double batch_size, double cur_nimg, double halflife_kimg, doubl
     return std::pow(0.5, batch_size / std::max(halflife_nimg, 1e-8));
 }
 
-void Ema::update(double beta) {
-    NoGradGuard no_grad;
+std::vector<Tensor> Ema::contiguous_net() const {
     std::vector<Tensor> net;
     for (const Tensor& t : net_) net.push_back(ops::contiguous(t));
-    ops::ema_update_many_(ema_, net, beta);  // net + beta * (ema - net); on CUDA a few launches in all
+    return net;
+}
+
+void Ema::update(double beta) {
+    NoGradGuard no_grad;
+    ops::ema_update_many_(ema_, contiguous_net(), beta);  // net + beta * (ema - net); on CUDA a few launches in all
 }
 
 void Ema::stage(double beta) {
-    STF_CHECK(!ema_.empty(), "Ema::stage: no tensors");
-    const Tensor& like = ema_[0];
-    if (!staged_.defined() || staged_.device() != like.device() || staged_.dtype() != like.dtype())
-        staged_ = ops::empty({1}, like.dtype(), like.device());
-    ops::copy_(staged_, ops::full({1}, beta, like.dtype()));
+    keep_staged(staged_, ema_, 1, "Ema::stage");
+    ops::copy_(staged_, ops::full({1}, beta, staged_.dtype()));
 }
 
 void Ema::apply_staged() {
     STF_CHECK(staged_.defined(), "Ema::apply_staged: call stage(beta) first");
     NoGradGuard no_grad;
-    std::vector<Tensor> net;
-    for (const Tensor& t : net_) net.push_back(ops::contiguous(t));
-    ops::ema_update_many_(ema_, net, staged_);
+    ops::ema_update_many_(ema_, contiguous_net(), staged_);
 }
 
 }  // namespace stf::nn

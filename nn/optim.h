@@ -80,6 +80,8 @@ public:
     void apply_staged();
 
 private:
+    std::vector<Tensor> contiguous_net() const;
+
     std::vector<Tensor> net_, ema_;
     Tensor staged_;  // beta, one value
 };
