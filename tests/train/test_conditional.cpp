@@ -13,6 +13,7 @@
 #include "diffusion/loss.h"
 #include "nn/network.h"
 #include "nn/safetensors.h"
+#include "tests/safetensors_diff.h"
 #include "tests/expect_error.h"
 #include "tests/temp_files.h"
 #include "tests/tiny_network.h"
@@ -171,12 +172,7 @@ TEST_CASE("conditional STF with label dropout, x-flips and augmentation resumes 
     CHECK(half.steps == 4);
     CHECK(second.steps == 8);
     CHECK(fs::path(second.state).parent_path() == dir.path / "split");
-    nn::NamedTensors a = nn::load_safetensors(full.state).tensors, b = nn::load_safetensors(second.state).tensors;
-    REQUIRE(a.size() == b.size());
-    size_t differing = 0;
-    for (size_t i = 0; i < a.size(); ++i)
-        if (a[i].first != b[i].first || a[i].second.to_vector() != b[i].second.to_vector()) ++differing;
-    CHECK(differing == 0);
+    CHECK(test::differing_tensors(full.state, second.state) == 0);
 }
 
 TEST_CASE("--transfer starts from the snapshot's weights with a fresh optimiser; a mismatch names the flags") {

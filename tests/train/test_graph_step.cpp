@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "data/dataset.h"
-#include "nn/safetensors.h"
+#include "tests/safetensors_diff.h"
 #include "tests/expect_error.h"
 #include "tests/requirements.h"
 #include "tests/temp_files.h"
@@ -71,17 +71,6 @@ std::vector<std::string> stats_without_timings(const fs::path& path) {
     return out;
 }
 
-void check_same_state(const std::string& a_path, const std::string& b_path) {
-    const nn::NamedTensors a = nn::load_safetensors(a_path).tensors, b = nn::load_safetensors(b_path).tensors;
-    REQUIRE(a.size() == b.size());
-    size_t differing = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        CHECK(a[i].first == b[i].first);
-        if (a[i].second.to_vector() != b[i].second.to_vector()) ++differing;
-    }
-    CHECK(differing == 0);
-}
-
 }  // namespace
 
 TEST_CASE("--cuda-graph on trains bit for bit the run --cuda-graph off trains (DSM and STF)" *
@@ -93,7 +82,7 @@ TEST_CASE("--cuda-graph on trains bit for bit the run --cuda-graph off trains (D
         const train::TrainSummary on = train::training_loop(small_run(dir.path / "on", target, "on"));
         CHECK(on.steps == 12);
         CHECK(on.last_loss == off.last_loss);
-        check_same_state(off.state, on.state);
+        CHECK(test::differing_tensors(off.state, on.state) == 0);
         CHECK(stats_without_timings(dir.path / "on" / "stats.jsonl") == stats_without_timings(dir.path / "off" / "stats.jsonl"));
         bool said = false;
         for (const std::string& line : lines(dir.path / "on" / "log.txt"))
@@ -116,7 +105,7 @@ TEST_CASE("--cuda-graph on resumes a run and ends where an uninterrupted one doe
     resume.duration_mimg = 16 * 12 / 1e6;
     const train::TrainSummary second = train::training_loop(resume);
     CHECK(second.steps == 12);
-    check_same_state(full.state, second.state);
+    CHECK(test::differing_tensors(full.state, second.state) == 0);
 }
 
 TEST_CASE("--cuda-graph refuses what it cannot replay, before training") {

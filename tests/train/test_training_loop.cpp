@@ -10,7 +10,7 @@
 
 #include "data/dataset.h"
 #include "train/training_loop.h"
-#include "nn/safetensors.h"
+#include "tests/safetensors_diff.h"
 #include "tests/requirements.h"
 #include "tests/temp_files.h"
 #include "tests/tiny_network.h"
@@ -49,8 +49,6 @@ train::TrainOptions tiny(const fs::path& outdir, const std::string& target) {
     return o;
 }
 
-nn::NamedTensors weights(const std::string& state_path) { return nn::load_safetensors(state_path).tensors; }
-
 }  // namespace
 
 TEST_CASE("STF training on Fashion-MNIST: checkpoints, stats, and a bit-exact resume" * test::needs_fashion_mnist()) {
@@ -72,14 +70,7 @@ TEST_CASE("STF training on Fashion-MNIST: checkpoints, stats, and a bit-exact re
     resume.duration_mimg = 16 * 40 / 1e6;
     train::TrainSummary second = train::training_loop(resume);
     CHECK(second.steps == 40);
-    nn::NamedTensors a = weights(full.state), b = weights(second.state);
-    REQUIRE(a.size() == b.size());
-    size_t differing = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        CHECK(a[i].first == b[i].first);
-        if (a[i].second.to_vector() != b[i].second.to_vector()) ++differing;
-    }
-    CHECK(differing == 0);
+    CHECK(test::differing_tensors(full.state, second.state) == 0);
 }
 
 TEST_CASE("the loss goes down over a few hundred DSM steps" * test::needs_fashion_mnist()) {
@@ -196,12 +187,7 @@ TEST_CASE("whole-dataset targets train on Fashion-MNIST; kNN resumes bit-exactly
     resume.duration_mimg = 16 * 20 / 1e6;
     train::TrainSummary second = train::training_loop(resume);
     CHECK(second.steps == 20);
-    nn::NamedTensors x = weights(full.state), y = weights(second.state);
-    REQUIRE(x.size() == y.size());
-    size_t differing = 0;
-    for (size_t i = 0; i < x.size(); ++i)
-        if (x[i].second.to_vector() != y[i].second.to_vector()) ++differing;
-    CHECK(differing == 0);
+    CHECK(test::differing_tensors(full.state, second.state) == 0);
     train::TrainOptions too_many = tiny(dir.path / "k", "knn");
     too_many.knn_k = 513;
     CHECK_THROWS_WITH_AS(train::training_loop(too_many), doctest::Contains("--k 513 is larger than the dataset (512 images)"),
